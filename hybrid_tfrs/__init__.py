@@ -1,0 +1,1 @@
+"""hybrid-tfrs: LinRec linear attention + FMLP-Rec filter, blended per user."""
