@@ -1,0 +1,158 @@
+"""Residual blocks around a sequence mixer, as in SASRec / LinRec / FMLP-Rec."""
+
+from hybrid_tfrs.backend import keras, ops, register_serializable
+from hybrid_tfrs.layers.frequency_filter import FrequencyFilter
+from hybrid_tfrs.layers.linear_attention import LinearAttention
+
+MIXERS = ("linrec", "fmlp", "sasrec")
+
+
+@register_serializable()
+class FeedForward(keras.layers.Layer):
+    """Position-wise FFN with residual and LayerNorm: ``LN(x + drop(W2 gelu(W1 x)))``.
+
+    Call args: inputs [B, L, d]. Returns [B, L, d].
+    """
+
+    def __init__(self, inner_dim, dropout_rate=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.inner_dim = inner_dim
+        self.dropout_rate = dropout_rate
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        self.inner = keras.layers.Dense(self.inner_dim, activation="gelu", name="inner")
+        self.inner.build(input_shape)
+        self.outer = keras.layers.Dense(hidden_dim, name="outer")
+        self.outer.build(tuple(input_shape[:-1]) + (self.inner_dim,))
+        self.dropout = keras.layers.Dropout(self.dropout_rate)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-12, name="norm")
+        self.norm.build(input_shape)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        y = self.dropout(self.outer(self.inner(inputs)), training=training)
+        return self.norm(inputs + y)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(inner_dim=self.inner_dim, dropout_rate=self.dropout_rate)
+        return config
+
+
+@register_serializable()
+class MixerBlock(keras.layers.Layer):
+    """One encoder layer: ``x = LN(x + drop(mixer(x))); x = FFN(x)``.
+
+    Padded positions are zeroed before the mixer, so position embeddings of
+    padding never leak into the mix.
+
+    Args:
+        mixer: ``"linrec"`` (``LinearAttention``), ``"fmlp"`` (``FrequencyFilter``)
+            or ``"sasrec"`` (softmax multi-head self-attention).
+        max_len: sequence length (the filter's length).
+        num_heads: attention heads (linrec, sasrec).
+        inner_dim: FFN width; dropout_rate: dropout after mixer and FFN.
+        causal: causal forms (default) or the papers' bidirectional ones.
+        chunk_size: chunk length of causal linear attention.
+
+    Call args:
+        inputs: [B, L, d]. mask: optional [B, L] (1 = item, 0 = padding);
+            Keras' own mask (e.g. from ``Embedding(mask_zero=True)``) is used
+            when none is passed.
+
+    Returns:
+        [B, L, d].
+    """
+
+    def __init__(
+        self,
+        mixer,
+        max_len,
+        num_heads=2,
+        inner_dim=256,
+        dropout_rate=0.0,
+        causal=True,
+        chunk_size=64,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if mixer not in MIXERS:
+            raise ValueError(f"mixer must be one of {MIXERS}, got {mixer!r}")
+        self.mixer = mixer
+        self.max_len = max_len
+        self.num_heads = num_heads
+        self.inner_dim = inner_dim
+        self.dropout_rate = dropout_rate
+        self.causal = causal
+        self.chunk_size = chunk_size
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        if self.mixer == "linrec":
+            self.mix = LinearAttention(
+                num_heads=self.num_heads, causal=self.causal, chunk_size=self.chunk_size, name="mix"
+            )
+            self.mix.build(input_shape)
+        elif self.mixer == "fmlp":
+            self.mix = FrequencyFilter(max_len=self.max_len, causal=self.causal, name="mix")
+            self.mix.build(input_shape)
+        else:
+            if hidden_dim % self.num_heads:
+                raise ValueError(
+                    f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({self.num_heads})"
+                )
+            self.mix = keras.layers.MultiHeadAttention(
+                num_heads=self.num_heads,
+                key_dim=hidden_dim // self.num_heads,
+                dropout=self.dropout_rate,
+                name="mix",
+            )
+            self.mix.build(input_shape, input_shape)
+        self.dropout = keras.layers.Dropout(self.dropout_rate)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-12, name="norm")
+        self.norm.build(input_shape)
+        self.ffn = FeedForward(self.inner_dim, self.dropout_rate, name="ffn")
+        self.ffn.build(input_shape)
+        super().build(input_shape)
+
+    def _attention_mask(self, mask):
+        """[B, L] padding mask -> [B, L, L] boolean: query t may attend key s."""
+        keys = ops.cast(mask, "bool")[:, None, :]
+        length = ops.shape(mask)[1]
+        allowed = ops.ones((length, length), dtype="int32")
+        if self.causal:
+            allowed = ops.tril(allowed)
+        return ops.logical_and(keys, (allowed > 0)[None, :, :])
+
+    def call(self, inputs, mask=None, training=None):
+        if mask is None:
+            mask = ops.ones(ops.shape(inputs)[:2], dtype="bool")
+        x = inputs * ops.cast(mask, inputs.dtype)[:, :, None]
+        if self.mixer == "sasrec":
+            y = self.mix(x, x, attention_mask=self._attention_mask(mask), training=training)
+        else:
+            y = self.mix(x, mask=mask)
+        x = self.norm(x + self.dropout(y, training=training))
+        return self.ffn(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            mixer=self.mixer,
+            max_len=self.max_len,
+            num_heads=self.num_heads,
+            inner_dim=self.inner_dim,
+            dropout_rate=self.dropout_rate,
+            causal=self.causal,
+            chunk_size=self.chunk_size,
+        )
+        return config

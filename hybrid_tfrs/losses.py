@@ -1,0 +1,127 @@
+"""Training losses of the retrieval model, written with ``keras.ops``.
+
+Every loss reads the query vectors at every position ([B, L, d]), the shared
+item table ([N + 1, d], row 0 = padding) and the next-item targets ([B, L],
+0 = no loss at that position), and returns the mean over non-padded positions.
+"""
+
+import keras_rs
+
+from hybrid_tfrs.backend import keras, ops, random
+
+LOSSES = ("softmax", "sampled_softmax", "bce")
+NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
+_NEG_INF = -1e9
+
+
+def _flatten(hidden, targets):
+    d = ops.shape(hidden)[-1]
+    queries = ops.reshape(hidden, (-1, d))
+    targets = ops.reshape(ops.cast(targets, "int32"), (-1,))
+    weights = ops.cast(ops.not_equal(targets, 0), queries.dtype)
+    return queries, targets, weights
+
+
+def _masked_mean(per_position, weights):
+    return ops.sum(per_position * weights) / ops.maximum(ops.sum(weights), 1.0)
+
+
+def full_softmax_loss(hidden, item_table, targets):
+    """Cross-entropy over the whole catalogue (item 0 is never a class)."""
+    queries, targets, weights = _flatten(hidden, targets)
+    logits = ops.matmul(queries, ops.transpose(item_table))  # [BL, N + 1]
+    padding_column = ops.one_hot(ops.zeros_like(targets), ops.shape(item_table)[0])
+    logits = logits + padding_column * _NEG_INF
+    per_position = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+    return _masked_mean(per_position, weights)
+
+
+def sample_negatives(targets, weights, num_items, num_negatives, sampler, seed):
+    """Shared negatives for a batch and their sampling probabilities.
+
+    - ``in-batch``: the targets of ``num_negatives`` positions drawn from the
+      batch's non-padded positions (so items come in proportion to how often
+      they are targets, i.e. popularity);
+    - ``uniform``: drawn uniformly from 1..N;
+    - ``mixed``: half of each.
+
+    Args:
+        targets, weights: [BL] flattened targets and 1/0 position weights.
+
+    Returns:
+        ids [M] int32 and sampling probabilities [M] (expected draws per batch,
+        for the logQ correction; batch frequencies estimate popularity).
+    """
+    if sampler not in NEGATIVE_SAMPLERS:
+        raise ValueError(f"sampler must be one of {NEGATIVE_SAMPLERS}, got {sampler!r}")
+    num_batch = {"in-batch": num_negatives, "uniform": 0, "mixed": num_negatives // 2}[sampler]
+    num_uniform = num_negatives - num_batch
+    parts = []
+    if num_batch:
+        position_logits = ops.log(ops.maximum(weights, 1e-30))[None, :]
+        positions = random.categorical(position_logits, num_batch, seed=seed)[0]
+        parts.append(ops.take(targets, positions))
+    if num_uniform:
+        parts.append(random.randint((num_uniform,), 1, num_items + 1, seed=seed))
+    ids = ops.cast(ops.concatenate(parts, axis=0), "int32")
+    # Probability of drawing each sampled id under the mixture, times draws.
+    batch_frequency = ops.sum(
+        ops.cast(ops.equal(targets[None, :], ids[:, None]), "float32") * weights[None, :], axis=1
+    ) / ops.maximum(ops.sum(weights), 1.0)
+    probability = num_batch * batch_frequency + num_uniform / num_items
+    return ids, probability
+
+
+def sampled_softmax_loss(
+    hidden,
+    item_table,
+    targets,
+    num_negatives=256,
+    sampler="mixed",
+    logq_correction=True,
+    remove_accidental_hits=True,
+    seed=None,
+):
+    """Softmax over [own target] + shared sampled negatives.
+
+    ``logq_correction`` subtracts log(sampling probability) from the negatives'
+    logits (``keras_rs.layers.SamplingProbabilityCorrection``).
+    ``remove_accidental_hits`` masks a negative equal to the row's own target.
+    (Done here rather than with ``keras_rs.layers.RemoveAccidentalHits``: that
+    layer reads the positive's id from the first row when ``candidate_ids`` is
+    per-row, which is this layout.)
+    """
+    queries, targets, weights = _flatten(hidden, targets)
+    num_items = ops.shape(item_table)[0] - 1
+    negative_ids, probability = sample_negatives(
+        targets, weights, num_items, num_negatives, sampler, seed
+    )
+    positive_logits = ops.sum(queries * ops.take(item_table, targets, axis=0), axis=-1)
+    negative_logits = ops.matmul(queries, ops.transpose(ops.take(item_table, negative_ids, axis=0)))
+    if logq_correction:
+        negative_logits = keras_rs.layers.SamplingProbabilityCorrection()(
+            negative_logits, ops.broadcast_to(probability[None, :], ops.shape(negative_logits))
+        )
+    if remove_accidental_hits:
+        hit = ops.equal(negative_ids[None, :], targets[:, None])
+        negative_logits = ops.where(hit, _NEG_INF, negative_logits)
+    logits = ops.concatenate([positive_logits[:, None], negative_logits], axis=1)
+    per_position = keras.losses.sparse_categorical_crossentropy(
+        ops.zeros_like(targets), logits, from_logits=True
+    )
+    return _masked_mean(per_position, weights)
+
+
+def bce_loss(hidden, item_table, targets, seed=None):
+    """SASRec / FMLP-Rec objective: BCE on the target and one uniform negative.
+
+    A negative that equals the target carries no loss.
+    """
+    queries, targets, weights = _flatten(hidden, targets)
+    num_items = ops.shape(item_table)[0] - 1
+    negatives = ops.cast(random.randint(ops.shape(targets), 1, num_items + 1, seed=seed), "int32")
+    positive_logits = ops.sum(queries * ops.take(item_table, targets, axis=0), axis=-1)
+    negative_logits = ops.sum(queries * ops.take(item_table, negatives, axis=0), axis=-1)
+    negative_weight = ops.cast(ops.not_equal(negatives, targets), queries.dtype)
+    per_position = ops.softplus(-positive_logits) + negative_weight * ops.softplus(negative_logits)
+    return _masked_mean(per_position, weights)

@@ -1,0 +1,161 @@
+"""Two-tower sequential retrieval model (Keras 3).
+
+Query tower: the sequence encoder's output at every non-padded position.
+Candidate tower: the encoder's item table. Trained with every position's next
+item as target (causal encoders), served by scoring the last position's query
+vector against the item table.
+"""
+
+import numpy as np
+
+from hybrid_tfrs import losses
+from hybrid_tfrs.backend import LEGACY_KERAS, keras, ops, random
+from hybrid_tfrs.encoders import check_item_ids
+
+if LEGACY_KERAS:
+    raise ImportError(
+        "hybrid_tfrs.retrieval is the Keras 3 model; with TF_USE_LEGACY_KERAS=1 use "
+        "hybrid_tfrs.tfrs_model.TFRSRetrievalModel instead"
+    )
+
+
+def last_position(item_ids):
+    """Index of the last non-padded position of each row: [B] int32 (0 if empty)."""
+    lengths = ops.sum(ops.cast(ops.not_equal(item_ids, 0), "int32"), axis=1)
+    return ops.maximum(lengths - 1, 0)
+
+
+@keras.saving.register_keras_serializable(package="hybrid_tfrs")
+class SequentialRetrievalModel(keras.Model):
+    """Retrieval model over a ``SequenceEncoder``.
+
+    Args:
+        encoder: a ``SequenceEncoder`` (see ``build_encoder``).
+        loss: ``"softmax"`` (full cross-entropy, default), ``"sampled_softmax"``
+            or ``"bce"`` (one sampled negative).
+        num_negatives, sampler, logq_correction, remove_accidental_hits:
+            sampled-softmax settings (see ``hybrid_tfrs.losses``).
+        seed: seed of the negative samplers.
+
+    ``fit`` takes ``(item_ids [B, L], targets [B, L])`` with ``targets[b, t]`` the
+    item after ``item_ids[b, t]`` (0 = no loss).
+    """
+
+    def __init__(
+        self,
+        encoder,
+        loss="softmax",
+        num_negatives=256,
+        sampler="mixed",
+        logq_correction=True,
+        remove_accidental_hits=True,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if loss not in losses.LOSSES:
+            raise ValueError(f"loss must be one of {losses.LOSSES}, got {loss!r}")
+        if sampler not in losses.NEGATIVE_SAMPLERS:
+            raise ValueError(f"sampler must be one of {losses.NEGATIVE_SAMPLERS}, got {sampler!r}")
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        self.encoder = encoder
+        self.loss_name = loss
+        self.num_negatives = num_negatives
+        self.sampler = sampler
+        self.logq_correction = logq_correction
+        self.remove_accidental_hits = remove_accidental_hits
+        self.seed = seed
+        self.seed_generator = random.SeedGenerator(seed)
+
+    @property
+    def num_items(self):
+        return self.encoder.num_items
+
+    @property
+    def max_len(self):
+        return self.encoder.max_len
+
+    def set_item_popularity(self, counts):
+        """Training item counts [num_items + 1] (the hybrid's gate reads them)."""
+        self.encoder.set_item_popularity(counts)
+
+    def call(self, item_ids, training=None):
+        return self.encoder(item_ids, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        table = self.encoder.item_embeddings
+        if self.loss_name == "softmax":
+            return losses.full_softmax_loss(y_pred, table, y)
+        if self.loss_name == "bce":
+            return losses.bce_loss(y_pred, table, y, seed=self.seed_generator)
+        return losses.sampled_softmax_loss(
+            y_pred,
+            table,
+            y,
+            num_negatives=self.num_negatives,
+            sampler=self.sampler,
+            logq_correction=self.logq_correction,
+            remove_accidental_hits=self.remove_accidental_hits,
+            seed=self.seed_generator,
+        )
+
+    def query_embedding(self, item_ids, return_alpha=False):
+        """Query vector at each row's last item: [B, d] (and alpha [B] or None)."""
+        hidden, alpha = self.encoder(item_ids, training=False, return_alpha=True)
+        last = last_position(item_ids)
+        query = ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0, :]
+        if alpha is not None:
+            alpha = ops.take_along_axis(alpha, last[:, None], axis=1)[:, 0]
+        return (query, alpha) if return_alpha else query
+
+    def score_items(self, item_ids, exclude_history=False, return_alpha=False):
+        """Scores of every item for each history: [B, N + 1], column 0 = -inf.
+
+        With ``exclude_history`` the items in the history also get -inf.
+        """
+        query, alpha = self.query_embedding(item_ids, return_alpha=True)
+        scores = ops.matmul(query, ops.transpose(self.encoder.item_embeddings))
+        blocked = ops.one_hot(ops.zeros_like(last_position(item_ids)), self.num_items + 1)
+        if exclude_history:
+            seen = ops.max(ops.one_hot(item_ids, self.num_items + 1), axis=1)
+            blocked = ops.maximum(blocked, seen)
+        scores = ops.where(blocked > 0, -np.inf, scores)
+        return (scores, alpha) if return_alpha else scores
+
+    def recommend(self, item_ids, k=10, exclude_history=False):
+        """Top-k items for a batch of histories.
+
+        Args:
+            item_ids: [B, L] int ids (0 = padding, left-aligned); L <= max_len.
+            k: number of items, 1..num_items.
+
+        Returns:
+            (ids [B, k] int32, scores [B, k] float), best first.
+        """
+        ids = check_item_ids(item_ids, self.num_items)
+        if ids.shape[1] > self.max_len:
+            raise ValueError(f"item_ids: length {ids.shape[1]} exceeds max_len={self.max_len}")
+        if not 1 <= k <= self.num_items:
+            raise ValueError(f"k must be in 1..{self.num_items}, got {k}")
+        scores, top = ops.top_k(self.score_items(ids, exclude_history=exclude_history), k)
+        return ops.cast(top, "int32"), scores
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            encoder=keras.saving.serialize_keras_object(self.encoder),
+            loss=self.loss_name,
+            num_negatives=self.num_negatives,
+            sampler=self.sampler,
+            logq_correction=self.logq_correction,
+            remove_accidental_hits=self.remove_accidental_hits,
+            seed=self.seed,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)
