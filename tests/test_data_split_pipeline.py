@@ -52,7 +52,10 @@ def test_vocabulary_save_load_round_trip(tmp_path):
 
 @pytest.mark.parametrize(
     "fname, words",
-    [("vocab_duplicate.txt", ":3: duplicate item id 'b' (first on line 2)"), ("vocab_empty_id.txt", ":2: empty")],
+    [
+        ("vocab_duplicate.txt", ":3: duplicate item id 'b' (first on line 2)"),
+        ("vocab_empty_id.txt", ":2: empty"),
+    ],
 )
 def test_vocabulary_load_errors(fname, words):
     with pytest.raises(DataError) as info:
@@ -125,7 +128,8 @@ def test_pad_latest_keeps_latest_left_aligned():
 
 
 def test_training_examples_exact():
-    inputs, targets = training_examples([np.array([1, 2, 3, 4, 5, 6]), np.array([7, 8]), np.array([9])], 3)
+    sequences = [np.array([1, 2, 3, 4, 5, 6]), np.array([7, 8]), np.array([9])]
+    inputs, targets = training_examples(sequences, 3)
     np.testing.assert_array_equal(inputs, [[3, 4, 5], [7, 0, 0]])
     np.testing.assert_array_equal(targets, [[4, 5, 6], [8, 0, 0]])
 

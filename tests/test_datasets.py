@@ -150,7 +150,8 @@ def test_offline_download_explains_what_to_do(monkeypatch):
     with pytest.raises(DatasetNotFoundError) as info:
         load_raw("ml-1m")
     message = str(info.value)
-    assert "Download ml-1m.txt from https://raw.githubusercontent.com/kang205/SASRec/master/data/ml-1m.txt" in message
+    assert f"Download ml-1m.txt from {DATASETS['ml-1m'].origin}" in message
+    assert DATASETS["ml-1m"].origin.startswith("https://raw.githubusercontent.com/kang205/SASRec/")
     assert os.path.join("datasets", "hybrid_tfrs", "ml-1m.txt") in message
     assert "<folder>/ml-1m/ml-1m.txt" in message and "--data_dir=<folder>" in message
     assert "name resolution" in message

@@ -67,7 +67,12 @@ DATASETS = {
             "Amazon Toys and Games 5-core (S3-Rec), unpinned",
         ),
         DatasetSpec(
-            "yelp", "Yelp.txt", _S3REC_DATA + "Yelp.txt", None, read_s3rec, "Yelp (S3-Rec), unpinned"
+            "yelp",
+            "Yelp.txt",
+            _S3REC_DATA + "Yelp.txt",
+            None,
+            read_s3rec,
+            "Yelp (S3-Rec), unpinned",
         ),
         DatasetSpec(
             "ml-1m",

@@ -57,9 +57,10 @@ def training_examples(train_sequences, max_len):
 def training_dataset(
     train_sequences, max_len, batch_size, seed=0, shuffle=True, drop_remainder=False
 ):
-    """A tf.data.Dataset of ``(inputs, targets)`` int32 batches [B, L] from :func:`training_examples`.
+    """A tf.data.Dataset of ``(inputs, targets)`` int32 batches [B, L].
 
-    Shuffled with ``seed``, in a new order each epoch, and prefetched.
+    The examples are those of :func:`training_examples`; with ``shuffle`` they
+    come in a new order each epoch, fixed by ``seed``. Batches are prefetched.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")

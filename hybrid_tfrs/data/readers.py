@@ -188,10 +188,10 @@ def read_table(path, user_col, item_col, time_col=None, sep=None):
         )
     if time_col is None:
         return _group(path, ((user, item) for _, user, item in rows))
-    return _group_by_time(
-        path,
-        ((user, item, _parse_time(time, path, where, time_col)) for where, user, item, time in rows),
+    timed = (
+        (user, item, _parse_time(time, path, where, time_col)) for where, user, item, time in rows
     )
+    return _group_by_time(path, timed)
 
 
 def _check_columns(path, header, columns):
@@ -240,7 +240,8 @@ def _csv_rows(path, columns, sep):
                     *time,
                 )
         except UnicodeDecodeError as err:
-            raise DataError(f"{path}:{reader.line_num + 1}: not UTF-8 text ({err.reason})") from None
+            lineno = reader.line_num + 1
+            raise DataError(f"{path}:{lineno}: not UTF-8 text ({err.reason})") from None
         except csv.Error as err:
             raise DataError(f"{path}:{reader.line_num}: {err}") from None
 
@@ -260,7 +261,9 @@ def _parquet_rows(path, columns):
     table = pq.read_table(path, columns=columns)
     if len(columns) == 3:
         time = table.column(columns[2])
-        if pa.types.is_timestamp(time.type) or pa.types.is_date(time.type):
+        if pa.types.is_date(time.type):
+            time = time.cast(pa.timestamp("s"))
+        if pa.types.is_timestamp(time.type):
             table = table.set_column(2, columns[2], time.cast(pa.int64()))
     values = [table.column(column).to_pylist() for column in columns]
     for row, fields in enumerate(zip(*values), start=1):
