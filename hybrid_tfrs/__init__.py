@@ -13,6 +13,6 @@ __version__ = "0.1.0"
 __all__ = ["ENCODER_KINDS", "SequenceEncoder", "build_encoder", "layers"]
 
 if not LEGACY_KERAS:
-    from hybrid_tfrs.retrieval import SequentialRetrievalModel
+    from hybrid_tfrs.retrieval import SequentialRetrievalModel  # noqa: F401
 
     __all__.append("SequentialRetrievalModel")

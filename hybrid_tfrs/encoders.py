@@ -205,7 +205,9 @@ def build_encoder(
     _require(int(num_heads) >= 1, "num_heads", f"must be >= 1, got {num_heads}")
     _require(0.0 <= dropout_rate < 1.0, "dropout_rate", f"must be in [0, 1), got {dropout_rate}")
     _require(int(chunk_size) >= 1, "chunk_size", f"must be >= 1, got {chunk_size}")
-    _require(gate_mode in GATE_MODES, "gate_mode", f"must be one of {GATE_MODES}, got {gate_mode!r}")
+    _require(
+        gate_mode in GATE_MODES, "gate_mode", f"must be one of {GATE_MODES}, got {gate_mode!r}"
+    )
     if kind != "fmlp":
         _require(
             hidden_dim % num_heads == 0,
@@ -215,7 +217,8 @@ def build_encoder(
     _require(
         int(num_items) * int(max_len) < 2**31,
         "num_items",
-        f"num_items * max_len must be < 2**31 for the gate's int32 sort keys, got {num_items} * {max_len}",
+        f"num_items * max_len must be < 2**31 (the gate's int32 sort keys), "
+        f"got {num_items} * {max_len}",
     )
     encoder = SequenceEncoder(
         kind,

@@ -31,13 +31,18 @@ class SequenceEmbedding(keras.layers.Layer):
         self.dropout_rate = dropout_rate
 
     def build(self, input_shape):
-        init = keras.initializers.RandomNormal(stddev=0.02)
         self.item_embedding = keras.layers.Embedding(
-            self.num_items + 1, self.hidden_dim, embeddings_initializer=init, name="item_embedding"
+            self.num_items + 1,
+            self.hidden_dim,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            name="item_embedding",
         )
         self.item_embedding.build(input_shape)
         self.position_embedding = keras.layers.Embedding(
-            self.max_len, self.hidden_dim, embeddings_initializer=init, name="position_embedding"
+            self.max_len,
+            self.hidden_dim,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            name="position_embedding",
         )
         self.position_embedding.build(input_shape)
         self.norm = keras.layers.LayerNormalization(epsilon=1e-12, name="norm")

@@ -51,12 +51,14 @@ class FrequencyFilter(keras.layers.Layer):
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
         num_freqs = self.max_len // 2 + 1
-        init = keras.initializers.RandomNormal(stddev=0.02)
-        self.weight_real = self.add_weight(
-            name="weight_real", shape=(num_freqs, hidden_dim), initializer=init, trainable=True
-        )
-        self.weight_imag = self.add_weight(
-            name="weight_imag", shape=(num_freqs, hidden_dim), initializer=init, trainable=True
+        self.weight_real, self.weight_imag = (
+            self.add_weight(
+                name=name,
+                shape=(num_freqs, hidden_dim),
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+                trainable=True,
+            )
+            for name in ("weight_real", "weight_imag")
         )
         super().build(input_shape)
 
@@ -87,7 +89,9 @@ class FrequencyFilter(keras.layers.Layer):
             x_real, x_imag = ops.rfft(x, fft_length=self.max_len)
             w_real = ops.transpose(self.weight_real)
             w_imag = ops.transpose(self.weight_imag)
-            y = ops.irfft(_complex_multiply(x_real, x_imag, w_real, w_imag), fft_length=self.max_len)
+            y = ops.irfft(
+                _complex_multiply(x_real, x_imag, w_real, w_imag), fft_length=self.max_len
+            )
         return ops.transpose(y, (0, 2, 1))
 
     def compute_output_shape(self, input_shape):

@@ -32,7 +32,9 @@ def causal_linear_attention(q, k, v, chunk_size):
 
     def chunked(t):
         # [B, H, L', d] -> [B, H, n, C, d]
-        return ops.reshape(t, (ops.shape(t)[0], ops.shape(t)[1], num_chunks, chunk_size, ops.shape(t)[-1]))
+        return ops.reshape(
+            t, (ops.shape(t)[0], ops.shape(t)[1], num_chunks, chunk_size, ops.shape(t)[-1])
+        )
 
     q, k, v = chunked(q), chunked(k), chunked(v)
     lower = ops.tril(ops.ones((chunk_size, chunk_size), dtype=q.dtype))
@@ -43,7 +45,9 @@ def causal_linear_attention(q, k, v, chunk_size):
     carried = ops.cumsum(chunk_states, axis=2) - chunk_states
     inter = ops.einsum("bhncd,bhnde->bhnce", q, carried)
     out = intra + inter
-    out = ops.reshape(out, (ops.shape(out)[0], ops.shape(out)[1], num_chunks * chunk_size, ops.shape(out)[-1]))
+    out = ops.reshape(
+        out, (ops.shape(out)[0], ops.shape(out)[1], num_chunks * chunk_size, ops.shape(out)[-1])
+    )
     return out[:, :, :length, :]
 
 
@@ -130,7 +134,9 @@ class LinearAttention(keras.layers.Layer):
             out = ops.einsum("bhld,bhde->bhle", q, ops.einsum("bhld,bhle->bhde", k, v))
         out = out / math.sqrt(self.head_dim)
         out = ops.transpose(out, (0, 2, 1, 3))
-        out = ops.reshape(out, (ops.shape(out)[0], ops.shape(out)[1], self.num_heads * self.head_dim))
+        out = ops.reshape(
+            out, (ops.shape(out)[0], ops.shape(out)[1], self.num_heads * self.head_dim)
+        )
         return self.output_dense(out)
 
     def compute_output_shape(self, input_shape):
