@@ -1,0 +1,294 @@
+"""Leave-one-out next-item evaluation (DESIGN.md §5), numpy, batched.
+
+The model is a callable ``score_fn(histories int32 [B, L]) -> dict`` with
+``"scores"``: float [B, N + 1], a score for every item index (0 is padding and
+never a candidate), and optionally ``"alpha"``: float [B], the hybrid gate at
+the query position. Histories are left-aligned and right-padded with 0.
+
+Protocols (their numbers are not comparable with each other):
+
+- ``full``: the target ranked among all items 1..N.
+- ``uniform-99``: target + 99 negatives drawn uniformly among the user's
+  unseen items (S3-Rec, FMLP-Rec).
+- ``pop-100``: target + 100 negatives drawn proportional to training
+  popularity among the user's unseen items (RecBole ``pop100``, LinRec).
+
+Ties are counted pessimistically: rank = 1 + #(candidates scoring higher than
+the target) + #(other candidates scoring equal to it). A constant model thus
+gets the worst rank, never the best, and cannot look good by emitting ties.
+
+Metrics come from the target's rank, not from ``keras_rs.metrics``: with one
+relevant item the rank gives every metric exactly, costs O(C) comparisons per
+user instead of a sort, and makes the tie rule explicit (keras-rs breaks ties
+by a random shuffle). The tests cross-check against keras-rs on tie-free
+scores.
+"""
+
+import keras
+import numpy as np
+
+from hybrid_tfrs.negatives import (
+    flatten_user_items,
+    popularity_from_flat,
+    uniform_from_flat,
+)
+
+PROTOCOLS = ("full", "uniform-99", "pop-100")
+METRICS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR", "MRR@10")
+NUM_NEGATIVES = {"uniform-99": 99, "pop-100": 100}
+
+
+def rank_of_target(scores, target_col, valid=None):
+    """1-based pessimistic rank of the target among the candidates.
+
+    Args:
+      scores: float [B, C], candidate scores.
+      target_col: int [B], the target's column in ``scores``.
+      valid: optional bool [B, C]; False columns are not candidates. The
+        target's column always counts as a candidate.
+
+    Returns:
+      int64 [B], 1 + #(higher) + #(other equal) among the candidates.
+    """
+    scores = np.asarray(scores)
+    target_col = np.asarray(target_col).reshape(-1)
+    if scores.ndim != 2 or target_col.shape[0] != scores.shape[0]:
+        raise ValueError(
+            f"scores must be [B, C] and target_col [B], got {scores.shape} and {target_col.shape}"
+        )
+    if target_col.size and (target_col.min() < 0 or target_col.max() >= scores.shape[1]):
+        raise ValueError(f"target_col must lie in 0..{scores.shape[1] - 1}")
+    rows = np.arange(scores.shape[0])
+    if valid is None:
+        valid = np.ones(scores.shape, dtype=bool)
+    else:
+        valid = np.array(valid, dtype=bool)
+        if valid.shape != scores.shape:
+            raise ValueError(f"valid must have the shape of scores {scores.shape}, got {valid.shape}")
+        valid[rows, target_col] = True
+    nan = np.isnan(scores) & valid
+    if nan.any():
+        bad = np.flatnonzero(nan.any(axis=1))
+        raise ValueError(
+            f"scores contain NaN in {bad.size} of {scores.shape[0]} rows "
+            f"(first at row {bad[0]}); cannot rank"
+        )
+    target = scores[rows, target_col][:, None]
+    at_or_above = np.count_nonzero(valid & (scores >= target), axis=1)
+    return at_or_above.astype(np.int64)  # includes the target itself: 1 + higher + other equal
+
+
+def metrics_from_ranks(ranks, ks=(1, 5, 10, 20)):
+    """Mean HR@k, NDCG@k (k > 1), MRR and MRR@10 from 1-based ranks.
+
+    With one relevant item: HR@k = [rank <= k], NDCG@k = [rank <= k] /
+    log2(rank + 1), MRR = 1 / rank, MRR@10 = [rank <= 10] / rank. NDCG@1
+    equals HR@1 and is left out. The default ``ks`` give exactly ``METRICS``.
+
+    Args:
+      ranks: int [U], ranks >= 1.
+      ks: cut-offs, positive ints.
+
+    Returns:
+      dict metric name -> float.
+    """
+    ranks = np.asarray(ranks).reshape(-1)
+    if ranks.size == 0:
+        raise ValueError("ranks is empty")
+    if ranks.min() < 1:
+        raise ValueError(f"ranks must be >= 1, got min {ranks.min()}")
+    if any(not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive ints, got {ks}")
+    ranks = ranks.astype(np.float64)
+    gain = 1.0 / np.log2(ranks + 1.0)
+    metrics = {f"HR@{k}": float(np.mean(ranks <= k)) for k in ks}
+    metrics.update({f"NDCG@{k}": float(np.mean(np.where(ranks <= k, gain, 0.0))) for k in ks if k > 1})
+    metrics["MRR"] = float(np.mean(1.0 / ranks))
+    metrics["MRR@10"] = float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))
+    return metrics
+
+
+def evaluate(
+    score_fn,
+    histories,
+    targets,
+    user_items,
+    num_items,
+    item_popularity=None,
+    protocols=PROTOCOLS,
+    seed=0,
+    batch_size=256,
+    exclude_history=False,
+    length_buckets=(5, 10, 20, 50, 100, 200),
+    history_lengths=None,
+    progress=True,
+):
+    """Ranks every user's target under each protocol and averages the metrics.
+
+    Args:
+      score_fn: histories int32 [B, L] -> {"scores": [B, N + 1], "alpha": [B]?}.
+      histories: int [U, L], left-aligned, 0-padded model inputs.
+      targets: int [U], the held-out item of each user, in 1..N.
+      user_items: U sequences, all items of each user (targets included);
+        sampled negatives avoid them (and the target, in any case).
+      num_items: N.
+      item_popularity: float [N + 1] training counts; needed for ``pop-100``.
+      protocols: names from ``PROTOCOLS``.
+      seed: seeds the sampled negatives (drawn once, before batching, so they
+        do not depend on ``batch_size``).
+      batch_size: users per ``score_fn`` call.
+      exclude_history: for ``full``, drop the items in each history row from
+        the candidates, except the target itself (a repeat purchase stays
+        rankable). Sampled protocols already exclude all the user's items.
+      length_buckets: increasing upper edges; buckets 1-e0, e0+1-e1, ...,
+        (last+1)+. Empty buckets are omitted.
+      history_lengths: int [U] used for bucketing; by default the number of
+        non-zero entries of each history row, i.e. the length after
+        truncation to L (pass the true lengths to bucket long users apart).
+      progress: show a ``keras.utils.Progbar``.
+
+    Returns:
+      {"protocols": {protocol: {metric: float}},
+       "buckets": [{"bucket": "1-5", "users": n, "metrics": {protocol: {...}},
+                    "alpha": float or None}, ...],
+       "alpha": mean gate over all users or None,
+       "users": U}
+    """
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown or not protocols:
+        raise ValueError(f"unknown protocol(s) {unknown}; valid protocols are {list(PROTOCOLS)}")
+    histories = np.asarray(histories)
+    if histories.ndim != 2:
+        raise ValueError(f"histories must be [U, L], got shape {histories.shape}")
+    if histories.size and (histories.min() < 0 or histories.max() > num_items):
+        raise ValueError(f"histories must hold item indices in 0..{num_items}")
+    num_users = histories.shape[0]
+    targets = _check_vector(targets, "targets", num_users).astype(np.int64)
+    if targets.size and (targets.min() < 1 or targets.max() > num_items):
+        raise ValueError(f"targets must lie in 1..{num_items}")
+    if len(user_items) != num_users:
+        raise ValueError(f"user_items has {len(user_items)} users, histories has {num_users}")
+    if history_lengths is None:
+        history_lengths = np.count_nonzero(histories, axis=1)
+    history_lengths = _check_vector(history_lengths, "history_lengths", num_users)
+    bucket_ids, bucket_labels = _bucketize(history_lengths, length_buckets)
+
+    candidates = _sample_candidates(protocols, user_items, targets, num_items, item_popularity, seed)
+    ranks = {p: np.empty(num_users, dtype=np.int64) for p in protocols}
+    alpha = np.empty(num_users, dtype=np.float64)
+    has_alpha = None
+    progbar = keras.utils.Progbar(num_users, unit_name="user") if progress else None
+    for start in range(0, num_users, batch_size):
+        stop = min(start + batch_size, num_users)
+        output = score_fn(histories[start:stop].astype(np.int32))
+        scores = np.asarray(output["scores"])
+        if scores.shape != (stop - start, num_items + 1):
+            raise ValueError(
+                f"score_fn 'scores' must have shape {(stop - start, num_items + 1)} "
+                f"[batch, num_items + 1], got {scores.shape}"
+            )
+        batch_alpha = output.get("alpha")
+        if has_alpha is None:
+            has_alpha = batch_alpha is not None
+        if has_alpha != (batch_alpha is not None):
+            raise ValueError("score_fn returned 'alpha' for some batches but not others")
+        if has_alpha:
+            alpha[start:stop] = _check_vector(batch_alpha, "score_fn 'alpha'", stop - start)
+        for protocol in protocols:
+            ranks[protocol][start:stop] = _rank_batch(
+                protocol, scores, targets[start:stop], candidates.get(protocol),
+                histories[start:stop], start, exclude_history,
+            )
+        if progbar is not None:
+            progbar.update(stop)
+
+    alpha = alpha if has_alpha else None
+    buckets = []
+    for bucket, label in enumerate(bucket_labels):
+        members = bucket_ids == bucket
+        if not members.any():
+            continue
+        buckets.append({
+            "bucket": label,
+            "users": int(members.sum()),
+            "metrics": {p: metrics_from_ranks(ranks[p][members]) for p in protocols},
+            "alpha": float(alpha[members].mean()) if has_alpha else None,
+        })
+    return {
+        "protocols": {p: metrics_from_ranks(ranks[p]) for p in protocols},
+        "buckets": buckets,
+        "alpha": float(alpha.mean()) if has_alpha else None,
+        "users": num_users,
+    }
+
+
+def format_table(protocol_metrics):
+    """Plain-text table: one row per protocol, one column per metric, 4 decimals."""
+    names = list(dict.fromkeys(m for metrics in protocol_metrics.values() for m in metrics))
+    first = max([len("protocol")] + [len(p) for p in protocol_metrics])
+    widths = [max(len(m), 6) for m in names]
+    lines = ["  ".join(["protocol".ljust(first)] + [m.rjust(w) for m, w in zip(names, widths)])]
+    for protocol, metrics in protocol_metrics.items():
+        cells = [f"{metrics[m]:.4f}" if m in metrics else "-" for m in names]
+        lines.append("  ".join([protocol.ljust(first)] + [c.rjust(w) for c, w in zip(cells, widths)]))
+    return "\n".join(lines)
+
+
+def _sample_candidates(protocols, user_items, targets, num_items, item_popularity, seed):
+    """{sampled protocol: int32 [U, 1 + n] candidate items, target in column 0}."""
+    sampled = [p for p in protocols if p in NUM_NEGATIVES]
+    if not sampled:
+        return {}
+    flat, offsets = flatten_user_items(user_items, num_items, extra=targets)
+    candidates = {}
+    for protocol in sampled:
+        n = NUM_NEGATIVES[protocol]
+        if protocol == "uniform-99":
+            negatives = uniform_from_flat(flat, offsets, num_items, n, seed)
+        else:
+            if item_popularity is None:
+                raise ValueError("item_popularity is required for the pop-100 protocol")
+            popularity = np.asarray(item_popularity, dtype=np.float64)
+            if popularity.shape != (num_items + 1,):
+                raise ValueError(
+                    f"item_popularity must have shape {(num_items + 1,)} [num_items + 1], "
+                    f"got {popularity.shape}"
+                )
+            negatives = popularity_from_flat(flat, offsets, popularity, n, seed)
+        candidates[protocol] = np.concatenate([targets[:, None].astype(np.int32), negatives], axis=1)
+    return candidates
+
+
+def _rank_batch(protocol, scores, targets, candidates, histories, start, exclude_history):
+    """Ranks of one batch's targets under one protocol, int64 [B]."""
+    if protocol != "full":
+        batch_candidates = candidates[start:start + scores.shape[0]]
+        return rank_of_target(np.take_along_axis(scores, batch_candidates, axis=1), np.zeros_like(targets))
+    valid = None
+    if exclude_history:
+        valid = np.ones((scores.shape[0], scores.shape[1]), dtype=bool)
+        rows, cols = np.nonzero(histories)
+        valid[rows, histories[rows, cols]] = False
+        valid = valid[:, 1:]
+    return rank_of_target(scores[:, 1:], targets - 1, valid)
+
+
+def _bucketize(lengths, edges):
+    """Bucket index per user and bucket labels ("0", "1-5", ..., "201+")."""
+    edges = [int(e) for e in edges]
+    if not edges or edges[0] < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"length_buckets must be increasing positive ints, got {edges}")
+    lows = [1] + [e + 1 for e in edges]
+    labels = ["0"] + [f"{lo}-{hi}" for lo, hi in zip(lows, edges)] + [f"{lows[-1]}+"]
+    # lengths 0 -> 0, 1..e0 -> 1, e0+1..e1 -> 2, ..., > last -> len(edges) + 1
+    ids = np.where(lengths < 1, 0, np.searchsorted(edges, lengths, side="left") + 1)
+    return ids, labels
+
+
+def _check_vector(values, name, size):
+    values = np.asarray(values)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.shape != (size,):
+        raise ValueError(f"{name} must have shape ({size},), got {values.shape}")
+    return values
