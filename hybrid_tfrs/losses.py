@@ -5,8 +5,6 @@ item table ([N + 1, d], row 0 = padding) and the next-item targets ([B, L],
 0 = no loss at that position), and returns the mean over non-padded positions.
 """
 
-import keras_rs
-
 from hybrid_tfrs.backend import keras, ops, random
 
 LOSSES = ("softmax", "sampled_softmax", "bce")
@@ -84,12 +82,16 @@ def sampled_softmax_loss(
 ):
     """Softmax over [own target] + shared sampled negatives.
 
-    ``logq_correction`` subtracts log(sampling probability) from the negatives'
-    logits (``keras_rs.layers.SamplingProbabilityCorrection``).
-    ``remove_accidental_hits`` masks a negative equal to the row's own target.
-    (Done here rather than with ``keras_rs.layers.RemoveAccidentalHits``: that
-    layer reads the positive's id from the first row when ``candidate_ids`` is
-    per-row, which is this layout.)
+    ``logq_correction`` subtracts log(expected draws) from the negatives'
+    logits, so the negatives' summed exp-logits estimate the full softmax's
+    denominator without bias. ``remove_accidental_hits`` masks a negative equal
+    to the row's own target.
+
+    Both are done here rather than with keras-rs 0.4's layers:
+    ``SamplingProbabilityCorrection`` clips probabilities to 1 (expected draws
+    exceed 1 for popular items), and ``RemoveAccidentalHits`` reads the
+    positive's id from the first row when ``candidate_ids`` is per-row, which is
+    this layout.
     """
     queries, targets, weights = _flatten(hidden, targets)
     num_items = ops.shape(item_table)[0] - 1
@@ -99,9 +101,7 @@ def sampled_softmax_loss(
     positive_logits = ops.sum(queries * ops.take(item_table, targets, axis=0), axis=-1)
     negative_logits = ops.matmul(queries, ops.transpose(ops.take(item_table, negative_ids, axis=0)))
     if logq_correction:
-        negative_logits = keras_rs.layers.SamplingProbabilityCorrection()(
-            negative_logits, ops.broadcast_to(probability[None, :], ops.shape(negative_logits))
-        )
+        negative_logits = negative_logits - ops.log(probability)[None, :]
     if remove_accidental_hits:
         hit = ops.equal(negative_ids[None, :], targets[:, None])
         negative_logits = ops.where(hit, _NEG_INF, negative_logits)

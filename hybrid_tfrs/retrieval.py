@@ -67,6 +67,13 @@ class SequentialRetrievalModel(keras.Model):
         self.remove_accidental_hits = remove_accidental_hits
         self.seed = seed
         self.seed_generator = random.SeedGenerator(seed)
+        if encoder.built:
+            self.build((None, encoder.max_len))
+
+    def build(self, input_shape):
+        if not self.encoder.built:
+            self.encoder.build(input_shape)
+        super().build(input_shape)
 
     @property
     def num_items(self):

@@ -1,0 +1,140 @@
+"""The four encoders: causality, padding, gradients, saving, argument errors."""
+
+import numpy as np
+import pytest
+
+import keras
+from hybrid_tfrs import ENCODER_KINDS, SequentialRetrievalModel, build_encoder
+
+NUM_ITEMS, MAX_LEN = 50, 12
+RNG = np.random.default_rng(1)
+
+
+def _histories(batch=3, length=MAX_LEN, valid=9):
+    ids = RNG.integers(1, NUM_ITEMS + 1, size=(batch, length)).astype("int32")
+    ids[:, valid:] = 0
+    return ids
+
+
+def _encoder(kind, **kwargs):
+    kwargs.setdefault("hidden_dim", 16)
+    kwargs.setdefault("chunk_size", 4)
+    encoder = build_encoder(kind, num_items=NUM_ITEMS, max_len=MAX_LEN, **kwargs)
+    encoder.set_item_popularity(RNG.integers(0, 100, size=NUM_ITEMS + 1))
+    return encoder
+
+
+@pytest.mark.parametrize("kind", ENCODER_KINDS)
+def test_output_at_t_ignores_everything_after_t(kind):
+    encoder = _encoder(kind)
+    ids = _histories()
+    base, base_alpha = (
+        np.asarray(a) if a is not None else None for a in encoder(ids, return_alpha=True)
+    )
+    for t in (0, 3, 7):
+        changed = ids.copy()
+        changed[:, t + 1 :] = RNG.integers(1, NUM_ITEMS + 1, size=changed[:, t + 1 :].shape)
+        padded = ids.copy()
+        padded[:, t + 1 :] = 0
+        for variant in (changed, padded):
+            out, alpha = encoder(variant, return_alpha=True)
+            np.testing.assert_allclose(np.asarray(out)[:, : t + 1], base[:, : t + 1], atol=1e-5)
+            if kind == "hybrid":
+                np.testing.assert_allclose(
+                    np.asarray(alpha)[:, : t + 1], base_alpha[:, : t + 1], atol=1e-6
+                )
+
+
+def test_hybrid_blends_the_two_branches_with_an_observable_alpha():
+    encoder = _encoder("hybrid")
+    out, alpha = encoder(_histories(), return_alpha=True)
+    alpha = np.asarray(alpha)
+    assert alpha.shape == (3, MAX_LEN) and np.all((alpha > 0) & (alpha < 1))
+    assert _encoder("sasrec")(_histories(), return_alpha=True)[1] is None
+
+
+@pytest.mark.parametrize("kind", ["linrec", "sasrec"])
+def test_paper_form_outputs_do_not_depend_on_trailing_padding(kind):
+    encoder = _encoder(kind, causal=False)
+    ids = _histories(valid=6)
+    full = np.asarray(encoder(ids))[:, :6]
+    np.testing.assert_allclose(np.asarray(encoder(ids[:, :6])), full, atol=1e-5)
+    # ...while bidirectional outputs do depend on later items (it is not causal).
+    changed = ids.copy()
+    changed[:, 5] = (changed[:, 5] % NUM_ITEMS) + 1
+    assert np.abs(np.asarray(encoder(changed))[:, 0] - full[:, 0]).max() > 1e-5
+
+
+@pytest.mark.parametrize("kind", ENCODER_KINDS)
+def test_gradients_reach_every_trainable_weight(kind):
+    import tensorflow as tf
+
+    model = SequentialRetrievalModel(_encoder(kind, dropout_rate=0.0))
+    ids = _histories()
+    targets = np.roll(ids, -1, axis=1)
+    targets[ids == 0] = 0
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(y=targets, y_pred=model(ids, training=True))
+    weights = model.trainable_weights
+    grads = tape.gradient(loss, [w.value for w in weights])
+    missing = [w.path for w, g in zip(weights, grads, strict=True) if g is None]
+    zero = [w.path for w, g in zip(weights, grads, strict=True) if g is not None and not np.any(g)]
+    assert not missing and not zero, (missing, zero)
+
+
+@pytest.mark.parametrize("kind", ENCODER_KINDS)
+def test_keras_save_and_load_reproduce_outputs_exactly(kind, tmp_path):
+    model = SequentialRetrievalModel(_encoder(kind), loss="sampled_softmax", num_negatives=8)
+    ids = _histories()
+    expected = np.asarray(model.score_items(ids))
+    path = tmp_path / f"{kind}.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_array_equal(np.asarray(restored.score_items(ids)), expected)
+    assert restored.loss_name == "sampled_softmax" and restored.num_negatives == 8
+    if kind == "hybrid":  # the popularity counts travel with the model
+        np.testing.assert_array_equal(
+            np.asarray(restored.encoder.gate.item_counts),
+            np.asarray(model.encoder.gate.item_counts),
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        (dict(kind="transformer"), "kind"),
+        (dict(hidden_dim=10, num_heads=4), "hidden_dim"),
+        (dict(max_len=0), "max_len"),
+        (dict(num_items=0), "num_items"),
+        (dict(dropout_rate=1.0), "dropout_rate"),
+        (dict(num_layers=0), "num_layers"),
+        (dict(gate_mode="other"), "gate_mode"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, argument):
+    args = dict(kind="hybrid", num_items=NUM_ITEMS, max_len=MAX_LEN)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=f"^{argument}"):
+        build_encoder(args.pop("kind"), **args)
+
+
+def test_out_of_range_ids_raise_a_clear_error():
+    model = SequentialRetrievalModel(_encoder("fmlp"))
+    ids = _histories()
+    ids[0, 0] = NUM_ITEMS + 1
+    with pytest.raises(ValueError, match="item_ids: ids must be in 0..50"):
+        model.recommend(ids, k=5)
+    with pytest.raises(ValueError, match="item_ids: expected shape"):
+        model.recommend(ids[0], k=5)
+
+
+@pytest.mark.parametrize("gate_mode", ["learned", "fixed"])
+def test_gate_ablations(gate_mode):
+    encoder = _encoder("hybrid", gate_mode=gate_mode)
+    _, alpha = encoder(_histories(), return_alpha=True)
+    alpha = np.asarray(alpha)
+    # Without statistics, alpha is the same everywhere; "fixed" is 0.5 and not trained.
+    np.testing.assert_allclose(alpha, alpha[0, 0], atol=1e-6)
+    if gate_mode == "fixed":
+        np.testing.assert_allclose(alpha, 0.5, atol=1e-6)
+        assert not encoder.gate.trainable_weights
