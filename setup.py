@@ -20,6 +20,7 @@ setup(
     package_data={"hybrid_tfrs": ["py.typed"]},
     install_requires=[
         "tensorflow==2.21.0",
+        "tensorboard==2.21.0",
         "keras==3.15.1",
         "keras-rs==0.4.0",
         "numpy==2.4.6",

@@ -9,7 +9,13 @@ import tensorflow as tf
 
 from hybrid_tfrs.data.readers import DataError
 
-__all__ = ["pad_latest", "training_examples", "training_dataset"]
+__all__ = [
+    "bucket_widths",
+    "last_position_dataset",
+    "pad_latest",
+    "training_dataset",
+    "training_examples",
+]
 
 
 def pad_latest(sequences, max_len):
@@ -54,13 +60,43 @@ def training_examples(train_sequences, max_len):
     return inputs, targets
 
 
+def bucket_widths(max_len):
+    """Batch widths for length bucketing: 8, 16, 32, ... below max_len, then max_len."""
+    widths = [w for w in (8 * 2**i for i in range(32)) if w < max_len]
+    return widths + [max_len]
+
+
+def _trim_to_bucket(widths):
+    """Maps a batch [B, max_len] to [B, W], W = the smallest width >= its longest row."""
+    widths = tf.constant(widths, tf.int32)
+
+    def trim(inputs, targets):
+        longest = tf.reduce_max(tf.reduce_sum(tf.cast(inputs > 0, tf.int32), axis=1))
+        width = tf.gather(widths, tf.searchsorted(widths, [longest], side="left"))[0]
+        return inputs[:, :width], targets[:, :width]
+
+    return trim
+
+
 def training_dataset(
-    train_sequences, max_len, batch_size, seed=0, shuffle=True, drop_remainder=False
+    train_sequences,
+    max_len,
+    batch_size,
+    seed=0,
+    shuffle=True,
+    drop_remainder=False,
+    bucket_by_length=False,
 ):
     """A tf.data.Dataset of ``(inputs, targets)`` int32 batches [B, L].
 
     The examples are those of :func:`training_examples`; with ``shuffle`` they
     come in a new order each epoch, fixed by ``seed``. Batches are prefetched.
+
+    With ``bucket_by_length``, rows of similar length are batched together and
+    each batch is cut to the smallest of :func:`bucket_widths` that holds its
+    longest row (so L <= max_len varies between batches). Causal encoders give
+    the same outputs either way; short histories (e.g. Amazon data) then cost
+    a fraction of the full width.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -75,5 +111,66 @@ def training_dataset(
     dataset = tf.data.Dataset.from_tensor_slices((inputs, targets))
     if shuffle:
         dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if bucket_by_length:
+        widths = bucket_widths(max_len)
+        boundaries = tf.constant(widths[:-1], tf.int32)
+
+        def bucket_of(inputs, targets):
+            length = tf.reduce_sum(tf.cast(inputs > 0, tf.int32))
+            return tf.cast(tf.searchsorted(boundaries, [length], side="left")[0], tf.int64)
+
+        dataset = dataset.group_by_window(
+            bucket_of,
+            lambda _, window: window.batch(batch_size, drop_remainder=drop_remainder),
+            window_size=batch_size,
+        ).map(_trim_to_bucket(widths))
+    else:
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def last_position_dataset(train_sequences, max_len, batch_size, seed=0, shuffle=True):
+    """One example per prefix, the loss on its last position only (the papers' recipe).
+
+    For every training sequence t and every 1 <= j < len(t): inputs = the latest
+    ``max_len`` items of ``t[:j]`` (left-aligned, right-padded), targets = 0
+    except ``t[j]`` at the last item's position. This is how RecBole trains
+    SASRec / FMLP-Rec / LinRec, and what bidirectional (``causal=False``)
+    encoders need, since they would see later targets otherwise. Windows are cut
+    on the fly from one flat array, so memory stays O(interactions).
+
+    Returns:
+        tf.data.Dataset of ``(inputs, targets)`` int32 batches [B, max_len].
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    lengths = np.array([len(sequence) for sequence in train_sequences], dtype=np.int64)
+    if not (lengths >= 2).any():
+        raise DataError("no training examples: every training sequence has fewer than 2 items")
+    flat = np.concatenate([np.asarray(s, dtype=np.int32) for s in train_sequences])
+    row_starts = np.cumsum(lengths) - lengths
+    # Flat index of every target: positions 1..len-1 of each row.
+    num_targets = np.maximum(lengths - 1, 0)
+    ends = (
+        np.repeat(row_starts, num_targets)
+        + (
+            np.arange(num_targets.sum())
+            - np.repeat(np.cumsum(num_targets) - num_targets, num_targets)
+        )
+        + 1
+    )
+    starts = np.maximum(np.repeat(row_starts, num_targets), ends - max_len)
+    flat_tensor = tf.constant(flat)
+
+    def window(start, end):
+        items = flat_tensor[start:end]
+        width = tf.cast(end - start, tf.int32)
+        inputs = tf.pad(items, [[0, max_len - width]])
+        targets = tf.scatter_nd([[width - 1]], [flat_tensor[end]], [max_len])
+        return inputs, targets
+
+    dataset = tf.data.Dataset.from_tensor_slices((starts, ends))
+    if shuffle:
+        dataset = dataset.shuffle(len(ends), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(window, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
