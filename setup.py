@@ -31,6 +31,6 @@ setup(
         "tfrs": ["tensorflow-recommenders==0.7.7", "tf-keras==2.21.0"],
         "serving": ["tensorflow-serving-api==2.21.0", "grpcio==1.85.3", "requests==2.34.2"],
         "bench": ["matplotlib==3.11.2"],
-        "dev": ["pytest==9.2.0", "jax[cpu]==0.10.2"],
+        "dev": ["pytest==9.2.0", "jax[cpu]==0.10.2", "ruff==0.17.5"],
     },
 )

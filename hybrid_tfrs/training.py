@@ -22,7 +22,7 @@ import keras
 from hybrid_tfrs.data import load_dataset, pad_latest
 from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset
 from hybrid_tfrs.encoders import ENCODER_KINDS, GATE_MODES, build_encoder
-from hybrid_tfrs.evaluation import PROTOCOLS, evaluate, format_table
+from hybrid_tfrs.evaluation import NUM_NEGATIVES, PROTOCOLS, evaluate, format_table
 from hybrid_tfrs.losses import LOSSES, NEGATIVE_SAMPLERS
 from hybrid_tfrs.retrieval import SequentialRetrievalModel
 
@@ -58,6 +58,7 @@ class TrainConfig:
     synthetic_items: int = 400
     eval_batch_size: int = 512
     bucket_by_length: bool = True
+    protocols: str = ",".join(PROTOCOLS)
     output_dir: str = "runs/synthetic_hybrid"
     resume: bool = True
 
@@ -79,9 +80,15 @@ class TrainConfig:
             (self.num_negatives >= 1, "num_negatives", "must be >= 1"),
             (self.min_length >= 3, "min_length", "must be >= 3 (train, valid and test items)"),
         ]
+        unknown = set(self.protocol_list) - set(PROTOCOLS)
+        checks.append((not unknown, "protocols", f"unknown {sorted(unknown)}; use {PROTOCOLS}"))
         for ok, flag, message in checks:
             if not ok:
                 raise ValueError(f"--{flag}={getattr(self, flag)!r}: {message}")
+
+    @property
+    def protocol_list(self):
+        return tuple(p.strip() for p in self.protocols.split(",") if p.strip())
 
     def to_json(self):
         return dataclasses.asdict(self)
@@ -246,12 +253,24 @@ def _training_data(config, split):
     return last_position_dataset(split.train, config.max_len, config.batch_size, seed=config.seed)
 
 
+def _check_sampled_protocols(config, split):
+    """Fails before training if a sampled protocol cannot draw its negatives."""
+    fewest_unseen = split.num_items - max(len(items) for items in split.user_items)
+    for protocol, needed in NUM_NEGATIVES.items():
+        if protocol in config.protocol_list and fewest_unseen < needed:
+            raise ValueError(
+                f"--protocols: {protocol} needs {needed} unseen items per user, but a user of "
+                f"{config.dataset} has only {fewest_unseen}; drop it (e.g. --protocols=full)"
+            )
+
+
 def train(config, log=print):
     """Runs a whole training job and returns the metrics dict (see module doc)."""
     config.validate()
     keras.utils.set_random_seed(config.seed)
     data, split = load_split(config)
     stats = split.stats()
+    _check_sampled_protocols(config, split)
     log(
         f"{config.dataset}: {stats['users']} users, {stats['items']} items, "
         f"{stats['interactions']} interactions (mean length {stats['mean_length']:.1f}), "
@@ -289,7 +308,9 @@ def train(config, log=print):
         )
 
     best = keras.models.load_model(best_path)
-    kwargs = dict(batch_size=config.eval_batch_size, seed=config.seed)
+    kwargs = dict(
+        batch_size=config.eval_batch_size, seed=config.seed, protocols=config.protocol_list
+    )
     valid = evaluate_split(best, split, "valid", config.max_len, **kwargs)
     test = evaluate_split(best, split, "test", config.max_len, **kwargs)
     epoch_seconds = [row["epoch_seconds"] for row in state["history"]]

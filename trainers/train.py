@@ -43,6 +43,7 @@ FLAG_HELP = {
     "synthetic_items": "Items of the synthetic dataset.",
     "eval_batch_size": "Users per evaluation batch.",
     "bucket_by_length": "Batch histories of similar length together (faster on short data).",
+    "protocols": "Comma-separated protocols of the final evaluation: full, uniform-99, pop-100.",
     "output_dir": "Where the run's files go.",
     "resume": "Continue from output_dir/checkpoints if a previous run left one.",
 }

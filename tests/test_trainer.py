@@ -1,0 +1,129 @@
+"""trainers/train.py and trainers/evaluate.py end to end on small synthetic data."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hybrid_tfrs.evaluation import METRICS, PROTOCOLS, evaluate
+from hybrid_tfrs.training import TrainConfig, load_split
+
+SMALL = [
+    "--dataset=synthetic",
+    "--synthetic_users=500",
+    "--synthetic_items=300",
+    "--max_len=30",
+    "--hidden_dim=32",
+    "--batch_size=64",
+    "--learning_rate=0.003",
+    "--eval_batch_size=256",
+]
+
+
+def _run(repo_root, script, *args, timeout=900):
+    return subprocess.run(
+        [sys.executable, str(repo_root / "trainers" / script), *args],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_run(repo_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = _run(repo_root, "train.py", *SMALL, "--epochs=4", f"--output_dir={out}")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return out, result
+
+
+def test_train_writes_a_valid_metrics_json_and_prints_the_table(trained_run):
+    out, result = trained_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "synthetic" and metrics["model"] == "hybrid"
+    assert metrics["config"]["max_len"] == 30
+    assert metrics["data_stats"]["users"] == 500
+    for part in ("valid", "test"):
+        assert set(metrics[part]) == set(PROTOCOLS)
+        for protocol in PROTOCOLS:
+            assert set(metrics[part][protocol]) == set(METRICS)
+            assert all(0.0 <= v <= 1.0 for v in metrics[part][protocol].values())
+    assert 0 < metrics["test_alpha"] < 1
+    assert metrics["epochs_trained"] == 4 and 1 <= metrics["best_epoch"] <= 4
+    assert "NDCG@10" in result.stdout and "uniform-99" in result.stdout
+    for name in ("config.json", "vocabulary.txt", "model.keras", "checkpoints/last.keras"):
+        assert (out / name).exists(), name
+    assert any((out / "tensorboard").rglob("*tfevents*"))
+
+
+def test_trained_model_beats_most_popular(trained_run):
+    out, _ = trained_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = TrainConfig(**json.loads((out / "config.json").read_text()))
+    _, split = load_split(config)
+    popularity = split.item_popularity.astype("float64")
+    popularity += np.random.default_rng(0).random(popularity.shape) * 1e-6  # break ties
+    from hybrid_tfrs.data import pad_latest
+
+    most_popular = evaluate(
+        lambda h: {"scores": np.tile(popularity, (len(h), 1))},
+        pad_latest(split.test_histories, config.max_len),
+        split.test_targets,
+        split.user_items,
+        split.num_items,
+        split.item_popularity,
+        protocols=("full",),
+        progress=False,
+    )["protocols"]["full"]["NDCG@10"]
+    assert metrics["test"]["full"]["NDCG@10"] > 1.5 * most_popular, (
+        metrics["test"]["full"]["NDCG@10"],
+        most_popular,
+    )
+
+
+def test_training_resumes_from_the_last_checkpoint(repo_root, trained_run):
+    out, _ = trained_run
+    result = _run(repo_root, "train.py", *SMALL, "--epochs=5", f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming after epoch 4" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 5
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2, 3, 4, 5]
+
+
+def test_evaluate_reproduces_the_training_metrics(repo_root, trained_run):
+    out, _ = trained_run
+    result = _run(
+        repo_root, "evaluate.py", f"--run_dir={out}", "--splits=test", "--protocols=full,pop-100"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads((out / "evaluation.json").read_text())["test"]["protocols"]
+    trained = json.loads((out / "metrics.json").read_text())["test"]
+    for protocol in ("full", "pop-100"):
+        assert evaluated[protocol] == pytest.approx(trained[protocol], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset=nope"], "unknown dataset 'nope'"),
+        (["--max_len=0"], "--max_len=0: must be >= 1"),
+        (["--model=gru4rec"], "--model='gru4rec'"),
+        (["--dataset=beauty", "--data_dir=/nonexistent"], "Beauty.txt not found"),
+        (["--hidden_dim=10", "--num_heads=4", "--synthetic_users=50"], "hidden_dim"),
+        (["--synthetic_items=100", "--synthetic_users=50"], "uniform-99 needs 99 unseen items"),
+        (["--protocols=full,top-1"], "--protocols"),
+    ],
+)
+def test_bad_settings_give_a_one_line_error_and_nonzero_exit(repo_root, tmp_path, args, message):
+    result = _run(repo_root, "train.py", *args, f"--output_dir={tmp_path}", timeout=300)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_names_a_missing_run(repo_root, tmp_path):
+    result = _run(repo_root, "evaluate.py", f"--run_dir={tmp_path}", timeout=300)
+    assert result.returncode == 2 and "config.json not found" in result.stderr
