@@ -214,12 +214,6 @@ def build_encoder(
             "hidden_dim",
             f"({hidden_dim}) must be divisible by num_heads ({num_heads})",
         )
-    _require(
-        int(num_items) * int(max_len) < 2**31,
-        "num_items",
-        f"num_items * max_len must be < 2**31 (the gate's int32 sort keys), "
-        f"got {num_items} * {max_len}",
-    )
     encoder = SequenceEncoder(
         kind,
         int(num_items),

@@ -17,9 +17,10 @@ FEATURE_NAMES = (
 def repeat_flags(item_ids):
     """1 where an item already occurred earlier in the row, else 0.
 
-    Sort-based, O(L log L): sorting the key ``item * L + position`` groups equal
-    items in position order, so an entry is a repeat when the previous sorted
-    entry holds the same item.
+    Compares every position with the positions before it: O(L^2) boolean
+    comparisons with no hidden-size factor, which XLA fuses into one pass.
+    (A sort-based O(L log L) version was 5-7x slower per training step on
+    CPU under XLA at L=200..800, measured with dropout in the model.)
 
     Args:
         item_ids: [B, L] int.
@@ -28,16 +29,9 @@ def repeat_flags(item_ids):
         [B, L] float32.
     """
     length = ops.shape(item_ids)[1]
-    positions = ops.arange(length, dtype="int32")[None, :]
-    keys = ops.cast(item_ids, "int32") * length + positions
-    order = ops.argsort(keys, axis=1)
-    sorted_ids = ops.take_along_axis(item_ids, order, axis=1)
-    same_as_previous = ops.equal(sorted_ids[:, 1:], sorted_ids[:, :-1])
-    sorted_flags = ops.concatenate(
-        [ops.zeros_like(same_as_previous[:, :1]), same_as_previous], axis=1
-    )
-    inverse = ops.argsort(order, axis=1)
-    return ops.cast(ops.take_along_axis(sorted_flags, inverse, axis=1), "float32")
+    earlier = ops.tril(ops.ones((length, length), dtype="int32"), k=-1) > 0  # s < t
+    same = ops.equal(item_ids[:, :, None], item_ids[:, None, :])  # [B, t, s]
+    return ops.cast(ops.any(ops.logical_and(same, earlier[None, :, :]), axis=2), "float32")
 
 
 @register_serializable()
