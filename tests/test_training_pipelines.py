@@ -1,0 +1,74 @@
+"""Length-bucketed and last-position training pipelines."""
+
+import numpy as np
+import pytest
+
+from hybrid_tfrs.data import DataError
+from hybrid_tfrs.data.pipeline import (
+    bucket_widths,
+    last_position_dataset,
+    training_dataset,
+    training_examples,
+)
+
+RNG = np.random.default_rng(4)
+
+
+def _sequences(count=60, low=2, high=70):
+    return [
+        RNG.integers(1, 500, size=RNG.integers(low, high)).astype("int32") for _ in range(count)
+    ]
+
+
+def test_bucket_widths():
+    assert bucket_widths(50) == [8, 16, 32, 50]
+    assert bucket_widths(8) == [8]
+    assert bucket_widths(5) == [5]
+    assert bucket_widths(200) == [8, 16, 32, 64, 128, 200]
+
+
+def test_bucketed_batches_hold_the_same_examples_cut_to_their_bucket_width():
+    sequences = _sequences()
+    max_len = 50
+    inputs, targets = training_examples(sequences, max_len)
+    expected = {
+        tuple(row[row > 0]): tuple(t[t > 0]) for row, t in zip(inputs, targets, strict=True)
+    }
+    seen = {}
+    widths = bucket_widths(max_len)
+    for batch_inputs, batch_targets in training_dataset(
+        sequences, max_len, batch_size=8, seed=0, bucket_by_length=True
+    ):
+        batch_inputs, batch_targets = batch_inputs.numpy(), batch_targets.numpy()
+        width = batch_inputs.shape[1]
+        assert width in widths and batch_targets.shape == batch_inputs.shape
+        lengths = (batch_inputs > 0).sum(axis=1)
+        assert lengths.max() <= width
+        smaller = [w for w in widths if w < width]
+        assert not smaller or lengths.max() > smaller[-1]  # the smallest width that fits
+        for row, target in zip(batch_inputs, batch_targets, strict=True):
+            seen[tuple(row[row > 0])] = tuple(target[target > 0])
+    assert seen == expected
+
+
+def test_last_position_examples_cover_every_prefix_with_one_target():
+    sequences = [np.array([5, 6, 7, 8], "int32"), np.array([9, 3], "int32")]
+    batches = list(last_position_dataset(sequences, max_len=2, batch_size=16, shuffle=False))
+    inputs = np.concatenate([b[0].numpy() for b in batches])
+    targets = np.concatenate([b[1].numpy() for b in batches])
+    np.testing.assert_array_equal(inputs, [[5, 0], [5, 6], [6, 7], [9, 0]])
+    np.testing.assert_array_equal(targets, [[6, 0], [0, 7], [0, 8], [3, 0]])
+
+
+def test_last_position_examples_have_one_target_at_the_last_item():
+    sequences = _sequences(count=20, high=30)
+    for inputs, targets in last_position_dataset(sequences, max_len=10, batch_size=32, seed=1):
+        inputs, targets = inputs.numpy(), targets.numpy()
+        assert ((targets > 0).sum(axis=1) == 1).all()
+        last = (inputs > 0).sum(axis=1) - 1
+        assert (targets[np.arange(len(targets)), last] > 0).all()
+
+
+def test_last_position_dataset_rejects_empty_training_data():
+    with pytest.raises(DataError, match="no training examples"):
+        last_position_dataset([np.array([1], "int32")], max_len=5, batch_size=2)
