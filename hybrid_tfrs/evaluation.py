@@ -64,7 +64,9 @@ def rank_of_target(scores, target_col, valid=None):
     else:
         valid = np.array(valid, dtype=bool)
         if valid.shape != scores.shape:
-            raise ValueError(f"valid must have the shape of scores {scores.shape}, got {valid.shape}")
+            raise ValueError(
+                f"valid must have the shape of scores {scores.shape}, got {valid.shape}"
+            )
         valid[rows, target_col] = True
     nan = np.isnan(scores) & valid
     if nan.any():
@@ -102,7 +104,9 @@ def metrics_from_ranks(ranks, ks=(1, 5, 10, 20)):
     ranks = ranks.astype(np.float64)
     gain = 1.0 / np.log2(ranks + 1.0)
     metrics = {f"HR@{k}": float(np.mean(ranks <= k)) for k in ks}
-    metrics.update({f"NDCG@{k}": float(np.mean(np.where(ranks <= k, gain, 0.0))) for k in ks if k > 1})
+    metrics.update(
+        {f"NDCG@{k}": float(np.mean(np.where(ranks <= k, gain, 0.0))) for k in ks if k > 1}
+    )
     metrics["MRR"] = float(np.mean(1.0 / ranks))
     metrics["MRR@10"] = float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))
     return metrics
@@ -173,7 +177,9 @@ def evaluate(
     history_lengths = _check_vector(history_lengths, "history_lengths", num_users)
     bucket_ids, bucket_labels = _bucketize(history_lengths, length_buckets)
 
-    candidates = _sample_candidates(protocols, user_items, targets, num_items, item_popularity, seed)
+    candidates = _sample_candidates(
+        protocols, user_items, targets, num_items, item_popularity, seed
+    )
     ranks = {p: np.empty(num_users, dtype=np.int64) for p in protocols}
     alpha = np.empty(num_users, dtype=np.float64)
     has_alpha = None
@@ -196,8 +202,13 @@ def evaluate(
             alpha[start:stop] = _check_vector(batch_alpha, "score_fn 'alpha'", stop - start)
         for protocol in protocols:
             ranks[protocol][start:stop] = _rank_batch(
-                protocol, scores, targets[start:stop], candidates.get(protocol),
-                histories[start:stop], start, exclude_history,
+                protocol,
+                scores,
+                targets[start:stop],
+                candidates.get(protocol),
+                histories[start:stop],
+                start,
+                exclude_history,
             )
         if progbar is not None:
             progbar.update(stop)
@@ -208,12 +219,14 @@ def evaluate(
         members = bucket_ids == bucket
         if not members.any():
             continue
-        buckets.append({
-            "bucket": label,
-            "users": int(members.sum()),
-            "metrics": {p: metrics_from_ranks(ranks[p][members]) for p in protocols},
-            "alpha": float(alpha[members].mean()) if has_alpha else None,
-        })
+        buckets.append(
+            {
+                "bucket": label,
+                "users": int(members.sum()),
+                "metrics": {p: metrics_from_ranks(ranks[p][members]) for p in protocols},
+                "alpha": float(alpha[members].mean()) if has_alpha else None,
+            }
+        )
     return {
         "protocols": {p: metrics_from_ranks(ranks[p]) for p in protocols},
         "buckets": buckets,
@@ -230,7 +243,9 @@ def format_table(protocol_metrics):
     lines = ["  ".join(["protocol".ljust(first)] + [m.rjust(w) for m, w in zip(names, widths)])]
     for protocol, metrics in protocol_metrics.items():
         cells = [f"{metrics[m]:.4f}" if m in metrics else "-" for m in names]
-        lines.append("  ".join([protocol.ljust(first)] + [c.rjust(w) for c, w in zip(cells, widths)]))
+        lines.append(
+            "  ".join([protocol.ljust(first)] + [c.rjust(w) for c, w in zip(cells, widths)])
+        )
     return "\n".join(lines)
 
 
@@ -255,15 +270,19 @@ def _sample_candidates(protocols, user_items, targets, num_items, item_popularit
                     f"got {popularity.shape}"
                 )
             negatives = popularity_from_flat(flat, offsets, popularity, n, seed)
-        candidates[protocol] = np.concatenate([targets[:, None].astype(np.int32), negatives], axis=1)
+        candidates[protocol] = np.concatenate(
+            [targets[:, None].astype(np.int32), negatives], axis=1
+        )
     return candidates
 
 
 def _rank_batch(protocol, scores, targets, candidates, histories, start, exclude_history):
     """Ranks of one batch's targets under one protocol, int64 [B]."""
     if protocol != "full":
-        batch_candidates = candidates[start:start + scores.shape[0]]
-        return rank_of_target(np.take_along_axis(scores, batch_candidates, axis=1), np.zeros_like(targets))
+        batch_candidates = candidates[start : start + scores.shape[0]]
+        return rank_of_target(
+            np.take_along_axis(scores, batch_candidates, axis=1), np.zeros_like(targets)
+        )
     valid = None
     if exclude_history:
         valid = np.ones((scores.shape[0], scores.shape[1]), dtype=bool)

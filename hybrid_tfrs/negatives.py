@@ -94,7 +94,7 @@ def uniform_from_flat(flat, offsets, num_items, n, seed):
     seen_row = np.zeros(num_items + 1, dtype=bool)
     negatives = np.empty((len(offsets) - 1, n), dtype=np.int32)
     for user in range(len(offsets) - 1):
-        items = flat[offsets[user]:offsets[user + 1]]
+        items = flat[offsets[user] : offsets[user + 1]]
         rng = np.random.default_rng([seed, UNIFORM_STREAM, user])
         # A uniform ordered sample of n + |seen| distinct items is the prefix
         # of a uniform permutation; dropping seen items keeps it uniform and
@@ -150,8 +150,8 @@ def _inverse_weights(item_popularity):
 def _seen_mask(flat, offsets, start, stop, num_items):
     """bool [stop - start, N + 1]: True where user start + row saw the item."""
     mask = np.zeros((stop - start, num_items + 1), dtype=bool)
-    rows = np.repeat(np.arange(stop - start), np.diff(offsets[start:stop + 1]))
-    mask[rows, flat[offsets[start]:offsets[stop]]] = True
+    rows = np.repeat(np.arange(stop - start), np.diff(offsets[start : stop + 1]))
+    mask[rows, flat[offsets[start] : offsets[stop]]] = True
     return mask
 
 

@@ -16,9 +16,9 @@ import json
 import os
 import time
 
+import keras
 import numpy as np
 
-import keras
 from hybrid_tfrs.data import load_dataset, pad_latest
 from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset
 from hybrid_tfrs.encoders import ENCODER_KINDS, GATE_MODES, build_encoder

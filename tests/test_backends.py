@@ -7,7 +7,6 @@ fixed at import time.
 import importlib.util
 
 import pytest
-
 from conftest import run_python
 
 LEGACY_TFRS_SCRIPT = r"""

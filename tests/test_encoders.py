@@ -1,9 +1,9 @@
 """The four encoders: causality, padding, gradients, saving, argument errors."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from hybrid_tfrs import ENCODER_KINDS, SequentialRetrievalModel, build_encoder
 
 NUM_ITEMS, MAX_LEN = 50, 12

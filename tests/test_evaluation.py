@@ -65,8 +65,12 @@ def test_metrics_hand_computed():
     assert tuple(metrics) == METRICS
     g2, g4, g11 = 1 / math.log2(3), 1 / math.log2(5), 1 / math.log2(12)
     expected = {
-        "HR@1": 0.2, "HR@5": 0.6, "HR@10": 0.6, "HR@20": 0.8,
-        "NDCG@5": (1 + g2 + g4) / 5, "NDCG@10": (1 + g2 + g4) / 5,
+        "HR@1": 0.2,
+        "HR@5": 0.6,
+        "HR@10": 0.6,
+        "HR@20": 0.8,
+        "NDCG@5": (1 + g2 + g4) / 5,
+        "NDCG@10": (1 + g2 + g4) / 5,
         "NDCG@20": (1 + g2 + g4 + g11) / 5,
         "MRR": (1 + 1 / 2 + 1 / 4 + 1 / 11 + 1 / 30) / 5,
         "MRR@10": (1 + 1 / 2 + 1 / 4) / 5,
@@ -104,8 +108,10 @@ def test_metrics_agree_with_keras_rs_on_tie_free_scores():
 
 def random_user_items(num_users, num_items, seed, max_len=40):
     rng = np.random.default_rng(seed)
-    return [rng.choice(np.arange(1, num_items + 1), size=rng.integers(1, max_len), replace=False)
-            for _ in range(num_users)]
+    return [
+        rng.choice(np.arange(1, num_items + 1), size=rng.integers(1, max_len), replace=False)
+        for _ in range(num_users)
+    ]
 
 
 def popularity_counts(num_items, seed):
@@ -277,8 +283,16 @@ def test_exclude_history_masks_history_items_but_not_the_target():
         return {"scores": scores}
 
     def full_mrr(exclude):
-        result = evaluate(history_first, histories, targets, [h[h > 0] for h in histories],
-                          NUM_ITEMS, protocols=("full",), exclude_history=exclude, progress=False)
+        result = evaluate(
+            history_first,
+            histories,
+            targets,
+            [h[h > 0] for h in histories],
+            NUM_ITEMS,
+            protocols=("full",),
+            exclude_history=exclude,
+            progress=False,
+        )
         return result["protocols"]["full"]["MRR"]
 
     # both users: 3 history items above the target (rank 4) unless excluded
@@ -308,16 +322,23 @@ def test_buckets_and_alpha():
     result = run(with_alpha, (histories, targets, user_items, counts), batch_size=16)
     buckets = {b["bucket"]: b for b in result["buckets"]}
     assert list(buckets) == ["1-5", "6-10", "11-20"]
-    for label, members in [("1-5", lengths <= 5), ("6-10", (lengths > 5) & (lengths <= 10)),
-                           ("11-20", lengths > 10)]:
+    for label, members in [
+        ("1-5", lengths <= 5),
+        ("6-10", (lengths > 5) & (lengths <= 10)),
+        ("11-20", lengths > 10),
+    ]:
         assert buckets[label]["users"] == members.sum()
         assert buckets[label]["alpha"] == pytest.approx(lengths[members].mean() / 100)
         assert set(buckets[label]["metrics"]) == set(PROTOCOLS)
     assert result["alpha"] == pytest.approx(lengths.mean() / 100)
 
     true_lengths = np.full(60, 300)
-    result = run(with_alpha, (histories, targets, user_items, counts), history_lengths=true_lengths,
-                 protocols=("full",))
+    result = run(
+        with_alpha,
+        (histories, targets, user_items, counts),
+        history_lengths=true_lengths,
+        protocols=("full",),
+    )
     assert [(b["bucket"], b["users"]) for b in result["buckets"]] == [("201+", 60)]
 
 
@@ -326,40 +347,60 @@ def test_progress_bar_runs(capsys):
     assert "10/10" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"protocols": ("full", "pop-50")}, r"pop-50.*'full', 'uniform-99', 'pop-100'"),
-    ({"targets": np.ones(9, dtype=int)}, r"targets must have shape \(10,\)"),
-    ({"user_items": [[1]] * 9}, "user_items has 9 users"),
-    ({"history_lengths": np.ones(3)}, "history_lengths must have shape"),
-    ({"item_popularity": np.ones(NUM_ITEMS)}, r"item_popularity must have shape \(151,\)"),
-    ({"item_popularity": None}, "item_popularity is required for the pop-100"),
-    ({"histories": np.ones(10, dtype=np.int32)}, r"histories must be \[U, L\]"),
-    ({"length_buckets": (10, 5)}, "length_buckets must be increasing"),
-    ({"histories": np.full((10, 3), NUM_ITEMS + 1, dtype=np.int32)}, r"histories must hold item indices in 0\.\.150"),
-    ({"targets": np.zeros(10, dtype=int)}, r"targets must lie in 1\.\.150"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"protocols": ("full", "pop-50")}, r"pop-50.*'full', 'uniform-99', 'pop-100'"),
+        ({"targets": np.ones(9, dtype=int)}, r"targets must have shape \(10,\)"),
+        ({"user_items": [[1]] * 9}, "user_items has 9 users"),
+        ({"history_lengths": np.ones(3)}, "history_lengths must have shape"),
+        ({"item_popularity": np.ones(NUM_ITEMS)}, r"item_popularity must have shape \(151,\)"),
+        ({"item_popularity": None}, "item_popularity is required for the pop-100"),
+        ({"histories": np.ones(10, dtype=np.int32)}, r"histories must be \[U, L\]"),
+        ({"length_buckets": (10, 5)}, "length_buckets must be increasing"),
+        (
+            {"histories": np.full((10, 3), NUM_ITEMS + 1, dtype=np.int32)},
+            r"histories must hold item indices in 0\.\.150",
+        ),
+        ({"targets": np.zeros(10, dtype=int)}, r"targets must lie in 1\.\.150"),
+    ],
+)
 def test_evaluate_argument_errors(kwargs, message):
     histories, targets, user_items, counts = make_data(10, seed=7)
-    args = dict(score_fn=oracle_scores, histories=histories, targets=targets, user_items=user_items,
-                num_items=NUM_ITEMS, item_popularity=counts, progress=False)
+    args = dict(
+        score_fn=oracle_scores,
+        histories=histories,
+        targets=targets,
+        user_items=user_items,
+        num_items=NUM_ITEMS,
+        item_popularity=counts,
+        progress=False,
+    )
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         evaluate(**args)
 
 
-@pytest.mark.parametrize("output, message", [
-    ({"scores": np.zeros((4, NUM_ITEMS))}, r"'scores' must have shape \(4, 151\)"),
-    ({"scores": np.zeros((4, NUM_ITEMS + 1)), "alpha": np.zeros(3)}, r"'alpha' must have shape \(4,\)"),
-    ({"scores": np.full((4, NUM_ITEMS + 1), np.nan)}, "NaN"),
-])
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ({"scores": np.zeros((4, NUM_ITEMS))}, r"'scores' must have shape \(4, 151\)"),
+        (
+            {"scores": np.zeros((4, NUM_ITEMS + 1)), "alpha": np.zeros(3)},
+            r"'alpha' must have shape \(4,\)",
+        ),
+        ({"scores": np.full((4, NUM_ITEMS + 1), np.nan)}, "NaN"),
+    ],
+)
 def test_evaluate_score_fn_errors(output, message):
     with pytest.raises(ValueError, match=message):
         run(lambda batch: output, make_data(4, seed=8), protocols=("full",))
 
 
 def test_format_table():
-    table = format_table({"full": {"HR@10": 0.123456, "MRR": 0.05},
-                          "uniform-99": {"HR@10": 0.5, "MRR": 0.25}})
+    table = format_table(
+        {"full": {"HR@10": 0.123456, "MRR": 0.05}, "uniform-99": {"HR@10": 0.5, "MRR": 0.25}}
+    )
     lines = table.splitlines()
     assert lines[0].split() == ["protocol", "HR@10", "MRR"]
     assert lines[1].split() == ["full", "0.1235", "0.0500"]

@@ -1,9 +1,9 @@
 """The reusable layers: exact causal forms, chunking, padding, serialisation."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from hybrid_tfrs.layers import (
     FeedForward,
     FrequencyFilter,

@@ -1,9 +1,9 @@
 """The retrieval model: losses against numpy, top-k, learning a real pattern."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from hybrid_tfrs import SequentialRetrievalModel, build_encoder, losses
 from hybrid_tfrs.data import load_dataset, pad_latest, training_dataset
 from hybrid_tfrs.evaluation import evaluate

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import logging
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import keras
 
@@ -32,10 +32,10 @@ class DatasetSpec:
     """A named dataset: file name, download address, sha256 (None = unpinned), reader."""
 
     name: str
-    fname: Optional[str]
-    origin: Optional[str]
-    sha256: Optional[str]
-    reader: Optional[Callable]
+    fname: str | None
+    origin: str | None
+    sha256: str | None
+    reader: Callable | None
     description: str
 
 
@@ -122,8 +122,7 @@ def _find_local(spec, data_dir):
                 log.info("%s: unpinned dataset %r, sha256 %s", path, spec.name, actual)
             return path
     raise DatasetNotFoundError(
-        f"dataset {spec.name!r}: {spec.fname} not found in data_dir; tried "
-        + ", ".join(candidates)
+        f"dataset {spec.name!r}: {spec.fname} not found in data_dir; tried " + ", ".join(candidates)
     )
 
 

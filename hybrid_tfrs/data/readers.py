@@ -183,8 +183,7 @@ def read_table(path, user_col, item_col, time_col=None, sep=None):
         rows = _csv_rows(path, columns, sep or _CSV_SEPARATORS[ext])
     else:
         raise DataError(
-            f"{path}: unknown table extension {ext!r}; use .csv, .tsv, .parquet "
-            "or pass sep="
+            f"{path}: unknown table extension {ext!r}; use .csv, .tsv, .parquet or pass sep="
         )
     if time_col is None:
         return _group(path, ((user, item) for _, user, item in rows))
