@@ -1,0 +1,277 @@
+"""SavedModel export for TensorFlow Serving (TensorFlow backend only).
+
+``export_saved_model`` writes ``<export_dir>/<model_name>/<version>/``, the
+layout TensorFlow Serving polls, with four signatures over raw item ids:
+
+- ``serving_default`` (TFX convention): ``examples``, serialized ``tf.Example``
+  [B] with a bytes-list feature ``history`` (raw ids, oldest first) ->
+  ``item_ids`` string [B, top_k], ``scores`` float32 [B, top_k], best first;
+- ``recommend``: ``history`` string [B, T] ("" = padding) and ``k`` int32
+  scalar -> ``item_ids`` [B, k], ``scores`` [B, k];
+- ``query_embedding``: ``history`` -> ``embedding`` float32 [B, d];
+- ``item_embeddings``: no input -> ``item_ids`` string [N], ``embeddings``
+  float32 [N, d] (for an external ANN index; the query is ``query_embedding``).
+
+Each history row is mapped to indices with the vocabulary (an asset of the
+SavedModel); ids unknown to the vocabulary and "" are dropped, the latest
+``max_len`` remaining items are kept, left-aligned and 0-padded on the right
+(the model's layout). A row with no known item, or k outside 1..N, fails with
+InvalidArgumentError. ``assets.extra/tf_serving_warmup_requests`` holds a few
+``PredictionLog`` records that TensorFlow Serving replays at load.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+
+VOCABULARY_FILE = "vocabulary.txt"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+HISTORY_FEATURE = "history"
+SIGNATURES = ("serving_default", "recommend", "query_embedding", "item_embeddings")
+_TEMP_PREFIX = ".tmp-export-"  # TF Serving only loads numeric version folders
+
+
+class RecommenderModule(tf.Module):
+    """The served computation: raw-id histories in, raw-id recommendations out.
+
+    Args:
+        model: a built ``SequentialRetrievalModel`` (Keras 3, TensorFlow backend).
+        vocabulary_path: file with the raw id of index i on line i (1-based);
+            it becomes the SavedModel's ``assets/vocabulary.txt``.
+        top_k: number of items of ``serving_default`` (1..N).
+    """
+
+    def __init__(self, model, vocabulary_path, top_k):
+        super().__init__(name="recommender")
+        self.model = model
+        self.max_len = model.max_len
+        self.num_items = model.num_items
+        self.top_k = top_k
+        # Tracked here so the SavedModel holds every weight the functions read.
+        self.model_variables = list(model.variables)
+        self.vocabulary = tf.saved_model.Asset(vocabulary_path)
+        # Line numbers are 0-based: index = line + 1, unknown -> -1 + 1 = 0 (padding).
+        self.index_table = tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                self.vocabulary,
+                tf.string,
+                tf.lookup.TextFileIndex.WHOLE_LINE,
+                tf.int64,
+                tf.lookup.TextFileIndex.LINE_NUMBER,
+            ),
+            default_value=-1,
+        )
+        self.raw_id_table = tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                self.vocabulary,
+                tf.int64,
+                tf.lookup.TextFileIndex.LINE_NUMBER,
+                tf.string,
+                tf.lookup.TextFileIndex.WHOLE_LINE,
+            ),
+            default_value="",
+        )
+
+    def encode_histories(self, history):
+        """string [B, T] raw ids -> int32 [B, max_len] indices in the model's layout."""
+        index = self.index_table.lookup(history) + 1
+        known = tf.ragged.boolean_mask(index, index > 0)
+        lengths = known.row_lengths()
+        check = tf.debugging.Assert(
+            tf.reduce_all(lengths > 0),
+            [
+                "every history needs at least one item id of the vocabulary "
+                "(unknown ids and empty strings are dropped); rows without one:",
+                tf.where(tf.equal(lengths, 0))[:, 0],
+            ],
+            summarize=20,
+        )
+        with tf.control_dependencies([check]):
+            latest = known[:, -self.max_len :].to_tensor(0, shape=[None, self.max_len])
+        return tf.cast(latest, tf.int32)
+
+    def top_items(self, history, k):
+        """string [B, T], int32 k -> item_ids string [B, k], scores float32 [B, k]."""
+        check = tf.debugging.Assert(
+            tf.logical_and(k >= 1, k <= self.num_items),
+            [f"k must be in 1..{self.num_items} (the catalogue size), got", k],
+        )
+        with tf.control_dependencies([check]):
+            k = tf.identity(k)
+        scores = self.model.score_items(self.encode_histories(history))
+        top_scores, top = tf.math.top_k(scores[:, 1:], k)  # column 0 is padding
+        item_ids = self.raw_id_table.lookup(tf.cast(top, tf.int64))
+        return {"item_ids": item_ids, "scores": tf.cast(top_scores, tf.float32)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serving_default(self, examples):
+        features = tf.io.parse_example(examples, {HISTORY_FEATURE: tf.io.VarLenFeature(tf.string)})
+        history = tf.sparse.to_dense(features[HISTORY_FEATURE], default_value="")
+        return self.top_items(history, tf.constant(self.top_k, tf.int32))
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.string, name="history"),
+            tf.TensorSpec([], tf.int32, name="k"),
+        ]
+    )
+    def recommend(self, history, k):
+        return self.top_items(history, k)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history")])
+    def query_embedding(self, history):
+        query = self.model.query_embedding(self.encode_histories(history))
+        return {"embedding": tf.cast(query, tf.float32)}
+
+    @tf.function(input_signature=[])
+    def item_embeddings(self):
+        indices = tf.range(self.num_items, dtype=tf.int64)
+        table = tf.convert_to_tensor(self.model.encoder.item_embeddings)[1:]
+        return {
+            "item_ids": self.raw_id_table.lookup(indices),
+            "embeddings": tf.cast(table, tf.float32),
+        }
+
+    def signatures(self):
+        return {name: getattr(self, name).get_concrete_function() for name in SIGNATURES}
+
+
+def serialize_history_example(history):
+    """Raw item ids (oldest first) -> serialized tf.Example with the ``history`` feature."""
+    values = [raw.encode("utf-8") if isinstance(raw, str) else bytes(raw) for raw in history]
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={HISTORY_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=values))}
+        )
+    )
+    return example.SerializeToString()
+
+
+def warmup_requests(model_name, raw_ids, top_k):
+    """A few PredictionLog records (serving_default and recommend) over known ids."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    ids = list(raw_ids[:4])
+    histories = [ids, ids[:1] + [""] * (len(ids) - 1)]
+    requests = []
+    for signature, inputs in (
+        ("serving_default", {"examples": [serialize_history_example(h) for h in histories]}),
+        ("recommend", {"history": histories, "k": min(10, top_k)}),
+        ("recommend", {"history": histories[:1], "k": top_k}),
+    ):
+        request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+        )
+        for alias, value in inputs.items():
+            request.inputs[alias].CopyFrom(
+                tf.make_tensor_proto(value, dtype=tf.int32 if alias == "k" else tf.string)
+            )
+        requests.append(
+            prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+        )
+    return requests
+
+
+def _next_version(model_dir):
+    """A Unix timestamp, or the newest version + 1 if that is not larger."""
+    existing = [int(name) for name in os.listdir(model_dir) if name.isdigit()]
+    return max([int(time.time())] + [v + 1 for v in existing])
+
+
+def export_saved_model(model, vocabulary, export_dir, model_name, version=None, top_k=100):
+    """Writes a SavedModel for TensorFlow Serving and returns its folder.
+
+    The version is written to a hidden temporary folder inside
+    ``<export_dir>/<model_name>/`` and renamed into place, so a half-written
+    version is never visible to a server polling the folder.
+
+    Args:
+        model: a built ``SequentialRetrievalModel``.
+        vocabulary: the ``Vocabulary`` of the model's item indices (N items).
+        export_dir: base folder; the model goes to ``<export_dir>/<model_name>/``.
+        model_name: the name clients ask for (e.g. the model kind).
+        version: positive integer; default: the Unix time (as TFX's Pusher),
+            bumped past the newest existing version if needed.
+        top_k: items returned by ``serving_default``; clipped to N.
+
+    Returns:
+        ``<export_dir>/<model_name>/<version>``.
+
+    Raises:
+        ValueError: mismatched vocabulary, bad name, version or top_k.
+        FileExistsError: that version already exists.
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"export needs the TensorFlow Keras backend, not {keras.backend.backend()!r}"
+        )
+    if len(vocabulary) != model.num_items:
+        raise ValueError(
+            f"vocabulary has {len(vocabulary)} items but the model has num_items={model.num_items}"
+        )
+    if not model_name or model_name.startswith(".") or os.sep in model_name:
+        raise ValueError(f"model_name must be a plain folder name, got {model_name!r}")
+    if int(top_k) < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    top_k = min(int(top_k), model.num_items)
+    model_dir = os.path.join(export_dir, model_name)
+    os.makedirs(model_dir, exist_ok=True)
+    if version is None:
+        version = _next_version(model_dir)
+    if int(version) < 1 or str(version) != str(int(version)):
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    final_dir = os.path.join(model_dir, str(int(version)))
+    if os.path.exists(final_dir):
+        raise FileExistsError(f"{final_dir} already exists; pick another --version")
+
+    temp_dir = tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{int(version)}-", dir=model_dir)
+    try:
+        with tempfile.TemporaryDirectory() as source:
+            vocabulary_path = os.path.join(source, VOCABULARY_FILE)
+            vocabulary.save(vocabulary_path)
+            module = RecommenderModule(model, vocabulary_path, top_k)
+            saved = os.path.join(temp_dir, "model")
+            tf.saved_model.save(module, saved, signatures=module.signatures())
+        _write_warmup(saved, warmup_requests(model_name, vocabulary.ids, top_k))
+        with open(os.path.join(saved, "assets.extra", "export.json"), "w") as f:
+            json.dump({"model_name": model_name, "version": int(version), "top_k": top_k}, f)
+        os.rename(saved, final_dir)  # atomic on one file system; fails if it appeared meanwhile
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return final_dir
+
+
+def _write_warmup(saved_dir, records):
+    os.makedirs(os.path.join(saved_dir, "assets.extra"), exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(saved_dir, WARMUP_FILE)) as writer:
+        for record in records:
+            writer.write(record.SerializeToString())
+
+
+def export_run(run_dir, export_dir, model_name=None, version=None, top_k=100):
+    """Exports a training run's best model (``model.keras`` + ``vocabulary.txt``).
+
+    ``model_name`` defaults to the run's model kind (``config.json``).
+    Returns the version folder; raises ValueError naming a missing file.
+    """
+    from hybrid_tfrs.data import Vocabulary
+
+    names = ("config.json", "model.keras", VOCABULARY_FILE)
+    paths = {name: os.path.join(run_dir, name) for name in names}
+    for path in paths.values():
+        if not os.path.exists(path):
+            raise ValueError(f"{path} not found; is --run_dir a training output folder?")
+    with open(paths["config.json"], encoding="utf-8") as f:
+        config = json.load(f)
+    model = keras.models.load_model(paths["model.keras"])
+    vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
+    return export_saved_model(
+        model, vocabulary, export_dir, model_name or config["model"], version=version, top_k=top_k
+    )

@@ -1,0 +1,308 @@
+"""SavedModel export: signatures, parity with the in-memory model, atomic versions, CLI."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hybrid_tfrs import SequentialRetrievalModel, build_encoder
+from hybrid_tfrs import export as export_lib
+from hybrid_tfrs.data import Vocabulary, pad_latest
+from hybrid_tfrs.export import export_run, export_saved_model, serialize_history_example
+
+NUM_ITEMS, MAX_LEN, HIDDEN, TOP_K = 40, 6, 16, 10
+VOCABULARY = Vocabulary([f"i{i}" for i in range(1, NUM_ITEMS + 1)])
+HISTORIES = [
+    ["i1", "i2", "i3"],
+    [f"i{i}" for i in range(20, 31)],  # 11 items > max_len: the latest 6 count
+    ["zz", "i4", "", "i7", "nope"],  # unknown ids and "" are dropped
+    ["i9"],
+]
+COMPLETE_VERSION_FILES = (
+    "saved_model.pb",
+    "variables/variables.index",
+    "assets/vocabulary.txt",
+    "assets.extra/tf_serving_warmup_requests",
+)
+
+
+def make_model(seed=1):
+    keras.utils.set_random_seed(seed)
+    encoder = build_encoder("hybrid", num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_dim=HIDDEN)
+    model = SequentialRetrievalModel(encoder)
+    model.set_item_popularity(np.arange(NUM_ITEMS + 1))  # the gate reads popularity
+    return model
+
+
+def history_tensor(histories):
+    width = max(len(h) for h in histories)
+    return tf.constant([h + [""] * (width - len(h)) for h in histories])
+
+
+def encode(histories):
+    """What the export does to raw histories, in numpy: [B, MAX_LEN] indices."""
+    known = [[VOCABULARY.index(raw) for raw in h if raw in VOCABULARY] for h in histories]
+    return pad_latest(known, MAX_LEN)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model()
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    """Exports version 1 while a thread lists the model folder.
+
+    Returns (version folder, [(entry name, complete?)] seen during the export).
+    """
+    base = tmp_path_factory.mktemp("export")
+    model_dir = base / "hybrid"
+    seen, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for name in os.listdir(model_dir) if model_dir.exists() else ():
+                complete = all((model_dir / name / f).exists() for f in COMPLETE_VERSION_FILES)
+                seen.append((name, complete))
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        path = export_saved_model(model, VOCABULARY, str(base), "hybrid", version=1, top_k=TOP_K)
+    finally:
+        done.set()
+        watcher.join()
+    return Path(path), seen
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(str(exported[0]))
+
+
+def test_version_folder_appears_complete_and_atomically(exported):
+    path, seen = exported
+    assert path == path.parent / "1"
+    numeric = [complete for name, complete in seen if name.isdigit()]
+    hidden = {name for name, _ in seen if not name.isdigit()}
+    assert all(numeric), "a numeric version folder was visible before it was complete"
+    assert hidden and all(name.startswith(".") for name in hidden)  # written under a temp name
+    assert os.listdir(path.parent) == ["1"]  # and the temp folder is gone
+
+
+def test_saved_model_cli_lists_the_four_signatures(exported):
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    result = subprocess.run(
+        [str(cli), "show", "--all", "--dir", str(exported[0])],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    blocks = re.split(r"signature_def\['(\w+)'\]:", result.stdout)[1:]
+    signatures = {
+        name: dict(
+            ((kind, alias), (dtype, shape))
+            for kind, alias, dtype, shape in re.findall(
+                r"(input|output)s\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: ([^\n]+)", block
+            )
+        )
+        for name, block in zip(blocks[::2], blocks[1::2])
+        if not name.startswith("__")
+    }
+    string, floats = "DT_STRING", "DT_FLOAT"
+    assert signatures == {
+        "serving_default": {
+            ("input", "examples"): (string, "(-1)"),
+            ("output", "item_ids"): (string, f"(-1, {TOP_K})"),
+            ("output", "scores"): (floats, f"(-1, {TOP_K})"),
+        },
+        "recommend": {
+            ("input", "history"): (string, "(-1, -1)"),
+            ("input", "k"): ("DT_INT32", "()"),
+            ("output", "item_ids"): (string, "(-1, -1)"),
+            ("output", "scores"): (floats, "(-1, -1)"),
+        },
+        "query_embedding": {
+            ("input", "history"): (string, "(-1, -1)"),
+            ("output", "embedding"): (floats, f"(-1, {HIDDEN})"),
+        },
+        "item_embeddings": {
+            ("output", "item_ids"): (string, f"({NUM_ITEMS})"),
+            ("output", "embeddings"): (floats, f"({NUM_ITEMS}, {HIDDEN})"),
+        },
+    }
+
+
+def test_recommend_matches_the_in_memory_model(model, loaded):
+    k = 7
+    result = loaded.signatures["recommend"](history=history_tensor(HISTORIES), k=tf.constant(k))
+    top, scores = model.recommend(encode(HISTORIES), k=k)
+    expected_ids = [VOCABULARY.decode(row) for row in np.asarray(top)]
+    got_ids = [[raw.decode() for raw in row] for row in result["item_ids"].numpy()]
+    assert got_ids == expected_ids
+    np.testing.assert_allclose(result["scores"].numpy(), np.asarray(scores), rtol=1e-5, atol=1e-6)
+
+
+def test_long_history_keeps_the_latest_items_and_unknown_ids_are_dropped(loaded):
+    def answer(histories):
+        out = loaded.signatures["recommend"](history=history_tensor(histories), k=tf.constant(5))
+        return out["item_ids"].numpy().tolist(), out["scores"].numpy()
+
+    long_history = HISTORIES[1]
+    ids, scores = answer([long_history])
+    ids_latest, scores_latest = answer([long_history[-MAX_LEN:]])
+    assert ids == ids_latest
+    np.testing.assert_allclose(scores, scores_latest, rtol=1e-6)
+    ids, scores = answer([["zz", "i4", "", "i7", "nope"]])
+    ids_known, scores_known = answer([["i4", "i7"]])
+    assert ids == ids_known
+    np.testing.assert_allclose(scores, scores_known, rtol=1e-6)
+
+
+def test_serving_default_agrees_with_recommend(loaded):
+    examples = tf.constant([serialize_history_example(h) for h in HISTORIES])
+    by_example = loaded.signatures["serving_default"](examples=examples)
+    by_history = loaded.signatures["recommend"](
+        history=history_tensor(HISTORIES), k=tf.constant(TOP_K)
+    )
+    assert by_example["item_ids"].shape == (len(HISTORIES), TOP_K)
+    np.testing.assert_array_equal(by_example["item_ids"].numpy(), by_history["item_ids"].numpy())
+    np.testing.assert_allclose(by_example["scores"].numpy(), by_history["scores"].numpy(), 1e-6)
+
+
+def test_embeddings_match_the_in_memory_model(model, loaded):
+    query = loaded.signatures["query_embedding"](history=history_tensor(HISTORIES))["embedding"]
+    expected = model.query_embedding(encode(HISTORIES))
+    np.testing.assert_allclose(query.numpy(), np.asarray(expected), rtol=1e-5, atol=1e-6)
+    items = loaded.signatures["item_embeddings"]()
+    assert [raw.decode() for raw in items["item_ids"].numpy()] == list(VOCABULARY.ids)
+    np.testing.assert_allclose(
+        items["embeddings"].numpy(), np.asarray(model.encoder.item_embeddings)[1:], rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "histories, k, message",
+    [
+        ([["i1"], ["zz", "nope"]], 3, "at least one item id of the vocabulary"),
+        ([["", ""]], 3, "at least one item id of the vocabulary"),
+        ([["i1"]], 0, f"k must be in 1..{NUM_ITEMS}"),
+        ([["i1"]], NUM_ITEMS + 1, f"k must be in 1..{NUM_ITEMS}"),
+    ],
+)
+def test_bad_requests_raise_invalid_argument(loaded, histories, k, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+        loaded.signatures["recommend"](history=history_tensor(histories), k=tf.constant(k))
+
+
+def test_example_without_history_feature_is_rejected(loaded):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least one item id"):
+        loaded.signatures["serving_default"](examples=tf.constant([b""]))
+
+
+def test_vocabulary_is_an_asset_and_warmup_requests_replay(exported, loaded):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = exported[0]
+    assert (path / "assets" / "vocabulary.txt").read_text().split("\n")[:-1] == list(VOCABULARY.ids)
+    assert loaded.vocabulary.asset_path.numpy().decode().endswith("assets/vocabulary.txt")
+    records = [
+        prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        for record in tf.data.TFRecordDataset(str(path / export_lib.WARMUP_FILE))
+    ]
+    signatures = {r.predict_log.request.model_spec.signature_name for r in records}
+    assert signatures == {"serving_default", "recommend"}
+    for record in records:
+        request = record.predict_log.request
+        assert request.model_spec.name == "hybrid"
+        inputs = {alias: tf.make_ndarray(p) for alias, p in request.inputs.items()}
+        loaded.signatures[request.model_spec.signature_name](**inputs)
+
+
+def test_export_refuses_mismatched_vocabulary_and_existing_version(model, exported):
+    base = str(exported[0].parent.parent)
+    with pytest.raises(ValueError, match="vocabulary has 3 items"):
+        export_saved_model(model, Vocabulary(["a", "b", "c"]), base, "hybrid", version=2)
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_saved_model(model, VOCABULARY, base, "hybrid", version=1)
+    with pytest.raises(ValueError, match="top_k"):
+        export_saved_model(model, VOCABULARY, base, "hybrid", version=2, top_k=0)
+
+
+def _fake_save(module, path, signatures):
+    """Stands in for tf.saved_model.save in tests of the folder logic (fast)."""
+    os.makedirs(os.path.join(path, "variables"))
+    Path(path, "saved_model.pb").write_bytes(b"partial")
+
+
+def test_failed_export_leaves_no_version_and_no_temp_folder(model, tmp_path, monkeypatch):
+    def failing_save(module, path, signatures):
+        _fake_save(module, path, signatures)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export_lib.tf.saved_model, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        export_saved_model(model, VOCABULARY, str(tmp_path), "hybrid", version=5)
+    assert os.listdir(tmp_path / "hybrid") == []
+
+
+def test_default_version_is_a_timestamp_after_existing_ones(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_lib.tf.saved_model, "save", _fake_save)
+    before = int(time.time())
+    path = export_saved_model(model, VOCABULARY, str(tmp_path), "hybrid", top_k=1000)
+    assert before <= int(Path(path).name) <= time.time()
+    export_info = json.loads(Path(path, "assets.extra", "export.json").read_text())
+    assert export_info["top_k"] == NUM_ITEMS  # clipped to the catalogue
+    (tmp_path / "hybrid" / "9999999999").mkdir()
+    path = export_saved_model(model, VOCABULARY, str(tmp_path), "hybrid")
+    assert Path(path).name == "10000000000"
+
+
+def test_export_run_needs_a_training_folder(tmp_path):
+    with pytest.raises(ValueError, match="config.json not found"):
+        export_run(str(tmp_path), str(tmp_path / "out"))
+
+
+def test_export_cli(model, tmp_path, repo_root):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model.save(run_dir / "model.keras")
+    VOCABULARY.save(run_dir / "vocabulary.txt")
+    (run_dir / "config.json").write_text(json.dumps({"model": "hybrid"}))
+    command = [sys.executable, "trainers/export.py", f"--export_dir={tmp_path / 'out'}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        command + [f"--run_dir={run_dir}", "--version=3", "--top_k=5"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    path = Path(result.stdout.strip().splitlines()[-1])
+    assert path == tmp_path / "out" / "hybrid" / "3"
+    assert (path / "saved_model.pb").exists()
+    result = subprocess.run(
+        command + [f"--run_dir={tmp_path / 'missing'}"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --run_dir=")
