@@ -119,7 +119,12 @@ def test_retrieval_model_learns_synthetic_sequences_far_better_than_baselines():
     )
     model.set_item_popularity(split.item_popularity)
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
-    model.fit(training_dataset(split.train, max_len, batch_size=64, seed=0), epochs=6, verbose=0)
+    model.fit(
+        training_dataset(split.train, max_len, batch_size=64, seed=0),
+        epochs=6,
+        shuffle=False,
+        verbose=0,
+    )
 
     histories = pad_latest(split.valid_histories, max_len)
     targets = np.asarray(split.valid_targets)
