@@ -9,6 +9,9 @@ it directly. Output directory layout::
     checkpoints/         last.keras + state.json, to resume an interrupted run
     tensorboard/         TensorBoard logs (loss, validation metrics, epoch time)
     metrics.json         valid and test metrics under the three protocols
+
+With ``export_dir`` set, the best model is also exported for TensorFlow
+Serving to ``<export_dir>/<model kind>/<version>/`` (see hybrid_tfrs.export).
 """
 
 import dataclasses
@@ -61,6 +64,8 @@ class TrainConfig:
     protocols: str = ",".join(PROTOCOLS)
     output_dir: str = "runs/synthetic_hybrid"
     resume: bool = True
+    export_dir: str | None = None
+    top_k: int = 100
 
     def validate(self):
         """Raises ValueError naming the flag for an impossible setting."""
@@ -78,6 +83,7 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
             (0 <= self.dropout < 1, "dropout", "must be in [0, 1)"),
             (self.num_negatives >= 1, "num_negatives", "must be >= 1"),
+            (self.top_k >= 1, "top_k", "must be >= 1"),
             (self.min_length >= 3, "min_length", "must be >= 3 (train, valid and test items)"),
         ]
         unknown = set(self.protocol_list) - set(PROTOCOLS)
@@ -334,4 +340,8 @@ def train(config, log=print):
     log(f"\nTest metrics of the best model (epoch {state['best_epoch']}):")
     log(format_table(test["protocols"]))
     log(f"wrote {os.path.join(config.output_dir, 'metrics.json')}")
+    if config.export_dir:
+        from hybrid_tfrs.export import export_run  # TensorFlow-only
+
+        log(f"exported {export_run(config.output_dir, config.export_dir, top_k=config.top_k)}")
     return metrics

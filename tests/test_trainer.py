@@ -35,7 +35,15 @@ def _run(repo_root, script, *args, timeout=900):
 @pytest.fixture(scope="module")
 def trained_run(repo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    result = _run(repo_root, "train.py", *SMALL, "--epochs=4", f"--output_dir={out}")
+    result = _run(
+        repo_root,
+        "train.py",
+        *SMALL,
+        "--epochs=4",
+        f"--output_dir={out}",
+        f"--export_dir={out / 'export'}",
+        "--top_k=7",
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return out, result
 
@@ -57,6 +65,19 @@ def test_train_writes_a_valid_metrics_json_and_prints_the_table(trained_run):
     for name in ("config.json", "vocabulary.txt", "model.keras", "checkpoints/last.keras"):
         assert (out / name).exists(), name
     assert any((out / "tensorboard").rglob("*tfevents*"))
+
+
+def test_train_exports_the_best_model_for_serving(trained_run):
+    import tensorflow as tf
+
+    out, result = trained_run
+    versions = [p for p in (out / "export" / "hybrid").iterdir() if p.name.isdigit()]
+    assert len(versions) == 1 and (versions[0] / "saved_model.pb").exists()
+    assert f"exported {versions[0]}" in result.stdout
+    loaded = tf.saved_model.load(str(versions[0]))
+    vocabulary = (out / "vocabulary.txt").read_text().split()
+    answer = loaded.signatures["recommend"](history=tf.constant([vocabulary[:5]]), k=tf.constant(7))
+    assert answer["item_ids"].shape == (1, 7)
 
 
 def test_trained_model_beats_most_popular(trained_run):

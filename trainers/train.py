@@ -46,6 +46,8 @@ FLAG_HELP = {
     "protocols": "Comma-separated protocols of the final evaluation: full, uniform-99, pop-100.",
     "output_dir": "Where the run's files go.",
     "resume": "Continue from output_dir/checkpoints if a previous run left one.",
+    "export_dir": "If set, export the best model for TF Serving to <export_dir>/<model>/<v>/.",
+    "top_k": "Items the exported serving_default signature returns.",
 }
 
 
