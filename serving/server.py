@@ -819,6 +819,7 @@ class RestHandler(BaseHTTPRequestHandler):
     """TensorFlow Serving's REST API (predict in the columnar format, status, metadata)."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
     server_version = "hybrid-tfrs-serving-stand-in"
     core = None  # set by start_rest_server
 
