@@ -1,8 +1,9 @@
 """Latency and throughput of the exported model behind the local server.
 
-Exports an (untrained) model of realistic size, starts ``serving.server`` on
-free loopback ports in a subprocess, and for every (batching, transport,
-histories per request, concurrent clients) configuration runs closed-loop
+Exports an (untrained) model of realistic size, starts one ``serving.server``
+subprocess per ``--batching`` setting on free loopback ports, and for every
+(transport, histories per request, concurrent clients) configuration, on each
+server in turn (so that drifting machine load hits both alike), runs closed-loop
 clients (each sends its next request when the previous answer arrives) for
 ``--seconds`` or ``--max_requests``, after ``--warmup_requests`` untimed
 requests per client. Reports latency p50/p99 (client-side, serialization
@@ -16,6 +17,7 @@ Usage (from the repository root):
 
 import os
 import platform
+import shlex
 import socket
 import subprocess
 import sys
@@ -75,7 +77,7 @@ def make_histories(raw_ids, count, lengths, seed=0):
 
 
 def export_model(export_dir):
-    """Exports an untrained model of the configured size: (model name, base path)."""
+    """Exports an untrained model of the configured size: (raw item ids, base path)."""
     import keras
 
     from hybrid_tfrs import SequentialRetrievalModel, build_encoder
@@ -192,31 +194,35 @@ def measure(server, transport, per_request, clients, histories):
     return np.array(latencies), wall
 
 
-def run_grid(server, batching, histories):
+def run_grid(servers, histories):
+    """Every configuration on each server in turn (so drifting load hits both alike)."""
     rows = []
     for transport in FLAGS.transports:
         for per_request in (int(n) for n in FLAGS.histories_per_request):
             for clients in (int(n) for n in FLAGS.concurrency):
-                latencies, wall = measure(server, transport, per_request, clients, histories)
-                row = {
-                    "batching": batching,
-                    "transport": transport,
-                    "per_request": per_request,
-                    "clients": clients,
-                    "requests": len(latencies),
-                    "p50_ms": 1e3 * float(np.percentile(latencies, 50)),
-                    "p99_ms": 1e3 * float(np.percentile(latencies, 99)),
-                    "requests_per_s": len(latencies) / wall,
-                    "histories_per_s": len(latencies) * per_request / wall,
-                }
-                rows.append(row)
-                print(
-                    f"batching {batching:<3} {transport:<4} {per_request:>2} histories x "
-                    f"{clients:>2} clients: p50 {row['p50_ms']:7.1f} ms, p99 "
-                    f"{row['p99_ms']:7.1f} ms, {row['requests_per_s']:7.1f} req/s, "
-                    f"{row['histories_per_s']:8.1f} histories/s ({row['requests']} requests)",
-                    flush=True,
-                )
+                for batching, server in servers.items():
+                    latencies, wall = measure(server, transport, per_request, clients, histories)
+                    row = {
+                        "batching": batching,
+                        "transport": transport,
+                        "per_request": per_request,
+                        "clients": clients,
+                        "requests": len(latencies),
+                        "p50_ms": 1e3 * float(np.percentile(latencies, 50)),
+                        "p99_ms": 1e3 * float(np.percentile(latencies, 99)),
+                        "requests_per_s": len(latencies) / wall,
+                        "histories_per_s": len(latencies) * per_request / wall,
+                        "load_1min": os.getloadavg()[0],
+                    }
+                    rows.append(row)
+                    print(
+                        f"batching {batching:<3} {transport:<4} {per_request:>2} histories x "
+                        f"{clients:>2} clients: p50 {row['p50_ms']:7.1f} ms, p99 "
+                        f"{row['p99_ms']:7.1f} ms, {row['requests_per_s']:7.1f} req/s, "
+                        f"{row['histories_per_s']:8.1f} histories/s ({row['requests']} requests, "
+                        f"load {row['load_1min']:.1f})",
+                        flush=True,
+                    )
     return rows
 
 
@@ -224,9 +230,8 @@ def write_markdown(rows, path, context):
     lines = [
         "# Serving latency and throughput",
         "",
-        "Produced by `python benchmarks/serving.py "
-        + " ".join(context["argv"])
-        + "` (see its docstring).",
+        f"Produced by `{shlex.join(['python', 'benchmarks/serving.py'] + context['argv'])}` "
+        "(see its docstring).",
         "",
         f"- Machine: {context['machine']}; TensorFlow {context['tf_version']}.",
         f"- Load average (1, 5, 15 min) before: {context['load_before']}, "
@@ -247,15 +252,19 @@ def write_markdown(rows, path, context):
         f"- Each row: {FLAGS.warmup_requests} untimed requests per client, then "
         f"{FLAGS.seconds:g} s or {FLAGS.max_requests} requests, whichever comes first.",
         "",
+        "- The last column is the machine's 1-minute load average when the row finished "
+        "(2 cores: above 2, the server, the clients and other jobs were queueing for CPU).",
+        "",
         "| batching | transport | histories / request | clients | requests | p50 ms | p99 ms "
-        "| requests/s | histories/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| requests/s | histories/s | load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['batching']} | {row['transport']} | {row['per_request']} | {row['clients']} "
             f"| {row['requests']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
-            f"| {row['requests_per_s']:.1f} | {row['histories_per_s']:.1f} |"
+            f"| {row['requests_per_s']:.1f} | {row['histories_per_s']:.1f} "
+            f"| {row['load_1min']:.1f} |"
         )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -272,16 +281,18 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"unknown --transports/--batching values: {sorted(unknown)}")
     load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    rows = []
     with tempfile.TemporaryDirectory() as workdir:
         raw_ids, base_path = export_model(workdir)
         lengths = [int(n) for n in FLAGS.history_lengths]
         histories = make_histories(raw_ids, 1024, lengths)
-        for batching in FLAGS.batching:
-            server = Server(base_path, batching == "on", os.path.join(workdir, "server.log"))
-            try:
-                rows += run_grid(server, batching, histories)
-            finally:
+        servers = {}
+        try:
+            for batching in FLAGS.batching:
+                log_path = os.path.join(workdir, f"server-batching-{batching}.log")
+                servers[batching] = Server(base_path, batching == "on", log_path)
+            rows = run_grid(servers, histories)
+        finally:
+            for server in servers.values():
                 server.stop()
     context = {
         "argv": sys.argv[1:],
