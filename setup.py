@@ -16,7 +16,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["hybrid_tfrs", "hybrid_tfrs.*"]),
+    packages=find_packages(include=["hybrid_tfrs", "hybrid_tfrs.*", "serving"]),
     package_data={"hybrid_tfrs": ["py.typed"]},
     install_requires=[
         "tensorflow==2.21.0",
