@@ -78,6 +78,14 @@ def _trim_to_bucket(widths):
     return trim
 
 
+def _pad_rows_to(batch_size):
+    def pad(inputs, targets):
+        missing = [[0, batch_size - tf.shape(inputs)[0]], [0, 0]]
+        return tf.pad(inputs, missing), tf.pad(targets, missing)
+
+    return pad
+
+
 def training_dataset(
     train_sequences,
     max_len,
@@ -94,7 +102,8 @@ def training_dataset(
 
     With ``bucket_by_length``, rows of similar length are batched together and
     each batch is cut to the smallest of :func:`bucket_widths` that holds its
-    longest row (so L <= max_len varies between batches). Causal encoders give
+    longest row (so L <= max_len varies between batches), and short batches
+    are filled up to ``batch_size`` with all-padding rows (which carry no loss). Causal encoders give
     the same outputs either way; short histories (e.g. Amazon data) then cost
     a fraction of the full width.
     """
@@ -124,6 +133,11 @@ def training_dataset(
             lambda _, window: window.batch(batch_size, drop_remainder=drop_remainder),
             window_size=batch_size,
         ).map(_trim_to_bucket(widths))
+        if not drop_remainder:
+            # A bucket's last batch is short, and its size changes every epoch;
+            # all-padding rows (no targets, so no loss) keep the batch size fixed
+            # so that a compiled step is traced once per width, not per epoch.
+            dataset = dataset.map(_pad_rows_to(batch_size))
     else:
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)
