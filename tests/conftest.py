@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -29,3 +30,26 @@ def run_python(code, env_overrides, timeout=600):
         text=True,
         timeout=timeout,
     )
+
+
+def full_ndcg_at_10(score_matrix, split, histories, targets):
+    """Full-ranking NDCG@10 of ``score_matrix(histories [B, L]) -> [B, N + 1]``."""
+    from hybrid_tfrs.evaluation import evaluate
+
+    return evaluate(
+        lambda h: {"scores": score_matrix(h)},
+        histories,
+        np.asarray(targets),
+        split.user_items,
+        split.num_items,
+        split.item_popularity,
+        protocols=("full",),
+        progress=False,
+    )["protocols"]["full"]["NDCG@10"]
+
+
+def most_popular_scores(split, seed=0):
+    """Score matrix function of the most-popular baseline (ties broken at random)."""
+    popularity = split.item_popularity.astype("float64")
+    popularity += np.random.default_rng(seed).random(popularity.shape) * 1e-6
+    return lambda h: np.tile(popularity, (len(h), 1))

@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
+from conftest import full_ndcg_at_10, most_popular_scores
 
 from hybrid_tfrs import SequentialRetrievalModel, build_encoder, losses
 from hybrid_tfrs.data import load_dataset, pad_latest, training_dataset
-from hybrid_tfrs.evaluation import evaluate
 
 RNG = np.random.default_rng(2)
 
@@ -127,23 +127,12 @@ def test_retrieval_model_learns_synthetic_sequences_far_better_than_baselines():
     )
 
     histories = pad_latest(split.valid_histories, max_len)
-    targets = np.asarray(split.valid_targets)
 
     def scored(score_matrix):
-        return evaluate(
-            lambda h: {"scores": score_matrix(h)},
-            histories,
-            targets,
-            split.user_items,
-            split.num_items,
-            split.item_popularity,
-            protocols=("full",),
-            progress=False,
-        )["protocols"]["full"]["NDCG@10"]
+        return full_ndcg_at_10(score_matrix, split, histories, split.valid_targets)
 
-    popularity = split.item_popularity.astype("float32") + RNG.random(split.num_items + 1) * 1e-3
     model_ndcg = scored(lambda h: np.asarray(model.score_items(h)))
-    popular_ndcg = scored(lambda h: np.tile(popularity, (len(h), 1)))
+    popular_ndcg = scored(most_popular_scores(split))
     random_ndcg = scored(lambda h: RNG.random((len(h), split.num_items + 1)))
     assert model_ndcg > 2 * popular_ndcg and model_ndcg > 4 * random_ndcg, (
         model_ndcg,

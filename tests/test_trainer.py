@@ -4,10 +4,11 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
+from conftest import full_ndcg_at_10, most_popular_scores
 
-from hybrid_tfrs.evaluation import METRICS, PROTOCOLS, evaluate
+from hybrid_tfrs.data import pad_latest
+from hybrid_tfrs.evaluation import METRICS, PROTOCOLS
 from hybrid_tfrs.training import TrainConfig, load_split
 
 SMALL = [
@@ -85,20 +86,12 @@ def test_trained_model_beats_most_popular(trained_run):
     metrics = json.loads((out / "metrics.json").read_text())
     config = TrainConfig(**json.loads((out / "config.json").read_text()))
     _, split = load_split(config)
-    popularity = split.item_popularity.astype("float64")
-    popularity += np.random.default_rng(0).random(popularity.shape) * 1e-6  # break ties
-    from hybrid_tfrs.data import pad_latest
-
-    most_popular = evaluate(
-        lambda h: {"scores": np.tile(popularity, (len(h), 1))},
+    most_popular = full_ndcg_at_10(
+        most_popular_scores(split),
+        split,
         pad_latest(split.test_histories, config.max_len),
         split.test_targets,
-        split.user_items,
-        split.num_items,
-        split.item_popularity,
-        protocols=("full",),
-        progress=False,
-    )["protocols"]["full"]["NDCG@10"]
+    )
     assert metrics["test"]["full"]["NDCG@10"] > 1.5 * most_popular, (
         metrics["test"]["full"]["NDCG@10"],
         most_popular,

@@ -103,9 +103,9 @@ def training_dataset(
     With ``bucket_by_length``, rows of similar length are batched together and
     each batch is cut to the smallest of :func:`bucket_widths` that holds its
     longest row (so L <= max_len varies between batches), and short batches
-    are filled up to ``batch_size`` with all-padding rows (which carry no loss). Causal encoders give
-    the same outputs either way; short histories (e.g. Amazon data) then cost
-    a fraction of the full width.
+    are filled up to ``batch_size`` with all-padding rows (which carry no
+    loss). Causal encoders give the same outputs either way; short histories
+    (e.g. Amazon data) then cost a fraction of the full width.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
