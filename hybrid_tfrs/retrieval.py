@@ -123,11 +123,11 @@ class SequentialRetrievalModel(keras.Model):
         """
         query, alpha = self.query_embedding(item_ids, return_alpha=True)
         scores = ops.matmul(query, ops.transpose(self.encoder.item_embeddings))
-        blocked = ops.one_hot(ops.zeros_like(last_position(item_ids)), self.num_items + 1)
+        blocked = ops.equal(ops.arange(self.num_items + 1), 0)[None, :]  # padding column
         if exclude_history:
-            seen = ops.max(ops.one_hot(item_ids, self.num_items + 1), axis=1)
-            blocked = ops.maximum(blocked, seen)
-        scores = ops.where(blocked > 0, -np.inf, scores)
+            seen = ops.max(ops.one_hot(item_ids, self.num_items + 1), axis=1) > 0
+            blocked = ops.logical_or(blocked, seen)
+        scores = ops.where(blocked, -np.inf, scores)
         return (scores, alpha) if return_alpha else scores
 
     def recommend(self, item_ids, k=10, exclude_history=False):

@@ -211,16 +211,16 @@ class ValidationCallback(keras.callbacks.Callback):
         if logs is not None:
             logs["val_ndcg@10"] = score
             logs["epoch_seconds"] = seconds
+        self.state["elapsed_seconds"] = self.state.get("elapsed_seconds", 0.0) + seconds
         self.state["history"].append(
             {
                 "epoch": epoch + 1,
                 "val_ndcg@10": score,
                 "epoch_seconds": seconds,
                 "loss": float(logs["loss"]) if logs and "loss" in logs else None,
-                "elapsed_seconds": self.state.get("elapsed_seconds", 0.0) + seconds,
+                "elapsed_seconds": self.state["elapsed_seconds"],
             }
         )
-        self.state["elapsed_seconds"] = self.state.get("elapsed_seconds", 0.0) + seconds
         improved = score > self.state["best_score"]
         if improved:
             self.state.update(best_score=score, best_epoch=epoch + 1, waited=0)
