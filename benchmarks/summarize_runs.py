@@ -12,7 +12,9 @@ import os
 
 from absl import app, flags
 
-flags.DEFINE_list("protocols", ["full", "uniform-99", "pop-100"], "Protocols to list.")
+flags.DEFINE_list(
+    "protocols", ["full", "full-unseen", "uniform-99", "pop-100"], "Protocols to list."
+)
 flags.DEFINE_list("metrics", ["HR@10", "NDCG@10", "MRR", "HR@20", "NDCG@20"], "Metrics to list.")
 flags.DEFINE_string("output", None, "Also write the table to this file.")
 FLAGS = flags.FLAGS

@@ -7,7 +7,11 @@ the query position. Histories are left-aligned and right-padded with 0.
 
 Protocols (their numbers are not comparable with each other):
 
-- ``full``: the target ranked among all items 1..N.
+- ``full``: the target ranked among all items 1..N (RecBole's full sort for
+  sequential models, which LinRec and RecGRELA report on ML-1M).
+- ``full-unseen``: the target ranked among the items not in the user's
+  history before it (the target itself stays rankable); the full sort of the
+  S3-Rec code that FMLP-Rec and BSARec report on Amazon data.
 - ``uniform-99``: target + 99 negatives drawn uniformly among the user's
   unseen items (S3-Rec, FMLP-Rec).
 - ``pop-100``: target + 100 negatives drawn proportional to training
@@ -33,7 +37,7 @@ from hybrid_tfrs.negatives import (
     uniform_from_flat,
 )
 
-PROTOCOLS = ("full", "uniform-99", "pop-100")
+PROTOCOLS = ("full", "full-unseen", "uniform-99", "pop-100")
 METRICS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR", "MRR@10")
 NUM_NEGATIVES = {"uniform-99": 99, "pop-100": 100}
 
@@ -122,7 +126,7 @@ def evaluate(
     protocols=PROTOCOLS,
     seed=0,
     batch_size=256,
-    exclude_history=False,
+    seen_items=None,
     length_buckets=(5, 10, 20, 50, 100, 200),
     history_lengths=None,
     progress=True,
@@ -141,9 +145,10 @@ def evaluate(
       seed: seeds the sampled negatives (drawn once, before batching, so they
         do not depend on ``batch_size``).
       batch_size: users per ``score_fn`` call.
-      exclude_history: for ``full``, drop the items in each history row from
-        the candidates, except the target itself (a repeat purchase stays
-        rankable). Sampled protocols already exclude all the user's items.
+      seen_items: U sequences, the items ``full-unseen`` drops from each
+        user's candidates (never the target). Default: the items of each
+        ``histories`` row; pass the untruncated histories when users are
+        longer than L. Sampled protocols avoid all of ``user_items`` anyway.
       length_buckets: increasing upper edges; buckets 1-e0, e0+1-e1, ...,
         (last+1)+. Empty buckets are omitted.
       history_lengths: int [U] used for bucketing; by default the number of
@@ -180,6 +185,12 @@ def evaluate(
     candidates = _sample_candidates(
         protocols, user_items, targets, num_items, item_popularity, seed
     )
+    if "full-unseen" in protocols:
+        if seen_items is None:
+            seen_items = [row[row > 0] for row in histories]
+        if len(seen_items) != num_users:
+            raise ValueError(f"seen_items has {len(seen_items)} users, histories has {num_users}")
+        candidates["full-unseen"] = flatten_user_items(seen_items, num_items)
     ranks = {p: np.empty(num_users, dtype=np.int64) for p in protocols}
     alpha = np.empty(num_users, dtype=np.float64)
     has_alpha = None
@@ -206,9 +217,7 @@ def evaluate(
                 scores,
                 targets[start:stop],
                 candidates.get(protocol),
-                histories[start:stop],
                 start,
-                exclude_history,
             )
         if progbar is not None:
             progbar.update(stop)
@@ -276,20 +285,24 @@ def _sample_candidates(protocols, user_items, targets, num_items, item_popularit
     return candidates
 
 
-def _rank_batch(protocol, scores, targets, candidates, histories, start, exclude_history):
-    """Ranks of one batch's targets under one protocol, int64 [B]."""
-    if protocol != "full":
-        batch_candidates = candidates[start : start + scores.shape[0]]
-        return rank_of_target(
-            np.take_along_axis(scores, batch_candidates, axis=1), np.zeros_like(targets)
-        )
-    valid = None
-    if exclude_history:
-        valid = np.ones((scores.shape[0], scores.shape[1]), dtype=bool)
-        rows, cols = np.nonzero(histories)
-        valid[rows, histories[rows, cols]] = False
-        valid = valid[:, 1:]
-    return rank_of_target(scores[:, 1:], targets - 1, valid)
+def _rank_batch(protocol, scores, targets, candidates, start):
+    """Ranks of one batch's targets under one protocol, int64 [B].
+
+    ``candidates``: None (full), the (flat, offsets) seen items of every user
+    (full-unseen) or int [U, 1 + n] sampled candidates, target first.
+    """
+    stop = start + scores.shape[0]
+    if protocol == "full":
+        return rank_of_target(scores[:, 1:], targets - 1)
+    if protocol == "full-unseen":
+        flat, offsets = candidates
+        valid = np.ones(scores.shape, dtype=bool)
+        rows = np.repeat(np.arange(scores.shape[0]), np.diff(offsets[start : stop + 1]))
+        valid[rows, flat[offsets[start] : offsets[stop]]] = False
+        return rank_of_target(scores[:, 1:], targets - 1, valid[:, 1:])
+    return rank_of_target(
+        np.take_along_axis(scores, candidates[start:stop], axis=1), np.zeros_like(targets)
+    )
 
 
 def _bucketize(lengths, edges):

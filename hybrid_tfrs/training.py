@@ -55,6 +55,7 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 20
     patience: int = 5
+    max_train_minutes: float = 0.0
     seed: int = 0
     min_length: int = 3
     synthetic_users: int = 2000
@@ -79,6 +80,7 @@ class TrainConfig:
             (self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1"),
             (self.epochs >= 1, "epochs", "must be >= 1"),
             (self.patience >= 0, "patience", "must be >= 0"),
+            (self.max_train_minutes >= 0, "max_train_minutes", "must be >= 0 (0 = no limit)"),
             (self.learning_rate > 0, "learning_rate", "must be > 0"),
             (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
             (0 <= self.dropout < 1, "dropout", "must be in [0, 1)"),
@@ -171,6 +173,7 @@ def evaluate_split(model, split, part, max_len, protocols=PROTOCOLS, **kwargs):
         split.num_items,
         split.item_popularity,
         protocols=protocols,
+        seen_items=histories,
         history_lengths=np.array([len(h) for h in histories]),
         **kwargs,
     )
@@ -235,8 +238,20 @@ class ValidationCallback(keras.callbacks.Callback):
             f"{self.state['best_epoch']}) - {seconds:.1f}s",
             flush=True,
         )
-        if self.state["waited"] > self.config.patience:
+        stop = _stop_reason(self.state, self.config)
+        if stop:
+            print(f"stopping: {stop}", flush=True)
             self.model.stop_training = True
+
+
+def _stop_reason(state, config):
+    """Why training should not go on (patience or time budget), or None."""
+    if state["waited"] > config.patience:
+        return f"no better validation NDCG@10 for {state['waited']} epochs"
+    budget = config.max_train_minutes * 60.0
+    if budget and state.get("elapsed_seconds", 0.0) >= budget:
+        return f"training time budget of {config.max_train_minutes:g} minutes spent"
+    return None
 
 
 def _write_json(path, payload):
@@ -300,7 +315,7 @@ def train(config, log=print):
         compile_model(model, config)
     log(f"{config.model} encoder: {model.encoder.count_params():,} parameters")
 
-    if state["epochs_done"] < config.epochs and state["waited"] <= config.patience:
+    if state["epochs_done"] < config.epochs and not _stop_reason(state, config):
         model.fit(
             _training_data(config, split),
             epochs=config.epochs,

@@ -270,7 +270,7 @@ def test_full_never_ranks_padding_item():
     assert run(padding_first, data, protocols=("full",))["protocols"]["full"]["HR@1"] == 1.0
 
 
-def test_exclude_history_masks_history_items_but_not_the_target():
+def test_full_unseen_masks_history_items_but_not_the_target():
     histories = np.array([[3, 4, 5, 0], [7, 8, 9, 6]], dtype=np.int32)
     targets = np.array([6, 6])  # user 1 repeats item 6 from its history
 
@@ -282,22 +282,48 @@ def test_exclude_history_masks_history_items_but_not_the_target():
         scores[:, 6] = np.where((batch == 6).any(axis=1), 1.0, scores[:, 6])
         return {"scores": scores}
 
-    def full_mrr(exclude):
-        result = evaluate(
-            history_first,
-            histories,
-            targets,
-            [h[h > 0] for h in histories],
-            NUM_ITEMS,
-            protocols=("full",),
-            exclude_history=exclude,
-            progress=False,
-        )
-        return result["protocols"]["full"]["MRR"]
-
+    result = evaluate(
+        history_first,
+        histories,
+        targets,
+        [h[h > 0] for h in histories],
+        NUM_ITEMS,
+        protocols=("full", "full-unseen"),
+        progress=False,
+    )["protocols"]
     # both users: 3 history items above the target (rank 4) unless excluded
-    assert full_mrr(False) == pytest.approx(1 / 4)
-    assert full_mrr(True) == pytest.approx(1.0)
+    assert result["full"]["MRR"] == pytest.approx(1 / 4)
+    assert result["full-unseen"]["MRR"] == pytest.approx(1.0)
+
+
+def test_full_unseen_masks_the_untruncated_history_when_given():
+    """Items older than the L-item window still count as seen (S3-Rec's train matrix)."""
+    window = np.array([[4, 5]], dtype=np.int32)  # the model reads the latest 2 items
+    older = [np.array([2, 3, 4, 5])]  # items 2 and 3 fell out of the window
+
+    def old_items_first(batch):
+        scores = np.zeros((batch.shape[0], NUM_ITEMS + 1))
+        scores[:, [2, 3]] = 3.0
+        scores[:, [4, 5]] = 2.0
+        scores[:, 9] = 1.0
+        return {"scores": scores}
+
+    def unseen_mrr(seen_items):
+        return evaluate(
+            old_items_first,
+            window,
+            np.array([9]),
+            older,
+            NUM_ITEMS,
+            protocols=("full-unseen",),
+            seen_items=seen_items,
+            progress=False,
+        )["protocols"]["full-unseen"]["MRR"]
+
+    assert unseen_mrr(None) == pytest.approx(1 / 3)  # only the window masked
+    assert unseen_mrr(older) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="seen_items has 2 users, histories has 1"):
+        unseen_mrr(older * 2)
 
 
 def test_results_do_not_depend_on_batch_size():
@@ -350,7 +376,7 @@ def test_progress_bar_runs(capsys):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"protocols": ("full", "pop-50")}, r"pop-50.*'full', 'uniform-99', 'pop-100'"),
+        ({"protocols": ("full", "pop-50")}, r"pop-50.*'full', 'full-unseen', 'uniform-99'"),
         ({"targets": np.ones(9, dtype=int)}, r"targets must have shape \(10,\)"),
         ({"user_items": [[1]] * 9}, "user_items has 9 users"),
         ({"history_lengths": np.ones(3)}, "history_lengths must have shape"),

@@ -130,6 +130,7 @@ def test_evaluate_reproduces_the_training_metrics(repo_root, trained_run):
         (["--hidden_dim=10", "--num_heads=4", "--synthetic_users=50"], "hidden_dim"),
         (["--synthetic_items=100", "--synthetic_users=50"], "uniform-99 needs 99 unseen items"),
         (["--protocols=full,top-1"], "--protocols"),
+        (["--max_train_minutes=-1"], "--max_train_minutes=-1.0: must be >= 0"),
     ],
 )
 def test_bad_settings_give_a_one_line_error_and_nonzero_exit(repo_root, tmp_path, args, message):
@@ -141,3 +142,23 @@ def test_bad_settings_give_a_one_line_error_and_nonzero_exit(repo_root, tmp_path
 def test_evaluate_names_a_missing_run(repo_root, tmp_path):
     result = _run(repo_root, "evaluate.py", f"--run_dir={tmp_path}", timeout=300)
     assert result.returncode == 2 and "config.json not found" in result.stderr
+
+
+def test_time_budget_stops_training_and_a_resumed_run_does_not_go_on(tmp_path):
+    from hybrid_tfrs.training import train
+
+    config = TrainConfig(
+        synthetic_users=200,
+        synthetic_items=150,
+        max_len=10,
+        hidden_dim=16,
+        epochs=5,
+        max_train_minutes=1e-4,  # spent by the first epoch
+        protocols="full",
+        output_dir=str(tmp_path),
+    )
+    first = train(config, log=lambda *_: None)
+    assert first["epochs_trained"] == 1
+    assert train(config, log=lambda *_: None)["epochs_trained"] == 1
+    config.max_train_minutes = 0.0  # no limit: the resumed run trains to --epochs
+    assert train(config, log=lambda *_: None)["epochs_trained"] == 5

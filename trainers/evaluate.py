@@ -2,7 +2,7 @@
 
     python trainers/evaluate.py --run_dir=runs/synthetic_hybrid
     python trainers/evaluate.py --run_dir=runs/beauty_hybrid --data_dir=../shared/data \
-        --protocols=full,uniform-99 --exclude_history
+        --protocols=full,full-unseen,uniform-99
 
 Rebuilds the run's dataset split from its config.json, loads model.keras, and
 prints and writes (--output, default <run_dir>/evaluation.json) the metrics.
@@ -18,9 +18,10 @@ from absl import app, flags  # noqa: E402
 
 flags.DEFINE_string("run_dir", None, "Output folder of a trainers/train.py run.")
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the one the run used).")
-flags.DEFINE_list("protocols", ["full", "uniform-99", "pop-100"], "Protocols to run.")
+flags.DEFINE_list(
+    "protocols", ["full", "full-unseen", "uniform-99", "pop-100"], "Protocols to run."
+)
 flags.DEFINE_list("splits", ["valid", "test"], "Splits to evaluate.")
-flags.DEFINE_boolean("exclude_history", False, "Full ranking: never rank history items.")
 flags.DEFINE_integer("seed", None, "Seed of sampled negatives (default: the run's seed).")
 flags.DEFINE_integer("batch_size", 512, "Users per batch.")
 flags.DEFINE_string("output", None, "Where to write the JSON (default <run_dir>/evaluation.json).")
@@ -64,7 +65,6 @@ def main(argv):
                 protocols=tuple(FLAGS.protocols),
                 seed=config.seed if FLAGS.seed is None else FLAGS.seed,
                 batch_size=FLAGS.batch_size,
-                exclude_history=FLAGS.exclude_history,
             )
             print(f"\n{part}:\n{format_table(results[part]['protocols'])}")
     except (DataError, ValueError) as error:
@@ -73,7 +73,7 @@ def main(argv):
     output = FLAGS.output or os.path.join(FLAGS.run_dir, "evaluation.json")
     with open(output, "w", encoding="utf-8") as handle:
         json.dump(
-            {"run_dir": FLAGS.run_dir, "exclude_history": FLAGS.exclude_history, **results},
+            {"run_dir": FLAGS.run_dir, **results},
             handle,
             indent=2,
         )

@@ -1,0 +1,282 @@
+"""Accuracy campaign: the four models (and the hybrid's ablations) on real data.
+
+    python benchmarks/accuracy.py --data_dir=../shared/data                  # everything
+    python benchmarks/accuracy.py --data_dir=../shared/data --datasets=beauty \
+        --models=hybrid,fmlp --seeds=0,1,2 --ablations=
+
+Each run is ``trainers/train.py --flagfile=flags/<dataset>_<model>.flags`` in its
+own process (its log in ``<runs_dir>/<dataset>/<name>/seed<s>/train.log``); a run
+whose folder already holds a finished training is evaluated again, not retrained.
+Ablations are the hybrid's flagfile plus one change (see ``ABLATIONS``).
+
+Writes ``<output>.json``: a list of rows ``{"dataset", "model", "variant",
+"protocol", "split": "test", "seeds", "metrics": {metric: mean}, "std": {metric:
+std}, "flagfile", "overrides", "train_minutes", ...}`` (one per dataset, model
+and protocol), ``<output>.md`` (tables beside the published numbers) and, with
+``--plots``, PNGs next to them.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
+# name -> the flags that turn the hybrid's flagfile into the ablation.
+ABLATIONS = {
+    "hybrid-fixed-alpha": {"gate_mode": "fixed"},
+    "hybrid-learned-alpha": {"gate_mode": "learned"},
+    "hybrid-last-position": {"causal": "false"},
+}
+HEADLINE = ("HR@10", "NDCG@10", "MRR")
+# DESIGN.md section 7, with the protocol of ours each one is comparable with.
+PUBLISHED = [
+    ("beauty", "uniform-99", "FMLP-Rec (authors' log)", {"HR@10": 0.4935, "NDCG@10": 0.3317,
+                                                        "MRR": 0.2985}),
+    ("beauty", "full-unseen", "BSARec (authors' log)", {"HR@10": 0.1008, "NDCG@10": 0.0611}),
+    ("ml-1m", "full", "SASRec, CE loss", {"HR@10": 0.3152, "NDCG@10": 0.1821}),
+    ("ml-1m", "full", "LinRec (SASRec backbone), run by RecGRELA",
+     {"HR@10": 0.3109, "NDCG@10": 0.1837, "MRR@10": 0.1448}),
+    ("ml-1m", "full", "FMLP-Rec, run by LRURec", {"HR@10": 0.2907, "NDCG@10": 0.1530}),
+    ("ml-1m", "full", "RecGRELA", {"HR@10": 0.3311, "NDCG@10": 0.1959, "MRR@10": 0.1545}),
+]  # fmt: skip
+# Issue 5's targets for the hybrid: (dataset, protocol, metric, at least).
+TARGETS = [
+    ("ml-1m", "full", "NDCG@10", 0.200),
+    ("ml-1m", "full", "HR@10", 0.335),
+    ("beauty", "full-unseen", "NDCG@10", 0.065),
+    ("beauty", "uniform-99", "NDCG@10", 0.345),
+    ("beauty", "uniform-99", "MRR", 0.31),
+]
+
+flags.DEFINE_string(
+    "data_dir", os.environ.get("HYBRID_TFRS_DATA_DIR"), "Folder with Beauty.txt and ml-1m/."
+)
+flags.DEFINE_list("datasets", ["beauty", "ml-1m"], "Datasets (flags/<dataset>_<model>.flags).")
+flags.DEFINE_list("models", list(MODELS), "Models, each from its own flagfile.")
+flags.DEFINE_list("ablations", list(ABLATIONS), f"Hybrid ablations: {', '.join(ABLATIONS)}.")
+flags.DEFINE_list("seeds", ["0"], "Seeds; the tables give the mean and standard deviation.")
+flags.DEFINE_list("override", [], "Extra flags for every run, e.g. epochs=2 (for smoke runs).")
+flags.DEFINE_string("runs_dir", "runs/accuracy", "Where the runs' folders go.")
+flags.DEFINE_string("output", "benchmarks/results/accuracy", "Output path without extension.")
+flags.DEFINE_boolean("plots", True, "Also draw the PNG plots (needs matplotlib).")
+flags.DEFINE_boolean("train", True, "False: only collect runs that already finished.")
+FLAGS = flags.FLAGS
+
+
+def run_plan(datasets, models, ablations, seeds):
+    """[(dataset, name, flagfile, overrides dict, seed)] of every run to make."""
+    plan = []
+    for dataset in datasets:
+        named = [(m, m, {}) for m in models]
+        named += [(a, "hybrid", ABLATIONS[a]) for a in ablations]
+        for name, model, overrides in named:
+            flagfile = os.path.join("flags", f"{dataset}_{model}.flags")
+            if not os.path.exists(os.path.join(REPO, flagfile)):
+                raise app.UsageError(f"no flagfile {flagfile} for --datasets/--models")
+            for seed in seeds:
+                plan.append((dataset, name, flagfile, overrides, int(seed)))
+    return plan
+
+
+def train_command(flagfile, overrides, seed, output_dir, data_dir):
+    extra = {**overrides, **dict(o.split("=", 1) for o in FLAGS.override)}
+    return [
+        sys.executable,
+        "trainers/train.py",
+        f"--flagfile={flagfile}",
+        f"--data_dir={data_dir}",
+        f"--seed={seed}",
+        f"--output_dir={output_dir}",
+        *(f"--{key}={value}" for key, value in extra.items()),
+    ]
+
+
+def run_one(command, output_dir):
+    """Runs (or re-evaluates) one training; returns its metrics.json dict."""
+    os.makedirs(output_dir, exist_ok=True)
+    log_path = os.path.join(output_dir, "train.log")
+    started = time.perf_counter()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n$ {' '.join(command[1:])}\n")
+        log.flush()
+        result = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"run failed (exit {result.returncode}); see {log_path}")
+    with open(os.path.join(output_dir, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    print(
+        f"  done in {(time.perf_counter() - started) / 60:.1f} min: test full NDCG@10 "
+        f"{metrics['test']['full']['NDCG@10']:.4f}, best epoch {metrics['best_epoch']}",
+        flush=True,
+    )
+    return metrics
+
+
+def time_to_best_minutes(metrics):
+    """Training minutes until the epoch with the best validation NDCG@10."""
+    for row in metrics["history"]:
+        if row["epoch"] == metrics["best_epoch"]:
+            return row["elapsed_seconds"] / 60.0
+    return None
+
+
+def aggregate(dataset, name, flagfile, overrides, runs):
+    """Rows (one per protocol) from the metrics.json of one model's seeds."""
+    seeds = [run["config"]["seed"] for run in runs]
+    rows = []
+    for protocol in runs[0]["test"]:
+        values = {m: [run["test"][protocol][m] for run in runs] for m in runs[0]["test"][protocol]}
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": runs[0]["model"],
+                "variant": name,
+                "protocol": protocol,
+                "split": "test",
+                "seeds": seeds,
+                "metrics": {m: float(np.mean(v)) for m, v in values.items()},
+                "std": {
+                    m: float(np.std(v, ddof=1)) if len(v) > 1 else None for m, v in values.items()
+                },
+                "flagfile": flagfile,
+                "overrides": {**overrides, **dict(o.split("=", 1) for o in FLAGS.override)},
+                "train_minutes": float(np.mean([run["train_minutes"] for run in runs])),
+                "minutes_to_best": float(np.mean([time_to_best_minutes(run) for run in runs])),
+                "minutes_per_epoch": float(np.mean([run["mean_epoch_seconds"] for run in runs]))
+                / 60.0,
+                "best_epoch": [run["best_epoch"] for run in runs],
+                "epochs_trained": [run["epochs_trained"] for run in runs],
+                "parameters": runs[0]["parameters"],
+                "test_alpha": [run["test_alpha"] for run in runs],
+            }
+        )
+    return rows
+
+
+def _cell(row, metric):
+    mean, std = row["metrics"].get(metric), row["std"].get(metric)
+    if mean is None:
+        return "-"
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def markdown(rows, commands, machine):
+    """The results page: per dataset, protocol tables, published numbers, targets."""
+    lines = ["# Accuracy (test split, leave-one-out)", "", f"Machine: {machine}.", ""]
+    lines += [
+        "Protocols (DESIGN.md §5, `hybrid_tfrs/evaluation.py`): `full` ranks the target among",
+        "all items (RecBole's full sort, used by the ML-1M papers); `full-unseen` among the",
+        "items not already in the user's history (the S3-Rec code's full sort, used by",
+        "FMLP-Rec and BSARec on Beauty); `uniform-99` and `pop-100` against 99 uniform / 100",
+        "popularity-drawn unseen items. Ties count against the model. Mean ± standard",
+        "deviation over the seeds listed; one seed gives no deviation.",
+        "",
+    ]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        ours = [r for r in rows if r["dataset"] == dataset]
+        protocols = list(dict.fromkeys(r["protocol"] for r in ours))
+        lines += [f"## {dataset}", ""]
+        header = ["model", "seeds"] + [f"{p} {m}" for p in protocols for m in HEADLINE]
+        header += ["min/epoch", "min to best", "best epoch"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for variant in dict.fromkeys(r["variant"] for r in ours):
+            by_protocol = {r["protocol"]: r for r in ours if r["variant"] == variant}
+            first = next(iter(by_protocol.values()))
+            cells = [variant, ",".join(map(str, first["seeds"]))]
+            cells += [_cell(by_protocol[p], m) for p in protocols for m in HEADLINE]
+            cells += [
+                f"{first['minutes_per_epoch']:.2f}",
+                f"{first['minutes_to_best']:.1f}",
+                ",".join(map(str, first["best_epoch"])),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        published = [p for p in PUBLISHED if p[0] == dataset]
+        if published:
+            lines += ["Published (DESIGN.md §7) beside our hybrid, same protocol:", ""]
+            lines += [
+                "| source | protocol | metric | published | our hybrid |",
+                "|---|---|---|---|---|",
+            ]
+            hybrid = {r["protocol"]: r for r in ours if r["variant"] == "hybrid"}
+            for _, protocol, source, numbers in published:
+                for metric, value in numbers.items():
+                    mine = _cell(hybrid[protocol], metric) if protocol in hybrid else "-"
+                    lines.append(f"| {source} | {protocol} | {metric} | {value:.4f} | {mine} |")
+            lines.append("")
+        targets = [t for t in TARGETS if t[0] == dataset]
+        hybrid = {r["protocol"]: r for r in ours if r["variant"] == "hybrid"}
+        if targets and hybrid:
+            lines += ["Targets of issue 5 for the hybrid:", ""]
+            lines += ["| protocol | metric | target | ours | met |", "|---|---|---|---|---|"]
+            for _, protocol, metric, goal in targets:
+                if protocol not in hybrid:
+                    continue
+                value = hybrid[protocol]["metrics"][metric]
+                met = "yes" if value >= goal else f"no ({value - goal:+.4f})"
+                lines.append(f"| {protocol} | {metric} | {goal} | {value:.4f} | {met} |")
+            lines.append("")
+    lines += ["## Commands", "", "```"] + commands + ["```", ""]
+    return "\n".join(lines)
+
+
+def machine_name():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, CPU only"
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.data_dir:
+        raise app.UsageError("--data_dir (or HYBRID_TFRS_DATA_DIR) must name the data folder")
+    unknown = set(FLAGS.ablations) - set(ABLATIONS)
+    if unknown:
+        raise app.UsageError(f"--ablations: unknown {sorted(unknown)}; use {list(ABLATIONS)}")
+    plan = run_plan(FLAGS.datasets, FLAGS.models, FLAGS.ablations, FLAGS.seeds)
+    runs, commands = {}, []
+    for number, (dataset, name, flagfile, overrides, seed) in enumerate(plan, 1):
+        output_dir = os.path.join(FLAGS.runs_dir, dataset, name, f"seed{seed}")
+        command = train_command(flagfile, overrides, seed, output_dir, FLAGS.data_dir)
+        commands.append(" ".join(["python"] + command[1:]))
+        metrics_path = os.path.join(output_dir, "metrics.json")
+        print(f"[{number}/{len(plan)}] {dataset} {name} seed {seed}", flush=True)
+        if FLAGS.train:
+            metrics = run_one(command, output_dir)
+        elif os.path.exists(metrics_path):
+            with open(metrics_path, encoding="utf-8") as handle:
+                metrics = json.load(handle)
+        else:
+            print(f"  skipped: {metrics_path} not found", flush=True)
+            continue
+        runs.setdefault((dataset, name, flagfile, json.dumps(overrides)), []).append(metrics)
+    rows = []
+    for (dataset, name, flagfile, overrides), metrics in runs.items():
+        rows += aggregate(dataset, name, flagfile, json.loads(overrides), metrics)
+    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
+    with open(f"{FLAGS.output}.json", "w", encoding="utf-8") as handle:
+        json.dump(rows, handle, indent=2)
+    with open(f"{FLAGS.output}.md", "w", encoding="utf-8") as handle:
+        handle.write(markdown(rows, commands, machine_name()))
+    print(f"wrote {FLAGS.output}.json and {FLAGS.output}.md")
+    if FLAGS.plots:
+        from plots import draw_all  # benchmarks/plots.py; matplotlib is the bench extra
+
+        for path in draw_all(runs, os.path.dirname(FLAGS.output) or "."):
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
