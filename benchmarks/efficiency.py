@@ -13,6 +13,12 @@ Scopes:
     train_step  the whole retrieval training step: encoder, full-softmax loss
                 over the catalogue with a target at every position, backward
                 and an Adam update.
+    train_step_sampled
+                the same step with the sampled softmax (256 mixed negatives,
+                logQ correction) in place of the full softmax.
+
+Rows of an earlier run (``--output``) are kept unless this run measures the
+same (scope, model, L) again, so scopes can be added one run at a time.
 
 Usage:
     python benchmarks/efficiency.py                      # full benchmark
@@ -33,7 +39,8 @@ import time
 from absl import app, flags
 
 MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
-SCOPES = ("encoder", "train_step")
+SCOPES = ("encoder", "train_step", "train_step_sampled")
+GROWTH_FROM = 200  # growth is reported from this L (or the smallest measured) to the largest
 REFERENCE_MODEL = "sasrec"
 OUT_OF_MEMORY = "out of memory"
 TIMEOUT = "timeout"
@@ -142,7 +149,8 @@ def measure(config):
             return ops.mean(ops.square(encoder(ids, training=True)))
 
     else:
-        model = hybrid_tfrs.SequentialRetrievalModel(encoder, loss="softmax")
+        loss = "softmax" if config["scope"] == "train_step" else "sampled_softmax"
+        model = hybrid_tfrs.SequentialRetrievalModel(encoder, loss=loss, num_negatives=256)
 
         def loss_fn(ids, targets):
             return model.compute_loss(x=ids, y=targets, y_pred=model(ids, training=True))
@@ -302,6 +310,10 @@ def run_benchmark():
     machine = machine_description()
     print(f"{len(configs)} configurations on {machine}", flush=True)
     rows = []
+    if os.path.exists(FLAGS.output):
+        with open(FLAGS.output, encoding="utf-8") as f:
+            remeasured = {_key(config) for config in configs}
+            rows = [row for row in json.load(f) if _key(row) not in remeasured]
     start = time.monotonic()
     for index, config in enumerate(configs, 1):
         label = (
@@ -332,6 +344,10 @@ def run_benchmark():
     return rows
 
 
+def _key(row):
+    return row["scope"], row["model"], row["max_len"]
+
+
 # ------------------------------------------------------------------------ markdown
 
 
@@ -356,8 +372,11 @@ def _ratio_cell(row, reference):
 
 
 def _growth_cell(by_length):
-    """Growth of time and of memory above baseline, smallest L to largest L with a result."""
+    """Growth of time and of memory above baseline, from L=GROWTH_FROM (or the smallest
+    L) to the largest L with a result."""
     measured = [(length, row) for length, row in sorted(by_length.items()) if _ok(row)]
+    if any(length == GROWTH_FROM for length, _ in measured):
+        measured = [(length, row) for length, row in measured if length >= GROWTH_FROM]
     if len(measured) < 2:
         return "-"
     (first_length, first), (last_length, last) = measured[0], measured[-1]
@@ -411,10 +430,11 @@ def markdown_report(rows):
         ]
         lines.append("| growth (time / memory) | " + " | ".join(growth) + " |")
         if len(lengths) > 1:
-            linear = lengths[-1] / lengths[0]
+            start = GROWTH_FROM if GROWTH_FROM in lengths else lengths[0]
+            linear = lengths[-1] / start
             lines += [
                 "",
-                f"Linear growth from L={lengths[0]} to L={lengths[-1]} would be {linear:g}x, "
+                f"Linear growth from L={start} to L={lengths[-1]} would be {linear:g}x, "
                 f"quadratic {linear**2:g}x.",
             ]
         if REFERENCE_MODEL in models:
@@ -429,7 +449,49 @@ def markdown_report(rows):
                 reference = table.get((REFERENCE_MODEL, length))
                 cells = [_ratio_cell(table.get((model, length)), reference) for model in models]
                 lines.append(f"| {length} | " + " | ".join(cells) + " |")
+    lines += _loss_report(rows)
     return "\n".join(lines) + "\n"
+
+
+def _loss_report(rows):
+    """What the loss costs (train_step - encoder) and what the sampled softmax saves."""
+    table = {_key(row): row for row in rows if _ok(row)}
+    keys = sorted(
+        {(model, length) for scope, model, length in table if scope == "train_step"},
+        key=lambda key: (MODELS.index(key[0]), key[1]),
+    )
+    lines = []
+    for model, length in keys:
+        full = table[("train_step", model, length)]
+        encoder = table.get(("encoder", model, length))
+        sampled = table.get(("train_step_sampled", model, length))
+        if encoder is None and sampled is None:
+            continue
+        loss_ms = full["ms_per_step"] - encoder["ms_per_step"] if encoder else None
+        cells = [
+            model,
+            str(length),
+            f"{full['ms_per_step']:.1f}",
+            f"{encoder['ms_per_step']:.1f}" if encoder else "-",
+            f"{loss_ms:.1f} ({loss_ms / full['ms_per_step']:.0%})" if encoder else "-",
+            f"{sampled['ms_per_step']:.1f}" if sampled else "-",
+            f"{full['ms_per_step'] / sampled['ms_per_step']:.2f}x" if sampled else "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return [
+        "",
+        "## What the loss costs",
+        "",
+        "Whole step with the full softmax, the encoder alone, their difference (the loss over",
+        "the catalogue, its backward and the item-table update), and the whole step with the",
+        "sampled softmax (256 negatives); ms per step.",
+        "",
+        "| model | L | step, full softmax | encoder | loss part | step, sampled | saving |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *lines,
+    ]
 
 
 def write_markdown(rows, path):

@@ -5,10 +5,10 @@ import numpy as np
 from hybrid_tfrs.backend import keras, ops, register_serializable
 from hybrid_tfrs.layers.blocks import MixerBlock
 from hybrid_tfrs.layers.embedding import SequenceEmbedding
-from hybrid_tfrs.layers.gate import SequenceStatsGate
+from hybrid_tfrs.layers.gate import HiddenStateGate, SequenceStatsGate
 
 ENCODER_KINDS = ("hybrid", "linrec", "fmlp", "sasrec")
-GATE_MODES = ("statistics", "learned", "fixed")
+GATE_MODES = ("statistics", "learned", "fixed", "hidden_state")
 
 
 @register_serializable()
@@ -80,7 +80,9 @@ class SequenceEncoder(keras.layers.Layer):
             for mixer in mixers
         }
         self.gate = None
-        if kind == "hybrid":
+        if kind == "hybrid" and gate_mode == "hidden_state":
+            self.gate = HiddenStateGate(gate_units, name="gate")
+        elif kind == "hybrid":
             self.gate = SequenceStatsGate(
                 num_items,
                 max_len,
@@ -98,7 +100,9 @@ class SequenceEncoder(keras.layers.Layer):
         for blocks in self.stacks.values():
             for block in blocks:
                 block.build(hidden_shape)
-        if self.gate is not None:
+        if isinstance(self.gate, HiddenStateGate):
+            self.gate.build(hidden_shape, hidden_shape)
+        elif self.gate is not None:
             self.gate.build(input_shape)
         super().build(input_shape)
 
@@ -109,7 +113,7 @@ class SequenceEncoder(keras.layers.Layer):
 
     def set_item_popularity(self, counts):
         """Training item counts [num_items + 1] for the gate (no-op without one)."""
-        if self.gate is not None:
+        if isinstance(self.gate, SequenceStatsGate):
             self.gate.set_item_popularity(counts)
 
     def call(self, item_ids, training=None, return_alpha=False):
@@ -125,7 +129,10 @@ class SequenceEncoder(keras.layers.Layer):
         if self.gate is None:
             hidden = outputs[self.kind]
             return (hidden, None) if return_alpha else hidden
-        alpha = self.gate(item_ids)
+        if isinstance(self.gate, HiddenStateGate):
+            alpha = self.gate(outputs["linrec"], outputs["fmlp"])
+        else:
+            alpha = self.gate(item_ids)
         hidden = alpha * outputs["linrec"] + (1.0 - alpha) * outputs["fmlp"]
         return (hidden, alpha[:, :, 0]) if return_alpha else hidden
 
@@ -185,8 +192,10 @@ def build_encoder(
         inner_dim: FFN width (default 4 * hidden_dim).
         gate_units: hidden units of the hybrid's gate.
         gate_mode: ``"statistics"`` (the gate reads sequence statistics),
-            ``"learned"`` (one learned alpha, ignoring them) or ``"fixed"``
-            (alpha = 0.5, not trained); ablations of the hybrid.
+            ``"learned"`` (one learned alpha, ignoring them), ``"fixed"``
+            (alpha = 0.5, not trained) or ``"hidden_state"`` (a per-user,
+            per-position alpha learned from the branch outputs, ignoring the
+            statistics); ablations of the hybrid.
         item_popularity: optional training counts [num_items + 1] for the gate.
 
     Returns:

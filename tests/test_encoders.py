@@ -65,11 +65,14 @@ def test_paper_form_outputs_do_not_depend_on_trailing_padding(kind):
     assert np.abs(np.asarray(encoder(changed))[:, 0] - full[:, 0]).max() > 1e-5
 
 
-@pytest.mark.parametrize("kind", ENCODER_KINDS)
-def test_gradients_reach_every_trainable_weight(kind):
+@pytest.mark.parametrize(
+    "kind, gate_mode",
+    [(kind, "statistics") for kind in ENCODER_KINDS] + [("hybrid", "hidden_state")],
+)
+def test_gradients_reach_every_trainable_weight(kind, gate_mode):
     import tensorflow as tf
 
-    model = SequentialRetrievalModel(_encoder(kind, dropout_rate=0.0))
+    model = SequentialRetrievalModel(_encoder(kind, dropout_rate=0.0, gate_mode=gate_mode))
     ids = _histories()
     targets = np.roll(ids, -1, axis=1)
     targets[ids == 0] = 0
@@ -138,3 +141,20 @@ def test_gate_ablations(gate_mode):
     if gate_mode == "fixed":
         np.testing.assert_allclose(alpha, 0.5, atol=1e-6)
         assert not encoder.gate.trainable_weights
+
+
+def test_hidden_state_gate_gives_a_causal_per_user_alpha_and_saves(tmp_path):
+    encoder = _encoder("hybrid", gate_mode="hidden_state")
+    ids = _histories(batch=4)
+    out, alpha = (np.asarray(a) for a in encoder(ids, return_alpha=True))
+    assert np.ptp(alpha[:, 5]) > 1e-4  # users differ, unlike "learned" and "fixed"
+    changed = ids.copy()
+    changed[:, 6:] = RNG.integers(1, NUM_ITEMS + 1, size=changed[:, 6:].shape)
+    out2, alpha2 = (np.asarray(a) for a in encoder(changed, return_alpha=True))
+    np.testing.assert_allclose(alpha2[:, :6], alpha[:, :6], atol=1e-5)
+    np.testing.assert_allclose(out2[:, :6], out[:, :6], atol=1e-5)
+    path = str(tmp_path / "encoder.keras")
+    keras.saving.save_model(
+        keras.Sequential([keras.Input((MAX_LEN,), dtype="int32"), encoder]), path
+    )
+    np.testing.assert_allclose(keras.saving.load_model(path)(ids), out, atol=1e-6)

@@ -28,7 +28,8 @@ FLAG_HELP = {
     "causal": "Causal layers trained at every position; false: papers' bidirectional "
     "layers trained on the last position of each prefix.",
     "chunk_size": "Chunk length of causal linear attention.",
-    "gate_mode": "Hybrid gate: statistics, learned (one alpha) or fixed (0.5).",
+    "gate_mode": "Hybrid gate: statistics, learned (one alpha), fixed (0.5) or hidden_state "
+    "(per-user alpha from the branch outputs).",
     "loss": "softmax (full cross-entropy), sampled_softmax or bce.",
     "num_negatives": "Negatives per batch for sampled_softmax.",
     "sampler": "Negatives for sampled_softmax: in-batch, uniform or mixed.",

@@ -3,7 +3,12 @@
 from hybrid_tfrs.layers.blocks import MIXERS, FeedForward, MixerBlock
 from hybrid_tfrs.layers.embedding import SequenceEmbedding
 from hybrid_tfrs.layers.frequency_filter import FrequencyFilter
-from hybrid_tfrs.layers.gate import FEATURE_NAMES, SequenceStatsGate, repeat_flags
+from hybrid_tfrs.layers.gate import (
+    FEATURE_NAMES,
+    HiddenStateGate,
+    SequenceStatsGate,
+    repeat_flags,
+)
 from hybrid_tfrs.layers.linear_attention import LinearAttention, causal_linear_attention
 
 __all__ = [
@@ -11,6 +16,7 @@ __all__ = [
     "MIXERS",
     "FeedForward",
     "FrequencyFilter",
+    "HiddenStateGate",
     "LinearAttention",
     "MixerBlock",
     "SequenceEmbedding",

@@ -136,3 +136,50 @@ class SequenceStatsGate(keras.layers.Layer):
             use_statistics=self.use_statistics,
         )
         return config
+
+
+@register_serializable()
+class HiddenStateGate(keras.layers.Layer):
+    """alpha in (0, 1) per position, learned from the two branches' outputs.
+
+    The ablation of ``SequenceStatsGate`` that keeps a per-user, per-position
+    alpha but ignores the sequence statistics: a small MLP reads the
+    concatenated branch outputs at t (causal when the branches are).
+
+    Args:
+        hidden_units: width of the gate's hidden layer.
+
+    Call args:
+        first, second: [B, L, d] branch outputs.
+
+    Returns:
+        alpha: [B, L, 1] float in (0, 1).
+
+    Example:
+    >>> gate = HiddenStateGate()
+    >>> gate(ops.ones((2, 10, 8)), ops.zeros((2, 10, 8))).shape
+    (2, 10, 1)
+    """
+
+    def __init__(self, hidden_units=16, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = hidden_units
+
+    def build(self, first_shape, second_shape=None):
+        width = first_shape[-1] * 2
+        self.hidden = keras.layers.Dense(self.hidden_units, activation="relu", name="hidden")
+        self.hidden.build((None, None, width))
+        self.out = keras.layers.Dense(1, name="alpha_logit")
+        self.out.build((None, None, self.hidden_units))
+        super().build(first_shape)
+
+    def call(self, first, second):
+        return ops.sigmoid(self.out(self.hidden(ops.concatenate([first, second], axis=-1))))
+
+    def compute_output_shape(self, first_shape, second_shape=None):
+        return tuple(first_shape[:-1]) + (1,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_units=self.hidden_units)
+        return config
