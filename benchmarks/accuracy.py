@@ -33,7 +33,8 @@ ABLATIONS = {
     "hybrid-fixed-alpha": {"gate_mode": "fixed"},  # alpha = 0.5 for everyone
     "hybrid-global-alpha": {"gate_mode": "learned"},  # one learned alpha for everyone
     "hybrid-hidden-alpha": {"gate_mode": "hidden_state"},  # per-user alpha, no statistics
-    "hybrid-last-position": {"causal": "false"},  # papers' layers, last-position training
+    # papers' layers trained on the last position of each prefix, for as long as the hybrid
+    "hybrid-last-position": {"causal": "false", "max_train_minutes": "same as hybrid"},
 }
 HEADLINE = ("HR@10", "NDCG@10", "MRR")
 # DESIGN.md section 7, with the protocol of ours each one is comparable with.
@@ -122,6 +123,15 @@ def run_one(command, output_dir):
         flush=True,
     )
     return metrics
+
+
+def hybrid_minutes(dataset, seed):
+    """Training minutes of the finished hybrid run of this dataset and seed."""
+    path = os.path.join(FLAGS.runs_dir, dataset, "hybrid", f"seed{seed}", "metrics.json")
+    if not os.path.exists(path):
+        raise app.UsageError(f"{path} not found: the ablation's time budget is the hybrid's")
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["train_minutes"]
 
 
 def time_to_best_minutes(metrics):
@@ -254,7 +264,10 @@ def main(argv):
     runs, commands = {}, []
     for number, (dataset, name, flagfile, overrides, seed) in enumerate(plan, 1):
         output_dir = os.path.join(FLAGS.runs_dir, dataset, name, f"seed{seed}")
-        command = train_command(flagfile, overrides, seed, output_dir, FLAGS.data_dir)
+        resolved = overrides
+        if overrides.get("max_train_minutes") == "same as hybrid":
+            resolved = dict(overrides, max_train_minutes=f"{hybrid_minutes(dataset, seed):.2f}")
+        command = train_command(flagfile, resolved, seed, output_dir, FLAGS.data_dir)
         commands.append(" ".join(["python"] + command[1:]))
         metrics_path = os.path.join(output_dir, "metrics.json")
         print(f"[{number}/{len(plan)}] {dataset} {name} seed {seed}", flush=True)
