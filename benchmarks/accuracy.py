@@ -268,7 +268,6 @@ def main(argv):
         if overrides.get("max_train_minutes") == "same as hybrid":
             resolved = dict(overrides, max_train_minutes=f"{hybrid_minutes(dataset, seed):.2f}")
         command = train_command(flagfile, resolved, seed, output_dir, FLAGS.data_dir)
-        commands.append(" ".join(["python"] + command[1:]))
         metrics_path = os.path.join(output_dir, "metrics.json")
         print(f"[{number}/{len(plan)}] {dataset} {name} seed {seed}", flush=True)
         if FLAGS.train:
@@ -279,6 +278,7 @@ def main(argv):
         else:
             print(f"  skipped: {metrics_path} not found", flush=True)
             continue
+        commands.append(" ".join(["python"] + command[1:]))
         runs.setdefault((dataset, name, flagfile, json.dumps(overrides)), []).append(metrics)
     rows = []
     for (dataset, name, flagfile, overrides), metrics in runs.items():
