@@ -90,8 +90,6 @@ class SequenceEncoder(keras.layers.Layer):
                 use_statistics=gate_mode == "statistics",
                 name="gate",
             )
-            if gate_mode == "fixed":
-                self.gate.trainable = False
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -104,6 +102,9 @@ class SequenceEncoder(keras.layers.Layer):
             self.gate.build(hidden_shape, hidden_shape)
         elif self.gate is not None:
             self.gate.build(input_shape)
+        if self.gate_mode == "fixed" and self.gate is not None:
+            # After build: Keras passes ``trainable`` on only to sublayers that exist.
+            self.gate.trainable = False
         super().build(input_shape)
 
     @property

@@ -158,3 +158,15 @@ def test_hidden_state_gate_gives_a_causal_per_user_alpha_and_saves(tmp_path):
         keras.Sequential([keras.Input((MAX_LEN,), dtype="int32"), encoder]), path
     )
     np.testing.assert_allclose(keras.saving.load_model(path)(ids), out, atol=1e-6)
+
+
+def test_fixed_gate_stays_at_one_half_through_training():
+    model = SequentialRetrievalModel(_encoder("hybrid", gate_mode="fixed"))
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    ids = _histories(batch=8)
+    targets = np.roll(ids, -1, axis=1)
+    targets[ids == 0] = 0
+    model.fit(ids, targets, epochs=3, verbose=0)
+    _, alpha = model.encoder(ids, return_alpha=True)
+    np.testing.assert_allclose(np.asarray(alpha), 0.5, atol=1e-6)
+    assert not [w for w in model.trainable_weights if "gate" in w.path]
