@@ -91,8 +91,13 @@ def run_plan(datasets, models, ablations, seeds):
     return plan
 
 
+def extra_flags():
+    """--override as a dict of flag name -> value."""
+    return dict(o.split("=", 1) for o in FLAGS.override)
+
+
 def train_command(flagfile, overrides, seed, output_dir, data_dir):
-    extra = {**overrides, **dict(o.split("=", 1) for o in FLAGS.override)}
+    extra = {**overrides, **extra_flags()}
     return [
         sys.executable,
         "trainers/train.py",
@@ -161,7 +166,7 @@ def aggregate(dataset, name, flagfile, overrides, runs):
                     m: float(np.std(v, ddof=1)) if len(v) > 1 else None for m, v in values.items()
                 },
                 "flagfile": flagfile,
-                "overrides": {**overrides, **dict(o.split("=", 1) for o in FLAGS.override)},
+                "overrides": {**overrides, **extra_flags()},
                 "train_minutes": float(np.mean([run["train_minutes"] for run in runs])),
                 "minutes_to_best": float(np.mean([time_to_best_minutes(run) for run in runs])),
                 "minutes_per_epoch": float(np.mean([run["mean_epoch_seconds"] for run in runs]))

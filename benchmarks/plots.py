@@ -36,6 +36,13 @@ def _figure(datasets):
     return fig, axes[0]
 
 
+def _length_axis(ax, ticks, labels, users):
+    """x axis of the length buckets, each labelled with its number of users."""
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{lab}\n({n})" for lab, n in zip(labels, users)], fontsize=8)
+    ax.set_xlabel("history length (users)")
+
+
 def _save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -53,9 +60,7 @@ def ndcg_by_length(grouped, path, protocol="full"):
                 models[name], lambda b: b["metrics"][protocol]["NDCG@10"]
             )
             ax.bar(np.arange(len(labels)) + i * width, values, width, label=name)
-        ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2)
-        ax.set_xticklabels([f"{lab}\n({n})" for lab, n in zip(labels, users)], fontsize=8)
-        ax.set_xlabel("history length (users)")
+        _length_axis(ax, np.arange(len(labels)) + 0.4 - width / 2, labels, users)
         ax.set_ylabel(f"test NDCG@10 ({protocol})")
         ax.set_title(dataset)
         ax.legend()
@@ -70,10 +75,8 @@ def alpha_by_length(grouped, path):
                 continue
             labels, users, values = _bucket_series(seeds, lambda b: b["alpha"])
             ax.plot(range(len(labels)), values, marker="o", label=name)
-        ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels([f"{lab}\n({n})" for lab, n in zip(labels, users)], fontsize=8)
+        _length_axis(ax, range(len(labels)), labels, users)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("history length (users)")
         ax.set_ylabel("mean gate alpha (1 = linear attention)")
         ax.set_title(dataset)
         ax.legend()
