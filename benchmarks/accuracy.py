@@ -35,6 +35,8 @@ ABLATIONS = {
     "hybrid-hidden-alpha": {"gate_mode": "hidden_state"},  # per-user alpha, no statistics
     # papers' layers trained on the last position of each prefix, for as long as the hybrid
     "hybrid-last-position": {"causal": "false", "max_train_minutes": "same as hybrid"},
+    # every training target: histories longer than max_len cut into windows side by side
+    "hybrid-all-targets": {"window_stride": "max_len"},
 }
 HEADLINE = ("HR@10", "NDCG@10", "MRR")
 # DESIGN.md section 7, with the protocol of ours each one is comparable with.
@@ -137,6 +139,25 @@ def hybrid_minutes(dataset, seed):
         raise app.UsageError(f"{path} not found: the ablation's time budget is the hybrid's")
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)["train_minutes"]
+
+
+def flagfile_value(flagfile, name):
+    """The value a flagfile gives --name (None if it does not set it)."""
+    with open(os.path.join(REPO, flagfile), encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip().startswith(f"--{name}="):
+                return line.strip().split("=", 1)[1]
+    return None
+
+
+def resolve(overrides, dataset, seed, flagfile):
+    """Overrides with the placeholders "same as hybrid" and "max_len" filled in."""
+    resolved = dict(overrides)
+    if resolved.get("max_train_minutes") == "same as hybrid":
+        resolved["max_train_minutes"] = f"{hybrid_minutes(dataset, seed):.2f}"
+    if resolved.get("window_stride") == "max_len":
+        resolved["window_stride"] = flagfile_value(flagfile, "max_len")
+    return resolved
 
 
 def time_to_best_minutes(metrics):
@@ -269,9 +290,7 @@ def main(argv):
     runs, commands = {}, []
     for number, (dataset, name, flagfile, overrides, seed) in enumerate(plan, 1):
         output_dir = os.path.join(FLAGS.runs_dir, dataset, name, f"seed{seed}")
-        resolved = overrides
-        if overrides.get("max_train_minutes") == "same as hybrid":
-            resolved = dict(overrides, max_train_minutes=f"{hybrid_minutes(dataset, seed):.2f}")
+        resolved = resolve(overrides, dataset, seed, flagfile)
         command = train_command(flagfile, resolved, seed, output_dir, FLAGS.data_dir)
         metrics_path = os.path.join(output_dir, "metrics.json")
         print(f"[{number}/{len(plan)}] {dataset} {name} seed {seed}", flush=True)

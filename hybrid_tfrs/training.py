@@ -62,6 +62,7 @@ class TrainConfig:
     synthetic_items: int = 400
     eval_batch_size: int = 512
     bucket_by_length: bool = True
+    window_stride: int = 0
     protocols: str = ",".join(PROTOCOLS)
     output_dir: str = "runs/synthetic_hybrid"
     resume: bool = True
@@ -86,6 +87,11 @@ class TrainConfig:
             (0 <= self.dropout < 1, "dropout", "must be in [0, 1)"),
             (self.num_negatives >= 1, "num_negatives", "must be >= 1"),
             (self.top_k >= 1, "top_k", "must be >= 1"),
+            (
+                0 <= self.window_stride <= self.max_len,
+                "window_stride",
+                f"must be in 0..max_len={self.max_len} (0 = latest max_len targets only)",
+            ),
             (self.min_length >= 3, "min_length", "must be >= 3 (train, valid and test items)"),
         ]
         unknown = set(self.protocol_list) - set(PROTOCOLS)
@@ -269,6 +275,7 @@ def _training_data(config, split):
             config.batch_size,
             seed=config.seed,
             bucket_by_length=config.bucket_by_length,
+            window_stride=config.window_stride,
         )
     # Bidirectional encoders would see later targets: one example per prefix.
     return last_position_dataset(split.train, config.max_len, config.batch_size, seed=config.seed)

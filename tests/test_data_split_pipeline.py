@@ -156,6 +156,48 @@ def test_training_examples_invariants_on_random_sequences():
             assert row_in[t] == seq[start + t] and row_tg[t] == seq[start + t + 1]
 
 
+def test_training_examples_windows_exact():
+    # 7 (input, target) pairs, max_len 3, stride 2: windows end at pairs 7, 5, 3;
+    # each keeps its last 2 targets (more context than in the window after it), and
+    # the last one reaches the start and keeps all targets not trained elsewhere.
+    sequence = np.arange(1, 9)
+    inputs, targets = training_examples([sequence, np.array([9, 10])], 3, window_stride=2)
+    np.testing.assert_array_equal(inputs, [[5, 6, 7], [3, 4, 5], [1, 2, 3], [9, 0, 0]])
+    np.testing.assert_array_equal(targets, [[0, 7, 8], [0, 5, 6], [2, 3, 4], [10, 0, 0]])
+    # Stride = max_len: windows side by side, every target kept.
+    inputs, targets = training_examples([sequence], 3, window_stride=3)
+    np.testing.assert_array_equal(inputs, [[5, 6, 7], [2, 3, 4], [1, 0, 0]])
+    np.testing.assert_array_equal(targets, [[6, 7, 8], [3, 4, 5], [2, 0, 0]])
+
+
+@pytest.mark.parametrize("max_len, stride", [(10, 1), (10, 4), (10, 10), (7, 3)])
+def test_training_examples_windows_train_every_target_once(max_len, stride):
+    rng = np.random.default_rng(1)
+    # Item ids unique across users, so each item names its (user, index).
+    sequences = [1000 * (u + 1) + np.arange(n) for u, n in enumerate(rng.integers(2, 60, size=80))]
+    inputs, targets = training_examples(sequences, max_len, window_stride=stride)
+    trained = {}  # (user, index of the target) -> items of context it is trained with
+    for row_in, row_tg in zip(inputs, targets):
+        width = int((row_in > 0).sum())
+        user, start = divmod(int(row_in[0]), 1000)
+        seq = sequences[user - 1]
+        np.testing.assert_array_equal(row_in[:width], seq[start : start + width])
+        assert not row_tg[width:].any()
+        for j in np.flatnonzero(row_tg):
+            assert row_tg[j] == seq[start + j + 1]
+            assert (user, start + j + 1) not in trained
+            trained[(user, start + j + 1)] = j + 1
+    expected = {(u + 1, i) for u, seq in enumerate(sequences) for i in range(1, len(seq))}
+    assert set(trained) == expected
+    for (_, index), context in trained.items():
+        assert context >= min(index, max_len - stride + 1)
+
+
+def test_training_examples_rejects_a_bad_stride():
+    with pytest.raises(ValueError, match="window_stride must be in 0..max_len=4, got 5"):
+        training_examples([np.arange(1, 10)], 4, window_stride=5)
+
+
 def test_training_dataset_batches_and_seeded_reshuffle():
     sequences = [np.arange(1, n + 3) for n in range(10)]  # 10 examples
 

@@ -131,6 +131,7 @@ def test_evaluate_reproduces_the_training_metrics(repo_root, trained_run):
         (["--synthetic_items=100", "--synthetic_users=50"], "uniform-99 needs 99 unseen items"),
         (["--protocols=full,top-1"], "--protocols"),
         (["--max_train_minutes=-1"], "--max_train_minutes=-1.0: must be >= 0"),
+        (["--max_len=20", "--window_stride=21"], "--window_stride=21: must be in 0..max_len=20"),
     ],
 )
 def test_bad_settings_give_a_one_line_error_and_nonzero_exit(repo_root, tmp_path, args, message):

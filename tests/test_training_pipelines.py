@@ -57,6 +57,18 @@ def test_bucketed_batches_hold_the_same_examples_cut_to_their_bucket_width():
     assert seen == expected
 
 
+@pytest.mark.parametrize("bucket_by_length", [False, True])
+def test_windowed_training_dataset_trains_every_target_once(bucket_by_length):
+    sequences = _sequences(count=40, high=70)
+    dataset = training_dataset(
+        sequences, 16, batch_size=8, window_stride=8, bucket_by_length=bucket_by_length
+    )
+    trained = sum(int((targets.numpy() > 0).sum()) for _, targets in dataset)
+    assert trained == sum(len(s) - 1 for s in sequences)
+    latest_only = training_dataset(sequences, 16, batch_size=8)
+    assert sum(int((t.numpy() > 0).sum()) for _, t in latest_only) < trained
+
+
 def test_last_position_examples_cover_every_prefix_with_one_target():
     sequences = [np.array([5, 6, 7, 8], "int32"), np.array([9, 3], "int32")]
     batches = list(last_position_dataset(sequences, max_len=2, batch_size=16, shuffle=False))

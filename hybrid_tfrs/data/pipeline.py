@@ -44,20 +44,49 @@ def pad_latest(sequences, max_len):
     return out
 
 
-def training_examples(train_sequences, max_len):
+def training_examples(train_sequences, max_len, window_stride=0):
     """Next-item examples at every position: ``inputs = t[:-1]``, ``targets = t[1:]``.
 
-    Both are cut to their latest ``max_len`` items and laid out by :func:`pad_latest`,
-    so ``targets[u, j]`` is the item that follows ``inputs[u, j]``; target 0 means no
-    loss. Sequences with fewer than 2 items give no example.
+    With ``window_stride=0`` each sequence gives one row: its latest ``max_len``
+    (input, target) pairs, so the older targets of a longer sequence are never
+    trained. With ``window_stride=s`` (1 <= s <= max_len) a longer sequence
+    gives more rows, windows of ``max_len`` pairs ending at m, m - s, m - 2s, ...
+    (m = len(t) - 1), until one reaches the sequence's start. Each window keeps
+    the loss on its last ``s`` targets only (the rest are set to 0), the
+    oldest window on all its targets not trained elsewhere: every target is
+    trained exactly once, with at least ``max_len - s`` items of context unless
+    it is among the sequence's first ``max_len``.
+
+    Rows are laid out by :func:`pad_latest`: ``targets[r, j]`` is the item that
+    follows ``inputs[r, j]``; target 0 means no loss. Sequences with fewer than
+    2 items give no example.
 
     Returns:
-        ``(inputs, targets)``, np.int32 [U', L] each, U' = users with >= 2 items.
+        ``(inputs, targets)``, np.int32 [R, L] each; R = users with >= 2 items
+        when ``window_stride=0``.
     """
-    usable = [sequence for sequence in train_sequences if len(sequence) >= 2]
-    inputs = pad_latest([sequence[:-1] for sequence in usable], max_len)
-    targets = pad_latest([sequence[1:] for sequence in usable], max_len)
-    return inputs, targets
+    if not 0 <= window_stride <= max_len:
+        raise ValueError(f"window_stride must be in 0..max_len={max_len}, got {window_stride}")
+    usable = [np.asarray(s, dtype=np.int32) for s in train_sequences if len(s) >= 2]
+    if window_stride == 0:
+        inputs = pad_latest([sequence[:-1] for sequence in usable], max_len)
+        targets = pad_latest([sequence[1:] for sequence in usable], max_len)
+        return inputs, targets
+    input_rows, target_rows = [], []
+    for sequence in usable:
+        pairs = len(sequence) - 1
+        end = pairs
+        while True:
+            start = max(0, end - max_len)
+            targets = sequence[start + 1 : end + 1].copy()
+            if start > 0:
+                targets[:-window_stride] = 0  # trained in a later window, with more context
+            input_rows.append(sequence[start:end])
+            target_rows.append(targets)
+            if start == 0:
+                break
+            end -= window_stride
+    return pad_latest(input_rows, max_len), pad_latest(target_rows, max_len)
 
 
 def bucket_widths(max_len):
@@ -94,10 +123,12 @@ def training_dataset(
     shuffle=True,
     drop_remainder=False,
     bucket_by_length=False,
+    window_stride=0,
 ):
     """A tf.data.Dataset of ``(inputs, targets)`` int32 batches [B, L].
 
-    The examples are those of :func:`training_examples`; with ``shuffle`` they
+    The examples are those of :func:`training_examples` (``window_stride`` is
+    passed on: 0 trains each sequence's latest ``max_len`` targets only); with ``shuffle`` they
     come in a new order each epoch, fixed by ``seed``. Batches are prefetched.
 
     With ``bucket_by_length``, rows of similar length are batched together and
@@ -109,7 +140,7 @@ def training_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    inputs, targets = training_examples(train_sequences, max_len)
+    inputs, targets = training_examples(train_sequences, max_len, window_stride)
     if len(inputs) == 0:
         raise DataError("no training examples: every training sequence has fewer than 2 items")
     if drop_remainder and len(inputs) < batch_size:
