@@ -290,18 +290,18 @@ def main(argv):
     runs, commands = {}, []
     for number, (dataset, name, flagfile, overrides, seed) in enumerate(plan, 1):
         output_dir = os.path.join(FLAGS.runs_dir, dataset, name, f"seed{seed}")
-        resolved = resolve(overrides, dataset, seed, flagfile)
-        command = train_command(flagfile, resolved, seed, output_dir, FLAGS.data_dir)
         metrics_path = os.path.join(output_dir, "metrics.json")
         print(f"[{number}/{len(plan)}] {dataset} {name} seed {seed}", flush=True)
-        if FLAGS.train:
-            metrics = run_one(command, output_dir)
-        elif os.path.exists(metrics_path):
-            with open(metrics_path, encoding="utf-8") as handle:
-                metrics = json.load(handle)
-        else:
+        if not FLAGS.train and not os.path.exists(metrics_path):
             print(f"  skipped: {metrics_path} not found", flush=True)
             continue
+        resolved = resolve(overrides, dataset, seed, flagfile)
+        command = train_command(flagfile, resolved, seed, output_dir, FLAGS.data_dir)
+        if FLAGS.train:
+            metrics = run_one(command, output_dir)
+        else:
+            with open(metrics_path, encoding="utf-8") as handle:
+                metrics = json.load(handle)
         commands.append(" ".join(["python"] + command[1:]))
         runs.setdefault((dataset, name, flagfile, json.dumps(overrides)), []).append(metrics)
     rows = []
