@@ -46,7 +46,8 @@ FLAG_HELP = {
     "eval_batch_size": "Users per evaluation batch.",
     "bucket_by_length": "Batch histories of similar length together (faster on short data).",
     "window_stride": "0: train each history's latest max_len targets only; s: also cut longer "
-    "histories into windows every s items so that every target is trained once.",
+    "histories into windows every s items so that every target is trained once (causal "
+    "training; --causal=false trains every prefix anyway).",
     "protocols": "Protocols of the final evaluation: full, full-unseen, uniform-99, pop-100.",
     "output_dir": "Where the run's files go.",
     "resume": "Continue from output_dir/checkpoints if a previous run left one.",

@@ -74,8 +74,7 @@ def training_examples(train_sequences, max_len, window_stride=0):
         return inputs, targets
     input_rows, target_rows = [], []
     for sequence in usable:
-        pairs = len(sequence) - 1
-        end = pairs
+        end = len(sequence) - 1  # number of (input, target) pairs
         while True:
             start = max(0, end - max_len)
             targets = sequence[start + 1 : end + 1].copy()
