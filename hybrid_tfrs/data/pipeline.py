@@ -67,22 +67,17 @@ def training_examples(train_sequences, max_len, window_stride=0):
     """
     if not 0 <= window_stride <= max_len:
         raise ValueError(f"window_stride must be in 0..max_len={max_len}, got {window_stride}")
-    usable = [np.asarray(s, dtype=np.int32) for s in train_sequences if len(s) >= 2]
-    if window_stride == 0:
-        inputs = pad_latest([sequence[:-1] for sequence in usable], max_len)
-        targets = pad_latest([sequence[1:] for sequence in usable], max_len)
-        return inputs, targets
     input_rows, target_rows = [], []
-    for sequence in usable:
+    for sequence in (np.asarray(s, dtype=np.int32) for s in train_sequences if len(s) >= 2):
         end = len(sequence) - 1  # number of (input, target) pairs
         while True:
             start = max(0, end - max_len)
             targets = sequence[start + 1 : end + 1].copy()
-            if start > 0:
+            if start > 0 and window_stride:
                 targets[:-window_stride] = 0  # trained in a later window, with more context
             input_rows.append(sequence[start:end])
             target_rows.append(targets)
-            if start == 0:
+            if start == 0 or not window_stride:
                 break
             end -= window_stride
     return pad_latest(input_rows, max_len), pad_latest(target_rows, max_len)
