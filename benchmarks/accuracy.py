@@ -239,7 +239,7 @@ def markdown(rows, commands, machine):
         protocols = list(dict.fromkeys(r["protocol"] for r in ours))
         lines += [f"## {dataset}", ""]
         header = ["model", "seeds"] + [f"{p} {m}" for p in protocols for m in HEADLINE]
-        header += ["min/epoch", "min to best", "best epoch"]
+        header += ["min/epoch", "min to best", "best epoch", "epochs"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for variant in dict.fromkeys(r["variant"] for r in ours):
             by_protocol = {r["protocol"]: r for r in ours if r["variant"] == variant}
@@ -250,6 +250,7 @@ def markdown(rows, commands, machine):
                 f"{first['minutes_per_epoch']:.2f}",
                 f"{first['minutes_to_best']:.1f}",
                 ",".join(map(str, first["best_epoch"])),
+                ",".join(map(str, first["epochs_trained"])),
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
