@@ -90,7 +90,8 @@ def run_plan(datasets, models, ablations, seeds):
             if not os.path.exists(os.path.join(REPO, flagfile)):
                 raise app.UsageError(f"no flagfile {flagfile} for --datasets/--models")
             if overrides and changes_nothing(overrides, flagfile):
-                print(f"{dataset} {name}: skipped, {flagfile} already trains so", flush=True)
+                given = " ".join(f"--{key}={value}" for key, value in overrides.items())
+                print(f"{dataset} {name}: skipped, {flagfile} already has {given}", flush=True)
                 continue
             for seed in seeds:
                 plan.append((dataset, name, flagfile, overrides, int(seed)))
