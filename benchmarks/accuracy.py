@@ -162,7 +162,7 @@ def changes_nothing(overrides, flagfile):
     defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
     for name, value in overrides.items():
         current = flagfile_value(flagfile, name)
-        if str(defaults.get(name) if current is None else current) != value:
+        if str(defaults.get(name) if current is None else current).lower() != value.lower():
             return False
     return True
 
