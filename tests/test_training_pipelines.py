@@ -69,6 +69,15 @@ def test_windowed_training_dataset_trains_every_target_once(bucket_by_length):
     assert sum(int((t.numpy() > 0).sum()) for _, t in latest_only) < trained
 
 
+@pytest.mark.parametrize("drop_remainder", [False, True])
+def test_bucketed_training_dataset_states_its_number_of_batches(drop_remainder):
+    sequences = _sequences(count=60, high=70)
+    dataset = training_dataset(
+        sequences, 32, batch_size=8, bucket_by_length=True, drop_remainder=drop_remainder
+    )
+    assert int(dataset.cardinality()) == sum(1 for _ in dataset) > 0
+
+
 def test_last_position_examples_cover_every_prefix_with_one_target():
     sequences = [np.array([5, 6, 7, 8], "int32"), np.array([9, 3], "int32")]
     batches = list(last_position_dataset(sequences, max_len=2, batch_size=16, shuffle=False))

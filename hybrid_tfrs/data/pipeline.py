@@ -158,6 +158,12 @@ def training_dataset(
             lambda _, window: window.batch(batch_size, drop_remainder=drop_remainder),
             window_size=batch_size,
         ).map(_trim_to_bucket(widths))
+        # group_by_window hides the number of batches; stating it gives Keras a
+        # progress bar with a total from the first epoch (no "ran out of data" warning).
+        per_bucket = np.bincount(np.searchsorted(widths[:-1], (inputs > 0).sum(axis=1)))
+        rounding = np.floor if drop_remainder else np.ceil
+        num_batches = int(rounding(per_bucket / batch_size).sum())
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
         if not drop_remainder:
             # A bucket's last batch is short, and its size changes every epoch;
             # all-padding rows (no targets, so no loss) keep the batch size fixed
