@@ -126,7 +126,9 @@ def run_one(command, output_dir):
         log.flush()
         result = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
-        raise RuntimeError(f"run failed (exit {result.returncode}); see {log_path}")
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            last_line = ([line.strip() for line in log if line.strip()] or [""])[-1]
+        sys.exit(f"run failed (exit {result.returncode}): {last_line}\nfull log: {log_path}")
     with open(os.path.join(output_dir, "metrics.json"), encoding="utf-8") as handle:
         metrics = json.load(handle)
     print(

@@ -1,0 +1,136 @@
+"""benchmarks/accuracy.py end to end on tiny synthetic runs: the rows issue 5 asks for."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+# One epoch on a tiny synthetic set: the script's plumbing, not the model's accuracy.
+TINY = "synthetic_users=200,synthetic_items=300,max_len=20,hidden_dim=16,epochs=1,batch_size=64"
+
+
+def _accuracy(repo_root, tmp_path, *args):
+    return subprocess.run(
+        [
+            sys.executable,
+            str(repo_root / "benchmarks" / "accuracy.py"),
+            f"--data_dir={tmp_path}",  # synthetic data needs no files
+            f"--runs_dir={tmp_path / 'runs'}",
+            f"--output={tmp_path / 'accuracy'}",
+            "--noplots",
+            *args,
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def campaign(repo_root, tmp_path_factory):
+    """The hybrid and its fixed-alpha ablation, seeds 0 and 1, one epoch each."""
+    tmp_path = tmp_path_factory.mktemp("accuracy")
+    args = ("--datasets=synthetic", "--models=hybrid", "--ablations=hybrid-fixed-alpha")
+    result = _accuracy(repo_root, tmp_path, *args, "--seeds=0,1", f"--override={TINY}")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    with open(tmp_path / "accuracy.json", encoding="utf-8") as handle:
+        rows = json.load(handle)
+    return tmp_path, rows, args
+
+
+def _run_metrics(tmp_path, variant, seed):
+    path = tmp_path / "runs" / "synthetic" / variant / f"seed{seed}" / "metrics.json"
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_rows_hold_the_fields_issue_5_names_for_every_variant_and_protocol(campaign):
+    _, rows, _ = campaign
+    required = {"dataset", "model", "protocol", "split", "seeds", "metrics", "std", "flagfile"}
+    assert all(required | {"train_minutes"} <= set(row) for row in rows)
+    protocols = {"full", "full-unseen", "uniform-99", "pop-100"}
+    for variant in ("hybrid", "hybrid-fixed-alpha"):
+        mine = [row for row in rows if row["variant"] == variant]
+        assert {row["protocol"] for row in mine} == protocols
+        assert all(row["model"] == "hybrid" and row["split"] == "test" for row in mine)
+        assert all(row["seeds"] == [0, 1] for row in mine)
+        assert all(row["flagfile"] == "flags/synthetic_hybrid.flags" for row in mine)
+
+
+def test_each_metric_is_the_mean_and_sample_std_of_the_seeds_runs(campaign):
+    tmp_path, rows, _ = campaign
+    for row in rows:
+        runs = [_run_metrics(tmp_path, row["variant"], seed) for seed in (0, 1)]
+        for metric, mean in row["metrics"].items():
+            values = [run["test"][row["protocol"]][metric] for run in runs]
+            assert mean == pytest.approx(np.mean(values))
+            assert row["std"][metric] == pytest.approx(np.std(values, ddof=1))
+
+
+def test_the_ablation_trains_the_hybrid_flagfile_with_its_one_change(campaign):
+    tmp_path, rows, _ = campaign
+    for seed in (0, 1):
+        plain = _run_metrics(tmp_path, "hybrid", seed)["config"]
+        ablated = _run_metrics(tmp_path, "hybrid-fixed-alpha", seed)["config"]
+        assert plain["gate_mode"] == "statistics" and ablated["gate_mode"] == "fixed"
+        assert {k for k in plain if plain[k] != ablated[k]} == {"gate_mode", "output_dir"}
+    fixed = next(r for r in rows if r["variant"] == "hybrid-fixed-alpha")
+    assert fixed["test_alpha"] == [0.5, 0.5]  # mean gate alpha of each seed's test users
+
+
+def test_collecting_without_training_gives_the_same_rows(repo_root, campaign):
+    tmp_path, rows, args = campaign
+    logs = {
+        seed: (tmp_path / "runs" / "synthetic" / "hybrid" / f"seed{seed}" / "train.log")
+        for seed in (0, 1)
+    }
+    sizes = {seed: log.stat().st_size for seed, log in logs.items()}
+    result = _accuracy(repo_root, tmp_path, *args, "--seeds=0,1", f"--override={TINY}", "--notrain")
+    assert result.returncode == 0, result.stderr[-4000:]
+    with open(tmp_path / "accuracy.json", encoding="utf-8") as handle:
+        assert json.load(handle) == rows
+    assert {seed: log.stat().st_size for seed, log in logs.items()} == sizes
+    page = (tmp_path / "accuracy.md").read_text(encoding="utf-8")
+    assert "## synthetic" in page and "| hybrid-fixed-alpha | 0,1 |" in page
+    assert "--gate_mode=fixed" in page  # the exact commands are on the page
+
+
+def test_a_failed_run_stops_the_campaign_with_the_runs_own_error(repo_root, tmp_path):
+    override = "--override=epochs=1,synthetic_items=100"  # too few items for uniform-99
+    result = _accuracy(
+        repo_root, tmp_path, "--datasets=synthetic", "--models=fmlp", "--ablations=", override
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "run failed (exit 2): error: --protocols: uniform-99 needs 99" in result.stderr
+    assert str(tmp_path / "runs" / "synthetic" / "fmlp" / "seed0" / "train.log") in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ablations=no-such-ablation"], "--ablations: unknown ['no-such-ablation']"),
+        (["--datasets=nowhere", "--models=hybrid", "--ablations="], "no flagfile"),
+    ],
+)
+def test_bad_arguments_give_a_one_line_usage_error(repo_root, tmp_path, args, message):
+    result = _accuracy(repo_root, tmp_path, *args)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_ablation_its_flagfile_already_is_is_skipped_not_trained(repo_root, tmp_path):
+    result = _accuracy(
+        repo_root,
+        tmp_path,
+        "--datasets=beauty,ml-1m",
+        "--models=",
+        "--ablations=hybrid-latest-window",
+        "--notrain",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "beauty hybrid-latest-window: skipped" in result.stdout
+    assert "ml-1m hybrid-latest-window: skipped" not in result.stdout
+    assert "[1/1] ml-1m hybrid-latest-window seed 0" in result.stdout
