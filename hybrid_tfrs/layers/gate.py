@@ -164,6 +164,7 @@ class HiddenStateGate(keras.layers.Layer):
     def __init__(self, hidden_units=16, **kwargs):
         super().__init__(**kwargs)
         self.hidden_units = hidden_units
+        self.supports_masking = True  # one alpha per position: the padding mask still holds
 
     def build(self, first_shape, second_shape=None):
         width = first_shape[-1] * 2
