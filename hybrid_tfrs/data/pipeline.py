@@ -90,12 +90,11 @@ def bucket_widths(max_len):
 
 
 def _trim_to_bucket(widths):
-    """Maps a batch [B, max_len] to [B, W], W = the smallest width >= its longest row."""
+    """Maps a batch [B, max_len] of one bucket to [B, widths[bucket]], dropping the bucket ids."""
     widths = tf.constant(widths, tf.int32)
 
-    def trim(inputs, targets):
-        longest = tf.reduce_max(tf.reduce_sum(tf.cast(inputs > 0, tf.int32), axis=1))
-        width = tf.gather(widths, tf.searchsorted(widths, [longest], side="left"))[0]
+    def trim(inputs, targets, buckets):
+        width = widths[buckets[0]]
         return inputs[:, :width], targets[:, :width]
 
     return trim
@@ -142,25 +141,24 @@ def training_dataset(
             f"{len(inputs)} training examples, fewer than batch_size={batch_size} "
             "with drop_remainder=True: no batch at all"
         )
-    dataset = tf.data.Dataset.from_tensor_slices((inputs, targets))
+    if bucket_by_length:
+        widths = bucket_widths(max_len)
+        # Row -> index of the smallest width that holds it, computed once here.
+        buckets = np.searchsorted(widths[:-1], (inputs > 0).sum(axis=1)).astype(np.int64)
+        dataset = tf.data.Dataset.from_tensor_slices((inputs, targets, buckets))
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((inputs, targets))
     if shuffle:
         dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
     if bucket_by_length:
-        widths = bucket_widths(max_len)
-        boundaries = tf.constant(widths[:-1], tf.int32)
-
-        def bucket_of(inputs, targets):
-            length = tf.reduce_sum(tf.cast(inputs > 0, tf.int32))
-            return tf.cast(tf.searchsorted(boundaries, [length], side="left")[0], tf.int64)
-
         dataset = dataset.group_by_window(
-            bucket_of,
+            lambda inputs, targets, bucket: bucket,
             lambda _, window: window.batch(batch_size, drop_remainder=drop_remainder),
             window_size=batch_size,
         ).map(_trim_to_bucket(widths))
         # group_by_window hides the number of batches; stating it gives Keras a
         # progress bar with a total from the first epoch (no "ran out of data" warning).
-        per_bucket = np.bincount(np.searchsorted(widths[:-1], (inputs > 0).sum(axis=1)))
+        per_bucket = np.bincount(buckets)
         rounding = np.floor if drop_remainder else np.ceil
         num_batches = int(rounding(per_bucket / batch_size).sum())
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
