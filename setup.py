@@ -1,7 +1,8 @@
 """hybrid-tfrs: a hybrid LinRec / FMLP-Rec sequential recommender for Keras 3 and TFRS.
 
-Versions are pinned to the set tested together; `requirements.lock` pins the
-whole dependency tree for reproducible installs (`make` uses it).
+``install_requires`` states the versions the package supports; the exact set
+tested together (what ``make`` and CI install) is pinned in
+``requirements.lock``: ``pip install -c requirements.lock ".[tfrs,serving]"``.
 """
 
 from setuptools import find_packages, setup
@@ -15,22 +16,44 @@ setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    author="hybrid-tfrs maintainers",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
     python_requires=">=3.10",
-    packages=find_packages(include=["hybrid_tfrs", "hybrid_tfrs.*", "serving"]),
-    package_data={"hybrid_tfrs": ["py.typed"]},
+    # The flagfiles live in the top-level flags/ folder and ship inside the
+    # package as hybrid_tfrs.flagfiles, so `--config=beauty_hybrid` works after
+    # `pip install` (see hybrid_tfrs/cli/config.py).
+    packages=find_packages(include=["hybrid_tfrs", "hybrid_tfrs.*"]) + ["hybrid_tfrs.flagfiles"],
+    package_dir={"hybrid_tfrs.flagfiles": "flags"},
+    package_data={"hybrid_tfrs": ["py.typed"], "hybrid_tfrs.flagfiles": ["*.flags"]},
     install_requires=[
-        "tensorflow==2.21.0",
-        "tensorboard==2.21.0",
-        "keras==3.15.1",
-        "keras-rs==0.4.0",
-        "numpy==2.4.6",
-        "absl-py==2.5.1",
-        "pyarrow==26.0.1",
+        "tensorflow>=2.20,<2.22",
+        "tensorboard>=2.20,<2.22",
+        "keras>=3.10,<4",
+        "keras-rs>=0.4,<0.5",
+        "numpy>=1.26,<3",
+        "absl-py>=2.1,<3",
+        "pyarrow>=16",
     ],
     extras_require={
-        "tfrs": ["tensorflow-recommenders==0.7.7", "tf-keras==2.21.0"],
-        "serving": ["tensorflow-serving-api==2.21.0", "grpcio==1.85.3", "requests==2.34.2"],
-        "bench": ["matplotlib==3.11.2"],
-        "dev": ["pytest==9.2.0", "jax[cpu]==0.10.2", "ruff==0.17.5"],
+        "tfrs": ["tensorflow-recommenders>=0.7.3,<0.8", "tf-keras>=2.20,<2.22"],
+        "serving": ["tensorflow-serving-api>=2.20,<2.22", "grpcio>=1.60", "requests>=2.31"],
+        "bench": ["matplotlib>=3.8"],
+        "dev": ["pytest>=8", "jax[cpu]>=0.6", "ruff>=0.6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "hybrid-tfrs-train = hybrid_tfrs.cli.train:run",
+            "hybrid-tfrs-evaluate = hybrid_tfrs.cli.evaluate:run",
+            "hybrid-tfrs-export = hybrid_tfrs.cli.export:run",
+            "hybrid-tfrs-serve = hybrid_tfrs.serving.server:run",
+            "hybrid-tfrs-client = hybrid_tfrs.serving.client:run",
+        ]
     },
 )
