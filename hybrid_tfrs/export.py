@@ -6,8 +6,9 @@ layout TensorFlow Serving polls, with four signatures over raw item ids:
 - ``serving_default`` (TFX convention): ``examples``, serialized ``tf.Example``
   [B] with a bytes-list feature ``history`` (raw ids, oldest first) ->
   ``item_ids`` string [B, top_k], ``scores`` float32 [B, top_k], best first;
-- ``recommend``: ``history`` string [B, T] ("" = padding) and ``k`` int32
-  scalar -> ``item_ids`` [B, k], ``scores`` [B, k];
+- ``recommend``: ``history`` string [B, T] ("" = padding), ``k`` int32
+  scalar and ``exclude_history`` bool scalar -> ``item_ids`` [B, k],
+  ``scores`` [B, k];
 - ``query_embedding``: ``history`` -> ``embedding`` float32 [B, d];
 - ``item_embeddings``: no input -> ``item_ids`` string [N], ``embeddings``
   float32 [N, d] (for an external ANN index; the query is ``query_embedding``).
@@ -16,13 +17,19 @@ Each history row is mapped to indices with the vocabulary (an asset of the
 SavedModel); ids unknown to the vocabulary and "" are dropped, the latest
 ``max_len`` remaining items are kept, left-aligned and 0-padded on the right
 (the model's layout). A row with no known item, or k outside 1..N, fails with
-InvalidArgumentError. ``assets.extra/tf_serving_warmup_requests`` holds a few
-``PredictionLog`` records that TensorFlow Serving replays at load.
+InvalidArgumentError. With history exclusion (``exclude_history`` of
+``recommend``; the export's ``exclude_history`` for ``serving_default``) every
+known item of the row, not only the latest ``max_len``, is left out of the
+results; slots beyond the unseen items hold ``""`` with score -inf.
+``assets.extra/tf_serving_warmup_requests`` holds a few ``PredictionLog``
+records that TensorFlow Serving replays at load.
 """
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 
@@ -34,6 +41,7 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 HISTORY_FEATURE = "history"
 SIGNATURES = ("serving_default", "recommend", "query_embedding", "item_embeddings")
 _TEMP_PREFIX = ".tmp-export-"  # TF Serving only loads numeric version folders
+STALE_TEMP_SECONDS = 24 * 3600  # a temp folder of another host counts as abandoned after this
 
 
 class RecommenderModule(tf.Module):
@@ -44,14 +52,17 @@ class RecommenderModule(tf.Module):
         vocabulary_path: file with the raw id of index i on line i (1-based);
             it becomes the SavedModel's ``assets/vocabulary.txt``.
         top_k: number of items of ``serving_default`` (1..N).
+        exclude_history: whether ``serving_default`` leaves the history's items
+            out of its results (``recommend`` takes it per request).
     """
 
-    def __init__(self, model, vocabulary_path, top_k):
+    def __init__(self, model, vocabulary_path, top_k, exclude_history=False):
         super().__init__(name="recommender")
         self.model = model
         self.max_len = model.max_len
         self.num_items = model.num_items
         self.top_k = top_k
+        self.exclude_history = bool(exclude_history)
         # Tracked here so the SavedModel holds every weight the functions read.
         self.model_variables = list(model.variables)
         self.vocabulary = tf.saved_model.Asset(vocabulary_path)
@@ -77,8 +88,11 @@ class RecommenderModule(tf.Module):
             default_value="",
         )
 
-    def encode_histories(self, history):
-        """string [B, T] raw ids -> int32 [B, max_len] indices in the model's layout."""
+    def known_indices(self, history):
+        """string [B, T] raw ids -> ragged int64 [B, (known)] indices, oldest first.
+
+        Unknown ids and "" are dropped; fails if a row keeps no item.
+        """
         index = self.index_table.lookup(history) + 1
         known = tf.ragged.boolean_mask(index, index > 0)
         lengths = known.row_lengths()
@@ -92,36 +106,57 @@ class RecommenderModule(tf.Module):
             summarize=20,
         )
         with tf.control_dependencies([check]):
-            latest = known[:, -self.max_len :].to_tensor(0, shape=[None, self.max_len])
+            return tf.identity(known)
+
+    def model_input(self, known):
+        """ragged [B, (known)] indices -> int32 [B, max_len], latest items, 0-padded."""
+        latest = known[:, -self.max_len :].to_tensor(0, shape=[None, self.max_len])
         return tf.cast(latest, tf.int32)
 
-    def top_items(self, history, k):
-        """string [B, T], int32 k -> item_ids string [B, k], scores float32 [B, k]."""
+    def encode_histories(self, history):
+        """string [B, T] raw ids -> int32 [B, max_len] indices in the model's layout."""
+        return self.model_input(self.known_indices(history))
+
+    def top_items(self, history, k, exclude_history):
+        """string [B, T], int32 k, bool exclude_history -> item_ids string [B, k],
+        scores float32 [B, k]."""
         check = tf.debugging.Assert(
             tf.logical_and(k >= 1, k <= self.num_items),
             [f"k must be in 1..{self.num_items} (the catalogue size), got", k],
         )
         with tf.control_dependencies([check]):
             k = tf.identity(k)
-        scores = self.model.score_items(self.encode_histories(history))
+        known = self.known_indices(history)
+        scores = self.model.score_items(self.model_input(known))
+        # Every known item of the row (not only the latest max_len) gets -inf:
+        # O(B * T) scatter, never a [B, T, N] one-hot.
+        seen = tf.stack([known.value_rowids(), known.flat_values], axis=1)
+        unseen_scores = tf.tensor_scatter_nd_update(
+            scores, seen, tf.fill(tf.shape(seen)[:1], tf.constant(-float("inf"), scores.dtype))
+        )
+        scores = tf.cond(exclude_history, lambda: unseen_scores, lambda: scores)
         top_scores, top = tf.math.top_k(scores[:, 1:], k)  # column 0 is padding
         item_ids = self.raw_id_table.lookup(tf.cast(top, tf.int64))
+        item_ids = tf.where(tf.math.is_inf(top_scores), tf.constant(""), item_ids)
         return {"item_ids": item_ids, "scores": tf.cast(top_scores, tf.float32)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serving_default(self, examples):
         features = tf.io.parse_example(examples, {HISTORY_FEATURE: tf.io.VarLenFeature(tf.string)})
         history = tf.sparse.to_dense(features[HISTORY_FEATURE], default_value="")
-        return self.top_items(history, tf.constant(self.top_k, tf.int32))
+        return self.top_items(
+            history, tf.constant(self.top_k, tf.int32), tf.constant(self.exclude_history)
+        )
 
     @tf.function(
         input_signature=[
             tf.TensorSpec([None, None], tf.string, name="history"),
             tf.TensorSpec([], tf.int32, name="k"),
+            tf.TensorSpec([], tf.bool, name="exclude_history"),
         ]
     )
-    def recommend(self, history, k):
-        return self.top_items(history, k)
+    def recommend(self, history, k, exclude_history):
+        return self.top_items(history, k, exclude_history)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history")])
     def query_embedding(self, history):
@@ -161,15 +196,16 @@ def warmup_requests(model_name, raw_ids, top_k):
     requests = []
     for signature, inputs in (
         ("serving_default", {"examples": [serialize_history_example(h) for h in histories]}),
-        ("recommend", {"history": histories, "k": min(10, top_k)}),
-        ("recommend", {"history": histories[:1], "k": top_k}),
+        ("recommend", {"history": histories, "k": min(10, top_k), "exclude_history": False}),
+        ("recommend", {"history": histories[:1], "k": top_k, "exclude_history": True}),
     ):
         request = predict_pb2.PredictRequest(
             model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
         )
+        dtypes = {"k": tf.int32, "exclude_history": tf.bool}
         for alias, value in inputs.items():
             request.inputs[alias].CopyFrom(
-                tf.make_tensor_proto(value, dtype=tf.int32 if alias == "k" else tf.string)
+                tf.make_tensor_proto(value, dtype=dtypes.get(alias, tf.string))
             )
         requests.append(
             prediction_log_pb2.PredictionLog(
@@ -185,7 +221,44 @@ def _next_version(model_dir):
     return max([int(time.time())] + [v + 1 for v in existing])
 
 
-def export_saved_model(model, vocabulary, export_dir, model_name, version=None, top_k=100):
+def _temp_prefix(version):
+    return f"{_TEMP_PREFIX}{int(version)}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _is_abandoned(model_dir, name, now):
+    """Whether ``name`` is the temp folder of an export that can no longer finish.
+
+    Ours if it names this host: abandoned once its process is gone. Another
+    host's (a shared file system): abandoned after ``STALE_TEMP_SECONDS``.
+    """
+    ours = re.match(rf"{re.escape(_TEMP_PREFIX)}\d+-{re.escape(socket.gethostname())}-(\d+)-", name)
+    if ours:
+        try:
+            os.kill(int(ours.group(1)), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+    return now - os.path.getmtime(os.path.join(model_dir, name)) > STALE_TEMP_SECONDS
+
+
+def remove_abandoned_exports(model_dir, log=print):
+    """Deletes temp folders that killed exports left in ``model_dir``; returns their names."""
+    now = time.time()
+    removed = []
+    for name in sorted(os.listdir(model_dir)):
+        if name.startswith(_TEMP_PREFIX) and _is_abandoned(model_dir, name, now):
+            shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+            removed.append(name)
+    if removed:
+        log(f"removed {len(removed)} folder(s) left by interrupted exports: {', '.join(removed)}")
+    return removed
+
+
+def export_saved_model(
+    model, vocabulary, export_dir, model_name, version=None, top_k=100, exclude_history=False
+):
     """Writes a SavedModel for TensorFlow Serving and returns its folder.
 
     The version is written to a hidden temporary folder inside
@@ -200,6 +273,8 @@ def export_saved_model(model, vocabulary, export_dir, model_name, version=None, 
         version: positive integer; default: the Unix time (as TFX's Pusher),
             bumped past the newest existing version if needed.
         top_k: items returned by ``serving_default``; clipped to N.
+        exclude_history: whether ``serving_default`` leaves out the items of
+            the history (``recommend`` has it as an input).
 
     Returns:
         ``<export_dir>/<model_name>/<version>``.
@@ -223,6 +298,7 @@ def export_saved_model(model, vocabulary, export_dir, model_name, version=None, 
     top_k = min(int(top_k), model.num_items)
     model_dir = os.path.join(export_dir, model_name)
     os.makedirs(model_dir, exist_ok=True)
+    remove_abandoned_exports(model_dir)
     if version is None:
         version = _next_version(model_dir)
     if int(version) < 1 or str(version) != str(int(version)):
@@ -231,17 +307,25 @@ def export_saved_model(model, vocabulary, export_dir, model_name, version=None, 
     if os.path.exists(final_dir):
         raise FileExistsError(f"{final_dir} already exists; pick another --version")
 
-    temp_dir = tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{int(version)}-", dir=model_dir)
+    temp_dir = tempfile.mkdtemp(prefix=_temp_prefix(version), dir=model_dir)
     try:
         with tempfile.TemporaryDirectory() as source:
             vocabulary_path = os.path.join(source, VOCABULARY_FILE)
             vocabulary.save(vocabulary_path)
-            module = RecommenderModule(model, vocabulary_path, top_k)
+            module = RecommenderModule(model, vocabulary_path, top_k, exclude_history)
             saved = os.path.join(temp_dir, "model")
             tf.saved_model.save(module, saved, signatures=module.signatures())
         _write_warmup(saved, warmup_requests(model_name, vocabulary.ids, top_k))
         with open(os.path.join(saved, "assets.extra", "export.json"), "w") as f:
-            json.dump({"model_name": model_name, "version": int(version), "top_k": top_k}, f)
+            json.dump(
+                {
+                    "model_name": model_name,
+                    "version": int(version),
+                    "top_k": top_k,
+                    "exclude_history": bool(exclude_history),
+                },
+                f,
+            )
         os.rename(saved, final_dir)  # atomic on one file system; fails if it appeared meanwhile
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -255,7 +339,9 @@ def _write_warmup(saved_dir, records):
             writer.write(record.SerializeToString())
 
 
-def export_run(run_dir, export_dir, model_name=None, version=None, top_k=100):
+def export_run(
+    run_dir, export_dir, model_name=None, version=None, top_k=100, exclude_history=False
+):
     """Exports a training run's best model (``model.keras`` + ``vocabulary.txt``).
 
     ``model_name`` defaults to the run's model kind (``config.json``).
@@ -273,5 +359,11 @@ def export_run(run_dir, export_dir, model_name=None, version=None, top_k=100):
     model = keras.models.load_model(paths["model.keras"])
     vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
     return export_saved_model(
-        model, vocabulary, export_dir, model_name or config["model"], version=version, top_k=top_k
+        model,
+        vocabulary,
+        export_dir,
+        model_name or config["model"],
+        version=version,
+        top_k=top_k,
+        exclude_history=exclude_history,
     )

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +47,19 @@ def make_model(seed=1):
 def history_tensor(histories):
     width = max(len(h) for h in histories)
     return tf.constant([h + [""] * (width - len(h)) for h in histories])
+
+
+def recommend(loaded, histories, k, exclude_history=False):
+    """Calls the ``recommend`` signature on raw histories."""
+    return loaded.signatures["recommend"](
+        history=history_tensor(histories),
+        k=tf.constant(k),
+        exclude_history=tf.constant(exclude_history),
+    )
+
+
+def decoded(item_ids):
+    return [[raw.decode() for raw in row] for row in item_ids.numpy()]
 
 
 def encode(histories):
@@ -132,6 +146,7 @@ def test_saved_model_cli_lists_the_four_signatures(exported):
         "recommend": {
             ("input", "history"): (string, "(-1, -1)"),
             ("input", "k"): ("DT_INT32", "()"),
+            ("input", "exclude_history"): ("DT_BOOL", "()"),
             ("output", "item_ids"): (string, "(-1, -1)"),
             ("output", "scores"): (floats, "(-1, -1)"),
         },
@@ -148,7 +163,7 @@ def test_saved_model_cli_lists_the_four_signatures(exported):
 
 def test_recommend_matches_the_in_memory_model(model, loaded):
     k = 7
-    result = loaded.signatures["recommend"](history=history_tensor(HISTORIES), k=tf.constant(k))
+    result = recommend(loaded, HISTORIES, k)
     top, scores = model.recommend(encode(HISTORIES), k=k)
     expected_ids = [VOCABULARY.decode(row) for row in np.asarray(top)]
     got_ids = [[raw.decode() for raw in row] for row in result["item_ids"].numpy()]
@@ -158,7 +173,7 @@ def test_recommend_matches_the_in_memory_model(model, loaded):
 
 def test_long_history_keeps_the_latest_items_and_unknown_ids_are_dropped(loaded):
     def answer(histories):
-        out = loaded.signatures["recommend"](history=history_tensor(histories), k=tf.constant(5))
+        out = recommend(loaded, histories, 5)
         return out["item_ids"].numpy().tolist(), out["scores"].numpy()
 
     long_history = HISTORIES[1]
@@ -175,9 +190,7 @@ def test_long_history_keeps_the_latest_items_and_unknown_ids_are_dropped(loaded)
 def test_serving_default_agrees_with_recommend(loaded):
     examples = tf.constant([serialize_history_example(h) for h in HISTORIES])
     by_example = loaded.signatures["serving_default"](examples=examples)
-    by_history = loaded.signatures["recommend"](
-        history=history_tensor(HISTORIES), k=tf.constant(TOP_K)
-    )
+    by_history = recommend(loaded, HISTORIES, TOP_K)
     assert by_example["item_ids"].shape == (len(HISTORIES), TOP_K)
     np.testing.assert_array_equal(by_example["item_ids"].numpy(), by_history["item_ids"].numpy())
     np.testing.assert_allclose(by_example["scores"].numpy(), by_history["scores"].numpy(), 1e-6)
@@ -205,7 +218,41 @@ def test_embeddings_match_the_in_memory_model(model, loaded):
 )
 def test_bad_requests_raise_invalid_argument(loaded, histories, k, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
-        loaded.signatures["recommend"](history=history_tensor(histories), k=tf.constant(k))
+        recommend(loaded, histories, k)
+
+
+def test_exclude_history_leaves_out_every_known_item_of_the_row(loaded):
+    """Not only the latest max_len items: the whole row's known ids are excluded."""
+    k = 8
+    excluded = recommend(loaded, HISTORIES, k, exclude_history=True)
+    everything = recommend(loaded, HISTORIES, NUM_ITEMS)
+    for row, history in enumerate(HISTORIES):
+        ranked = decoded(everything["item_ids"])[row]
+        scores = everything["scores"].numpy()[row]
+        expected = [(raw, s) for raw, s in zip(ranked, scores) if raw not in history][:k]
+        assert decoded(excluded["item_ids"])[row] == [raw for raw, _ in expected]
+        np.testing.assert_allclose(excluded["scores"].numpy()[row], [s for _, s in expected], 1e-6)
+    assert set(HISTORIES[1]).isdisjoint(decoded(excluded["item_ids"])[1])  # 11 items > max_len
+
+
+def test_exclude_history_with_k_beyond_the_unseen_items_pads_with_empty_ids(loaded):
+    history = [f"i{i}" for i in range(1, NUM_ITEMS - 1)]  # all but 2 items seen
+    result = recommend(loaded, [history], 5, exclude_history=True)
+    ids, scores = decoded(result["item_ids"])[0], result["scores"].numpy()[0]
+    assert sorted(ids[:2]) == [f"i{NUM_ITEMS - 1}", f"i{NUM_ITEMS}"]
+    assert ids[2:] == ["", "", ""] and np.all(np.isneginf(scores[2:]))
+    assert np.all(np.isfinite(scores[:2]))
+
+
+def test_serving_default_follows_the_exports_exclude_history(model, loaded, tmp_path):
+    path = export_saved_model(
+        model, VOCABULARY, str(tmp_path), "hybrid", version=1, top_k=TOP_K, exclude_history=True
+    )
+    assert json.loads(Path(path, "assets.extra", "export.json").read_text())["exclude_history"]
+    examples = tf.constant([serialize_history_example(h) for h in HISTORIES])
+    by_example = tf.saved_model.load(path).signatures["serving_default"](examples=examples)
+    by_history = recommend(loaded, HISTORIES, TOP_K, exclude_history=True)
+    np.testing.assert_array_equal(by_example["item_ids"].numpy(), by_history["item_ids"].numpy())
 
 
 def test_example_without_history_feature_is_rejected(loaded):
@@ -257,6 +304,32 @@ def test_failed_export_leaves_no_version_and_no_temp_folder(model, tmp_path, mon
     with pytest.raises(OSError, match="disk full"):
         export_saved_model(model, VOCABULARY, str(tmp_path), "hybrid", version=5)
     assert os.listdir(tmp_path / "hybrid") == []
+
+
+def test_export_removes_folders_of_killed_exports_only(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_lib.tf.saved_model, "save", _fake_save)
+    model_dir = tmp_path / "hybrid"
+    host = socket.gethostname()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    names = {
+        "killed": f".tmp-export-7-{host}-{dead}-abc",
+        "running": f".tmp-export-8-{host}-{os.getpid()}-def",
+        "other_host_old": ".tmp-export-9-elsewhere-123-ghi",
+        "other_host_recent": ".tmp-export-10-elsewhere-456-jkl",
+    }
+    for name in names.values():
+        (model_dir / name).mkdir(parents=True)
+    old = time.time() - export_lib.STALE_TEMP_SECONDS - 60
+    os.utime(model_dir / names["other_host_old"], (old, old))
+    export_saved_model(model, VOCABULARY, str(tmp_path), "hybrid", version=11)
+    assert sorted(os.listdir(model_dir)) == sorted(
+        ["11", names["running"], names["other_host_recent"]]
+    )
 
 
 def test_default_version_is_a_timestamp_after_existing_ones(model, tmp_path, monkeypatch):
