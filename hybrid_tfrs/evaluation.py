@@ -1,4 +1,4 @@
-"""Leave-one-out next-item evaluation (DESIGN.md §5), numpy, batched.
+"""Leave-one-out next-item evaluation (docs/design.md#protocols), numpy, batched.
 
 The model is a callable ``score_fn(histories int32 [B, L]) -> dict`` with
 ``"scores"``: float [B, N + 1], a score for every item index (0 is padding and
