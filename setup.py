@@ -40,11 +40,11 @@ setup(
         "numpy>=1.26,<3",
         "absl-py>=2.1,<3",
         "pyarrow>=16",
+        "matplotlib>=3.8",  # the per-run report (hybrid_tfrs.report)
     ],
     extras_require={
         "tfrs": ["tensorflow-recommenders>=0.7.3,<0.8", "tf-keras>=2.20,<2.22"],
         "serving": ["tensorflow-serving-api>=2.20,<2.22", "grpcio>=1.60", "requests>=2.31"],
-        "bench": ["matplotlib>=3.8"],
         "dev": ["pytest>=8", "jax[cpu]>=0.6", "ruff>=0.6"],
     },
     entry_points={

@@ -77,7 +77,9 @@ def test_train_exports_the_best_model_for_serving(trained_run):
     assert f"exported {versions[0]}" in result.stdout
     loaded = tf.saved_model.load(str(versions[0]))
     vocabulary = (out / "vocabulary.txt").read_text().split()
-    answer = loaded.signatures["recommend"](history=tf.constant([vocabulary[:5]]), k=tf.constant(7))
+    answer = loaded.signatures["recommend"](
+        history=tf.constant([vocabulary[:5]]), k=tf.constant(7), exclude_history=tf.constant(False)
+    )
     assert answer["item_ids"].shape == (1, 7)
 
 
