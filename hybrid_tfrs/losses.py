@@ -2,7 +2,11 @@
 
 Every loss reads the query vectors at every position ([B, L, d]), the shared
 item table ([N + 1, d], row 0 = padding) and the next-item targets ([B, L],
-0 = no loss at that position), and returns the mean over non-padded positions.
+0 = no loss at that position), and returns the mean over the batch's targets
+(non-padded positions), or with ``normalizer`` their sum divided by it: a
+constant normalizer gives every target the same weight whatever the batch it
+falls in (length bucketing makes batches of short histories hold few targets,
+so a per-batch mean weighs each of them more).
 """
 
 from hybrid_tfrs.backend import keras, ops, random
@@ -20,18 +24,22 @@ def _flatten(hidden, targets):
     return queries, targets, weights
 
 
-def _masked_mean(per_position, weights):
-    return ops.sum(per_position * weights) / ops.maximum(ops.sum(weights), 1.0)
+def _reduce(per_position, weights, normalizer):
+    """Mean over the targets (``normalizer`` None), or their sum / ``normalizer``."""
+    total = ops.sum(per_position * weights)
+    if normalizer is None:
+        return total / ops.maximum(ops.sum(weights), 1.0)
+    return total / normalizer
 
 
-def full_softmax_loss(hidden, item_table, targets):
+def full_softmax_loss(hidden, item_table, targets, normalizer=None):
     """Cross-entropy over the whole catalogue (item 0 is never a class)."""
     queries, targets, weights = _flatten(hidden, targets)
     logits = ops.matmul(queries, ops.transpose(item_table))  # [BL, N + 1]
     padding_column = ops.one_hot(ops.zeros_like(targets), ops.shape(item_table)[0])
     logits = logits + padding_column * _NEG_INF
     per_position = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
-    return _masked_mean(per_position, weights)
+    return _reduce(per_position, weights, normalizer)
 
 
 def sample_negatives(targets, weights, num_items, num_negatives, sampler, seed):
@@ -79,6 +87,7 @@ def sampled_softmax_loss(
     logq_correction=True,
     remove_accidental_hits=True,
     seed=None,
+    normalizer=None,
 ):
     """Softmax over [own target] + shared sampled negatives.
 
@@ -109,10 +118,10 @@ def sampled_softmax_loss(
     per_position = keras.losses.sparse_categorical_crossentropy(
         ops.zeros_like(targets), logits, from_logits=True
     )
-    return _masked_mean(per_position, weights)
+    return _reduce(per_position, weights, normalizer)
 
 
-def bce_loss(hidden, item_table, targets, seed=None):
+def bce_loss(hidden, item_table, targets, seed=None, normalizer=None):
     """SASRec / FMLP-Rec objective: BCE on the target and one uniform negative.
 
     A negative that equals the target carries no loss.
@@ -124,4 +133,4 @@ def bce_loss(hidden, item_table, targets, seed=None):
     negative_logits = ops.sum(queries * ops.take(item_table, negatives, axis=0), axis=-1)
     negative_weight = ops.cast(ops.not_equal(negatives, targets), queries.dtype)
     per_position = ops.softplus(-positive_logits) + negative_weight * ops.softplus(negative_logits)
-    return _masked_mean(per_position, weights)
+    return _reduce(per_position, weights, normalizer)

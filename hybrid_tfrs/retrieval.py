@@ -8,6 +8,11 @@ vector against the item table.
 
 import numpy as np
 
+# What Keras's own losses do under tf.distribute (a no-op otherwise): the
+# optimizer sums the replicas' gradients, so a per-replica mean must be divided
+# by the number of replicas.
+from keras.src.losses.loss import scale_loss_for_distribution
+
 from hybrid_tfrs import losses
 from hybrid_tfrs.backend import LEGACY_KERAS, keras, ops, random
 from hybrid_tfrs.encoders import check_item_ids
@@ -17,6 +22,9 @@ if LEGACY_KERAS:
         "hybrid_tfrs.retrieval is the Keras 3 model; with TF_USE_LEGACY_KERAS=1 use "
         "hybrid_tfrs.tfrs_model.TFRSRetrievalModel instead"
     )
+
+
+LOSS_NORMALIZATIONS = ("batch", "target")
 
 
 def last_position(item_ids):
@@ -36,6 +44,11 @@ class SequentialRetrievalModel(keras.Model):
         num_negatives, sampler, logq_correction, remove_accidental_hits:
             sampled-softmax settings (see ``hybrid_tfrs.losses``).
         seed: seed of the negative samplers.
+        loss_normalization: ``"batch"`` (default): the mean over each batch's
+            targets; ``"target"``: the targets' sum / ``targets_per_batch``, so
+            every target weighs the same whatever batch it falls in.
+        targets_per_batch: mean number of targets in a (global) training
+            batch, needed by ``loss_normalization="target"``.
 
     ``fit`` takes ``(item_ids [B, L], targets [B, L])`` with ``targets[b, t]`` the
     item after ``item_ids[b, t]`` (0 = no loss).
@@ -50,6 +63,8 @@ class SequentialRetrievalModel(keras.Model):
         logq_correction=True,
         remove_accidental_hits=True,
         seed=None,
+        loss_normalization="batch",
+        targets_per_batch=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -59,6 +74,16 @@ class SequentialRetrievalModel(keras.Model):
             raise ValueError(f"sampler must be one of {losses.NEGATIVE_SAMPLERS}, got {sampler!r}")
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        if loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(
+                f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, "
+                f"got {loss_normalization!r}"
+            )
+        if loss_normalization == "target" and not (targets_per_batch or 0) > 0:
+            raise ValueError(
+                "loss_normalization='target' needs targets_per_batch > 0, "
+                f"got {targets_per_batch!r}"
+            )
         self.encoder = encoder
         self.loss_name = loss
         self.num_negatives = num_negatives
@@ -66,6 +91,8 @@ class SequentialRetrievalModel(keras.Model):
         self.logq_correction = logq_correction
         self.remove_accidental_hits = remove_accidental_hits
         self.seed = seed
+        self.loss_normalization = loss_normalization
+        self.targets_per_batch = None if targets_per_batch is None else float(targets_per_batch)
         self.seed_generator = random.SeedGenerator(seed)
         if encoder.built:
             self.build((None, encoder.max_len))
@@ -92,20 +119,27 @@ class SequentialRetrievalModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         table = self.encoder.item_embeddings
+        normalizer = self.targets_per_batch if self.loss_normalization == "target" else None
         if self.loss_name == "softmax":
-            return losses.full_softmax_loss(y_pred, table, y)
-        if self.loss_name == "bce":
-            return losses.bce_loss(y_pred, table, y, seed=self.seed_generator)
-        return losses.sampled_softmax_loss(
-            y_pred,
-            table,
-            y,
-            num_negatives=self.num_negatives,
-            sampler=self.sampler,
-            logq_correction=self.logq_correction,
-            remove_accidental_hits=self.remove_accidental_hits,
-            seed=self.seed_generator,
-        )
+            loss = losses.full_softmax_loss(y_pred, table, y, normalizer=normalizer)
+        elif self.loss_name == "bce":
+            loss = losses.bce_loss(
+                y_pred, table, y, seed=self.seed_generator, normalizer=normalizer
+            )
+        else:
+            loss = losses.sampled_softmax_loss(
+                y_pred,
+                table,
+                y,
+                num_negatives=self.num_negatives,
+                sampler=self.sampler,
+                logq_correction=self.logq_correction,
+                remove_accidental_hits=self.remove_accidental_hits,
+                seed=self.seed_generator,
+                normalizer=normalizer,
+            )
+        # A per-replica sum over a global normalizer already adds up right.
+        return loss if normalizer is not None else scale_loss_for_distribution(loss)
 
     def query_embedding(self, item_ids, return_alpha=False):
         """Query vector at each row's last item: [B, d] (and alpha [B] or None)."""
@@ -158,6 +192,8 @@ class SequentialRetrievalModel(keras.Model):
             logq_correction=self.logq_correction,
             remove_accidental_hits=self.remove_accidental_hits,
             seed=self.seed,
+            loss_normalization=self.loss_normalization,
+            targets_per_batch=self.targets_per_batch,
         )
         return config
 

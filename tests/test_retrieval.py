@@ -35,6 +35,31 @@ def test_full_softmax_loss_matches_numpy():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["full_softmax_loss", "bce_loss", "sampled_softmax_loss"])
+def test_a_normalizer_turns_the_mean_over_targets_into_sum_over_normalizer(loss):
+    hidden, table, targets = _loss_inputs()
+    count = int((targets > 0).sum())
+    kwargs = {} if loss == "full_softmax_loss" else {"seed": 1}  # the same negatives twice
+    mean = float(getattr(losses, loss)(hidden, table, targets, **kwargs))
+    summed = float(getattr(losses, loss)(hidden, table, targets, normalizer=4.0, **kwargs))
+    np.testing.assert_allclose(summed, mean * count / 4.0, rtol=1e-5)
+
+
+def test_target_normalization_weighs_each_target_alike_and_round_trips():
+    encoder = build_encoder("sasrec", num_items=9, max_len=5, hidden_dim=4, num_heads=1)
+    model = SequentialRetrievalModel(encoder, loss_normalization="target", targets_per_batch=6)
+    hidden, _, targets = _loss_inputs(dim=4)
+    per_target = float(losses.full_softmax_loss(hidden, encoder.item_embeddings, targets))
+    loss = float(model.compute_loss(y=targets, y_pred=hidden))
+    np.testing.assert_allclose(loss, per_target * (targets > 0).sum() / 6, rtol=1e-5)
+    config = SequentialRetrievalModel.from_config(model.get_config()).get_config()
+    assert (config["loss_normalization"], config["targets_per_batch"]) == ("target", 6.0)
+    with pytest.raises(ValueError, match="needs targets_per_batch > 0"):
+        SequentialRetrievalModel(encoder, loss_normalization="target")
+    with pytest.raises(ValueError, match="loss_normalization must be one of"):
+        SequentialRetrievalModel(encoder, loss_normalization="mean")
+
+
 def test_sampled_softmax_with_all_items_as_uniform_negatives_approaches_full_softmax():
     hidden, table, targets = _loss_inputs(num_items=9)
     seed = keras.random.SeedGenerator(0)
