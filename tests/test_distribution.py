@@ -32,8 +32,9 @@ def trained(strategy):
         keras.utils.set_random_seed(1)
         encoder = build_encoder("sasrec", num_items=30, max_len=6, hidden_dim=8, num_heads=1,
                                 dropout_rate=0.0)
+        per_batch = 8.5 if normalization == "target" else None
         model = SequentialRetrievalModel(encoder, loss_normalization=normalization,
-                                         targets_per_batch=8.5 if normalization == "target" else None)
+                                         targets_per_batch=per_batch)
         model.compile(optimizer=keras.optimizers.SGD(0.5))
         model.fit(data, epochs=1, verbose=0)
     return [np.asarray(w) for w in model.weights]
