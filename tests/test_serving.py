@@ -17,10 +17,11 @@ import requests
 from hybrid_tfrs import SequentialRetrievalModel, build_encoder
 from hybrid_tfrs.data import Vocabulary, pad_latest
 from hybrid_tfrs.export import export_saved_model
-from serving import ServingError
-from serving import client as client_lib
-from serving.client import GrpcClient, RestClient, history_array
-from serving.server import Batcher, read_model_config_file
+from hybrid_tfrs.serving import ServingError
+from hybrid_tfrs.serving import client as client_lib
+from hybrid_tfrs.serving.batching import Batcher
+from hybrid_tfrs.serving.client import GrpcClient, RestClient, history_array
+from hybrid_tfrs.serving.versions import read_model_config_file
 
 NUM_ITEMS, MAX_LEN, HIDDEN, TOP_K = 40, 6, 16, 10
 VOCABULARY = Vocabulary([f"i{i}" for i in range(1, NUM_ITEMS + 1)])
