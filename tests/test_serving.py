@@ -1,5 +1,6 @@
 """Serving: the local server in a subprocess, answered over gRPC and REST by one client API."""
 
+import contextlib
 import os
 import queue
 import socket
@@ -80,31 +81,25 @@ def _wait_for_line(process, timeout_s):
         return ""
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serving")
-    base_path = root / "models" / "hybrid"
-    model_v1 = make_model(seed=1)
-    export_saved_model(model_v1, VOCABULARY, str(root / "models"), "hybrid", version=1, top_k=TOP_K)
-    leftover = base_path / ".tmp-export-2-crashed"  # an export that died half-way
-    leftover.mkdir()
-    (leftover / "saved_model.pb").write_bytes(b"truncated")
+@contextlib.contextmanager
+def running_server(base_path, log_path, *flags, module="serving.server"):
+    """The server subprocess on free loopback ports: yields (process, grpc port, rest port).
+
+    Waits for its ready line, and on exit stops it and asserts a clean exit (0).
+    """
     grpc_port, rest_port = free_port(), free_port()
-    log_path = root / "server.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "serving.server",
+                module,
                 f"--port={grpc_port}",
                 f"--rest_api_port={rest_port}",
                 "--model_name=hybrid",
                 f"--model_base_path={base_path}",
-                "--file_system_poll_wait_seconds=0.2",
-                "--enable_batching",
-                "--batch_timeout_micros=2000",
                 "--bind_address=127.0.0.1",
+                *flags,
             ],
             cwd=Path(__file__).resolve().parents[1],
             stdout=subprocess.PIPE,
@@ -114,10 +109,10 @@ def served(tmp_path_factory):
         )
     try:
         ready = _wait_for_line(process, timeout_s=180)
-        assert ready.strip() == (
-            f"serving hybrid version 1 on grpc port {grpc_port}, rest port {rest_port}"
-        ), f"server not ready: {ready!r}\n{log_path.read_text()[-3000:]}"
-        yield Served(process, grpc_port, rest_port, base_path, model_v1, log_path)
+        assert ready.strip().startswith("serving hybrid version ") and ready.strip().endswith(
+            f"on grpc port {grpc_port}, rest port {rest_port}"
+        ), f"server not ready: {ready!r}\n{Path(log_path).read_text()[-3000:]}"
+        yield process, grpc_port, rest_port
     finally:
         process.terminate()
         try:
@@ -126,6 +121,25 @@ def served(tmp_path_factory):
             process.kill()
             returncode = "killed after SIGTERM timeout"
     assert returncode == 0, f"server did not stop cleanly: {returncode}"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    base_path = root / "models" / "hybrid"
+    model_v1 = make_model(seed=1)
+    export_saved_model(model_v1, VOCABULARY, str(root / "models"), "hybrid", version=1, top_k=TOP_K)
+    leftover = base_path / ".tmp-export-2-crashed"  # an export that died half-way
+    leftover.mkdir()
+    (leftover / "saved_model.pb").write_bytes(b"truncated")
+    log_path = root / "server.log"
+    flags = (
+        "--file_system_poll_wait_seconds=0.2",
+        "--enable_batching",
+        "--batch_timeout_micros=2000",
+    )
+    with running_server(base_path, log_path, *flags) as (process, grpc_port, rest_port):
+        yield Served(process, grpc_port, rest_port, base_path, model_v1, log_path)
 
 
 @pytest.fixture(scope="module")

@@ -126,6 +126,12 @@ class Signature:
             if code in ("INTERNAL", "UNKNOWN") and _is_parse_error(error):
                 code = "INVALID_ARGUMENT"
             raise ServingError(code, op_error_message(error)) from None
+        except UnicodeDecodeError:  # TF's error message quoted non-UTF-8 bytes of the request
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"signature {self.name!r} could not read the request's values "
+                "(e.g. a serialized tf.Example that does not parse)",
+            ) from None
         return {alias: tensor.numpy() for alias, tensor in outputs.items()}
 
 
