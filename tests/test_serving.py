@@ -318,6 +318,93 @@ def test_client_cli_prints_a_table_or_a_one_line_error(served, capsys):
     assert captured.err.startswith("error: INVALID_ARGUMENT: k must be in 1..40")
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_exclude_history_is_sent_only_when_the_signature_takes_it(served, clients, transport):
+    client = clients[transport]
+    inputs = client.metadata()["signatures"]["recommend"]["inputs"]
+    if "exclude_history" in inputs:  # an export with the input
+        result = client.recommend(HISTORIES[:1], k=5, exclude_history=True)
+        assert not set(result.item_ids[0]) & set(HISTORIES[0])
+    else:
+        with pytest.raises(ValueError, match="has no exclude_history input"):
+            client.recommend(HISTORIES[:1], k=5, exclude_history=True)
+    assert client.recommend(HISTORIES[:1], k=5).item_ids  # default False: works on both
+
+
+class FakeTransport(client_lib._Client):
+    """A client whose server's recommend signature gains exclude_history after a while."""
+
+    def __init__(self):
+        super().__init__("hybrid", timeout=1)
+        self.takes_exclude_history = False
+        self.sent = []
+
+    def _metadata(self, version):
+        inputs = {"history": {"dtype": "DT_STRING"}, "k": {"dtype": "DT_INT32"}}
+        if self.takes_exclude_history:
+            inputs["exclude_history"] = {"dtype": "DT_BOOL"}
+        return 1, {"signature_def": {"recommend": {"inputs": inputs}}}
+
+    def _predict(self, inputs, signature, version, output_aliases):
+        self.sent.append(sorted(inputs))
+        if ("exclude_history" in inputs) != self.takes_exclude_history:
+            raise ServingError("INVALID_ARGUMENT", "missing: ['exclude_history'], unexpected: []")
+        rows = len(inputs["history"])
+        return {"item_ids": np.full((rows, 1), b"i9", object), "scores": np.ones((rows, 1))}, 1
+
+
+def test_client_learns_the_recommend_inputs_and_follows_a_change():
+    client = FakeTransport()
+    assert client.recommend([["i1"]], k=1).item_ids == [["i9"]]
+    assert client.sent == [["history", "k"]]
+    client.takes_exclude_history = True  # a new version was swapped in
+    client.recommend([["i1"]], k=1)
+    assert client.sent[1:] == [["history", "k"], ["exclude_history", "history", "k"]]
+    client.recommend([["i1"]], k=1, exclude_history=True)
+    assert client.sent[-1] == ["exclude_history", "history", "k"]
+
+
+def test_client_cli_exclude_history_and_the_serving_wrapper(served, repo_root, capsys):
+    argv = ["--rest", served.rest_url, "--model", "hybrid", "--history", "i1", "--k", "2"]
+    inputs = client_lib.RestClient(served.rest_url, "hybrid").metadata()["signatures"]
+    if "exclude_history" not in inputs["recommend"]["inputs"]:
+        assert client_lib.main(argv + ["--exclude_history"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "has no exclude_history input" in err
+    wrapped = subprocess.run(
+        [sys.executable, "-m", "serving.client", *argv],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert wrapped.returncode == 0, wrapped.stderr[-2000:]
+    assert f"model hybrid version newest via rest {served.rest_url}" in wrapped.stdout
+
+
+def test_client_flags_and_rest_import_neither_tensorflow_nor_grpc(repo_root):
+    """With the package's own __init__ skipped (it imports keras), the client stays light."""
+    code = f"""
+import sys, types
+package = types.ModuleType("hybrid_tfrs")
+package.__path__ = [{str(repo_root / "hybrid_tfrs")!r}]
+sys.modules["hybrid_tfrs"] = package
+from hybrid_tfrs.serving import client
+try:
+    client.main(["--model"])
+except SystemExit as stop:
+    assert stop.code == 2, stop.code
+assert client.main(["--rest", "http://127.0.0.1:9", "--model", "m", "--history", "i1"]) == 1
+heavy = sorted(name for name in ("tensorflow", "grpc", "keras") if name in sys.modules)
+assert not heavy, heavy
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "error: UNAVAILABLE: http://127.0.0.1:9" in result.stderr
+
+
 def test_new_version_is_picked_up_while_clients_query(served):
     """Exports version 2 while three clients loop; no request fails, answers switch to v2."""
     history, k = [HISTORIES[0]], 5
