@@ -324,9 +324,17 @@ def test_a_client_hanging_up_early_is_one_quiet_log_line(server):
         sock.sendall(post_head(f"Content-Length: {len(body)}").encode() + b"\r\n\r\n" + body)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         sock.close()  # reset before the answer
-    server.assert_serving()
+    with GrpcClient(server.grpc_target, "hybrid", timeout=0.005) as impatient:
+        for _ in range(3):  # gRPC: the client's deadline passes before the answer
+            with pytest.raises(ServingError):
+                impatient.recommend([["i1"]] * MAX_ROWS, k=10)
+    deadline = time.monotonic() + 30
+    while server.log_path.read_text().count("hung up") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     log_text = server.log_path.read_text()
+    assert log_text.count("rest: client 127.0.0.1 hung up") == 3
     assert "Traceback" not in log_text and "Exception" not in log_text
+    server.assert_serving()
 
 
 # ------------------------------------------------------------- queue and batcher

@@ -211,6 +211,9 @@ class RestHandler(BaseHTTPRequestHandler):
         try:
             raw_body = self._read_body()
             status, body = 200, self._route(method, raw_body)
+        except ConnectionError:  # while reading the body
+            self._hung_up()
+            return
         except ServingError as error:
             status = error.http_status or HTTP_STATUS.get(error.code, 500)
             body = {"error": clip(error.message, MESSAGE_LIMIT)}
@@ -229,13 +232,12 @@ class RestHandler(BaseHTTPRequestHandler):
                 self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(payload)
-        except (ConnectionError, TimeoutError) as error:
-            log.info(
-                "rest: client %s left before the answer (%s)",
-                self.client_address[0],
-                error.strerror or "timeout",
-            )
-            self.close_connection = True
+        except (ConnectionError, TimeoutError):
+            self._hung_up()
+
+    def _hung_up(self):
+        log.info("rest: client %s hung up before the answer", self.client_address[0])
+        self.close_connection = True
 
     def _read_body(self):
         """The request body, read only within the size limit and the read timeout."""
@@ -369,7 +371,7 @@ class RestServer(ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         error = sys.exc_info()[1]
         if isinstance(error, ConnectionError | TimeoutError):
-            log.info("rest: connection from %s ended early", client_address[0])
+            log.info("rest: client %s hung up", client_address[0])
         else:
             log.exception("rest: error on a connection from %s", client_address[0])
 
