@@ -275,7 +275,7 @@ def test_bad_requests_get_tf_serving_status_codes(served, clients, transport, ca
 
 def test_rest_rejects_malformed_bodies_with_a_json_error(served, clients):
     url = f"{served.rest_url}/v1/models/hybrid:predict"
-    for body in (b"not json", b'{"instances": [{"history": ["i1"]}]}'):
+    for body in (b"not json", b'{"inputs": {}, "instances": []}'):
         response = requests.post(url, data=body, timeout=30)
         assert response.status_code == 400
         assert set(response.json()) == {"error"}

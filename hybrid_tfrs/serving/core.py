@@ -81,10 +81,8 @@ class ModelServer:
         signature = servable.signature(signature_name)
         signature.check(inputs, self.limits.max_rows_per_request)
         if output_filter:
-            unknown = sorted(
-                clip(alias, 50)
-                for alias in set(output_filter) - set(signature_outputs(servable, signature.name))
-            )
+            outputs = servable.signature_defs[signature.name].outputs
+            unknown = sorted(clip(alias, 50) for alias in set(output_filter) - set(outputs))
             if unknown:
                 raise ServingError(
                     "INVALID_ARGUMENT",
@@ -113,8 +111,3 @@ class ModelServer:
             entry.status.error_code = error_codes_pb2.Code.Value(code)
             entry.status.error_message = message
         return response
-
-
-def signature_outputs(servable, signature_name):
-    """The output aliases of a signature, from its SignatureDef."""
-    return set(servable.signature_defs[signature_name].outputs)

@@ -19,11 +19,10 @@ from tensorflow_serving.apis import (
 )
 
 from hybrid_tfrs.serving import ServingError, clip
+from hybrid_tfrs.serving.limits import MAX_RANK, MESSAGE_LIMIT
 
 log = logging.getLogger("hybrid_tfrs.serving")
 
-MAX_RANK = 32
-MESSAGE_LIMIT = 1000  # characters of an error message sent back
 # dtypes a request may carry: numbers, bools and strings.
 _ACCEPTED_DTYPES = {
     types_pb2.DT_STRING,

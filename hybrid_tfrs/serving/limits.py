@@ -3,7 +3,9 @@
 Each field of ``Limits`` is also a server flag of the same name (``--<field>``);
 ``define_flags`` declares them from the fields, so the defaults below are the
 flags' defaults. A request over a limit is refused before its data is
-allocated, with the code named in the field's help.
+allocated, with the code named in the field's help. The fixed limits below
+have no flag; ``hybrid_tfrs.serving.ECHO_LIMIT`` (200) caps the user input an
+error message repeats.
 """
 
 import dataclasses
@@ -11,6 +13,8 @@ import dataclasses
 from absl import flags
 
 MIB = 2**20
+MAX_RANK = 32  # dimensions of a request tensor (gRPC) or nesting of JSON lists (REST)
+MESSAGE_LIMIT = 1000  # characters of an error message sent back
 
 
 def _limit(default, help_text, kind=int):

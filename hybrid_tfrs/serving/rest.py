@@ -21,12 +21,11 @@ from google.protobuf import json_format
 
 from hybrid_tfrs.serving import HTTP_STATUS, ServingError, clip
 from hybrid_tfrs.serving.batching import stack_rows
+from hybrid_tfrs.serving.limits import MAX_RANK, MESSAGE_LIMIT
 from hybrid_tfrs.serving.servable import dtype_name
 
 log = logging.getLogger("hybrid_tfrs.serving")
 
-MAX_RANK = 32
-MESSAGE_LIMIT = 1000  # characters of an error message sent back
 _REST_PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"

@@ -226,9 +226,17 @@ class VersionManager:
             self.failed = failed
 
     def _load(self, version, path):
+        """The loaded (and warmed up) version; LoadError if it cannot be served."""
         started = time.perf_counter()
-        servable = Servable(self.name, version, path)
-        replayed = servable.warm_up(self.max_rows) if self.warmup else 0
+        try:
+            servable = Servable(self.name, version, path)
+            replayed = servable.warm_up(self.max_rows) if self.warmup else 0
+        except LoadError:
+            raise
+        except Exception as error:  # noqa: BLE001 (whatever breaks, this version is failed)
+            log.exception("loading %s version %d failed unexpectedly", self.name, version)
+            first_line = clip(str(error).strip().split("\n")[0], 500)
+            raise LoadError("UNKNOWN", f"cannot load {path}: {first_line}") from None
         log.info(
             "loaded %s version %d in %.1fs (%d warmup requests)",
             self.name,
