@@ -169,7 +169,7 @@ def rest_case(rng):
     ]
     path = rng.choice(paths).encode("utf-8", "replace").decode("latin-1", "replace")
     path = re.sub(r"[\s\x00]", "_", path)[:2000] or "/"
-    method = rng.choice(["GET", "POST", "POST", "POST"])
+    method = rng.choice(["GET", "POST", "POST", "POST", "PUT", "DELETE"])
     valid = {"signature_name": "recommend", "inputs": {"history": HISTORIES, "k": 3}}
     choice = rng.randrange(4)
     may_be_valid = False

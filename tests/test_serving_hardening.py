@@ -201,6 +201,13 @@ def test_rest_body_over_the_limit_is_refused_unread(server, length):
     assert (rss_after - rss_before) / 1024 < 50 and (virtual_after - virtual_before) / 1024 < 200
 
 
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_rest_other_methods_are_405(server, method):
+    head = f"{method} /v1/models/hybrid HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2"
+    status, body, closed = http_exchange(server.rest_port, head, b"{}")
+    assert (status, closed) == (405, True) and "not allowed" in body["error"]
+
+
 @pytest.mark.parametrize("length", ["-1", "abc", "1e3", " "])
 def test_rest_content_length_not_a_count_is_400(server, length):
     status, body, closed = http_exchange(server.rest_port, post_head(f"Content-Length: {length}"))

@@ -206,6 +206,12 @@ class RestHandler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server method name)
         self._handle("POST")
 
+    def _method_not_allowed(self):
+        self.close_connection = True  # its body, if any, is not read
+        self._reply(405, {"error": f"method {clip(self.command, 20)} not allowed: GET or POST"})
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _method_not_allowed
+
     def _handle(self, method):
         try:
             raw_body = self._read_body()
