@@ -206,6 +206,13 @@ def test_metadata_and_status(served, clients, transport):
     assert clients[transport].status(version=1) == status
 
 
+def recommend_inputs(client, **inputs):
+    """``inputs`` of the recommend signature, with exclude_history=False if the export takes it."""
+    if "exclude_history" in client.metadata()["signatures"]["recommend"]["inputs"]:
+        inputs.setdefault("exclude_history", np.bool_(False))
+    return inputs
+
+
 BAD_REQUESTS = {
     "unknown model": ("NOT_FOUND", lambda c: c.recommend(HISTORIES, 3), "nope", None),
     "unknown version": ("NOT_FOUND", lambda c: c.recommend(HISTORIES, 3, version=7), None, None),
@@ -218,7 +225,8 @@ BAD_REQUESTS = {
     "int history": (
         "INVALID_ARGUMENT",
         lambda c: c.predict(
-            {"history": np.array([[12, 55]], np.int32), "k": np.int32(3)}, "recommend"
+            recommend_inputs(c, history=np.array([[12, 55]], np.int32), k=np.int32(3)),
+            "recommend",
         ),
         None,
         "DT_STRING",
@@ -226,14 +234,15 @@ BAD_REQUESTS = {
     "history of rank 1": (
         "INVALID_ARGUMENT",
         lambda c: c.predict(
-            {"history": history_array([["i1", "i2"]])[0], "k": np.int32(3)}, "recommend"
+            recommend_inputs(c, history=history_array([["i1", "i2"]])[0], k=np.int32(3)),
+            "recommend",
         ),
         None,
         "shape",
     ),
     "missing k": (
         "INVALID_ARGUMENT",
-        lambda c: c.predict({"history": history_array(HISTORIES)}, "recommend"),
+        lambda c: c.predict(recommend_inputs(c, history=history_array(HISTORIES)), "recommend"),
         None,
         "missing: ['k']",
     ),

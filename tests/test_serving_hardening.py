@@ -242,32 +242,71 @@ def rest_predict(server, body):
     return response.status_code, response.json()
 
 
-BAD_REST_BODIES = {
-    "signature_name a list": {"signature_name": ["recommend"], "inputs": {}},
-    "signature_name an object": {"signature_name": {"a": 1}, "inputs": {}},
-    "lone surrogate": b'{"signature_name": "recommend", '
-    b'"inputs": {"history": [["\\ud800"]], "k": 3}}',
-    "JSON nested 5000 deep": b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-    "lists nested 40 deep": {
-        "signature_name": "recommend",
-        "inputs": {"history": json.loads("[" * 40 + '"i1"' + "]" * 40), "k": 3},
-    },
-    "k out of int32": {"signature_name": "recommend", "inputs": {"history": [["i1"]], "k": 2**40}},
-    "not UTF-8": b'{"inputs": "\xff\xfe"}',
-    "both formats": {"inputs": {}, "instances": []},
-    "instances empty": {"signature_name": "recommend", "instances": []},
-    "instances with different k": {
-        "signature_name": "recommend",
-        "instances": [{"history": ["i1"], "k": 2}, {"history": ["i2"], "k": 3}],
-    },
+BAD_REST_BODIES = {  # case: (body, what the error says)
+    "signature_name a list": (
+        {"signature_name": ["recommend"], "inputs": {}},
+        "signature_name must be a string",
+    ),
+    "signature_name an object": (
+        {"signature_name": {"a": 1}, "inputs": {}},
+        "signature_name must be a string",
+    ),
+    "lone surrogate": (  # json.dumps escapes it: the body is ASCII
+        {"signature_name": "recommend", "inputs": {"history": [["\ud800"]], "k": 3}},
+        "lone surrogate",
+    ),
+    "JSON nested 5000 deep": (
+        b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        "nested too deeply",
+    ),
+    "lists nested 40 deep": (
+        {
+            "signature_name": "recommend",
+            "inputs": {"history": json.loads("[" * 40 + '"i1"' + "]" * 40), "k": 3},
+        },
+        "nested deeper than 32",
+    ),
+    "k out of int32": (
+        {"signature_name": "recommend", "inputs": {"history": [["i1"]], "k": 2**40}},
+        "is not of expected type DT_INT32",
+    ),
+    "not UTF-8": (b'{"inputs": "\xff\xfe"}', "JSON parse error"),
+    "both formats": ({"inputs": {}, "instances": []}, 'either "inputs"'),
+    "instances empty": ({"signature_name": "recommend", "instances": []}, "non-empty list"),
+    "instances with different k": (
+        {
+            "signature_name": "recommend",
+            "instances": [{"history": ["i1"], "k": 2}, {"history": ["i2"], "k": 3}],
+        },
+        "the same value",
+    ),
 }
 
 
+@pytest.fixture(scope="module")
+def recommend_extra(server):
+    """Inputs the served recommend signature takes besides history and k (exclude_history)."""
+    with RestClient(server.rest_url, "hybrid", timeout=30) as client:
+        inputs = client.metadata()["signatures"]["recommend"]["inputs"]
+    return {"exclude_history": False} if "exclude_history" in inputs else {}
+
+
+def with_extra(body, extra):
+    """A recommend request body with the ``extra`` inputs added (columnar or rows)."""
+    if not isinstance(body, dict) or body.get("signature_name") != "recommend":
+        return body
+    if isinstance(body.get("inputs"), dict):
+        return dict(body, inputs={**body["inputs"], **extra})
+    return dict(body, instances=[{**row, **extra} for row in body["instances"]])
+
+
 @pytest.mark.parametrize("case", sorted(BAD_REST_BODIES))
-def test_rest_bad_bodies_are_400_with_a_clean_message(server, case):
-    status, body = rest_predict(server, BAD_REST_BODIES[case])
+def test_rest_bad_bodies_are_400_with_a_clean_message(server, recommend_extra, case):
+    request, expected = BAD_REST_BODIES[case]
+    status, body = rest_predict(server, with_extra(request, recommend_extra))
     assert status == 400, body
-    assert set(body) == {"error"} and not PYTHON_TYPE_NAME.search(body["error"]), body
+    assert set(body) == {"error"} and expected in body["error"], body
+    assert not PYTHON_TYPE_NAME.search(body["error"]), body
 
 
 @pytest.mark.parametrize("garbage", [b"\xff\x00 not a tf.Example", b"not a tf.Example"])
@@ -300,13 +339,19 @@ def test_a_huge_model_name_is_clipped_in_the_error(server, transport):
     assert len(caught.value.message) < 1000
 
 
-def test_rest_row_format_answers_as_the_columnar_one(server):
+def test_rest_row_format_answers_as_the_columnar_one(server, recommend_extra):
     histories = [["i1", "i2", "i3"], ["i7"]]
     with RestClient(server.rest_url, "hybrid", timeout=30) as client:
         columnar = client.recommend(histories, k=4)
     status, body = rest_predict(
         server,
-        {"signature_name": "recommend", "instances": [{"history": h, "k": 4} for h in histories]},
+        with_extra(
+            {
+                "signature_name": "recommend",
+                "instances": [{"history": h, "k": 4} for h in histories],
+            },
+            recommend_extra,
+        ),
     )
     assert status == 200, body
     assert [row["item_ids"] for row in body["predictions"]] == columnar.item_ids

@@ -1,9 +1,9 @@
 """Client of TensorFlow Serving (or the local stand-in) for the exported recommender.
 
     hybrid-tfrs-client --target localhost:8500 --model hybrid --history i12 i55 i303
-    hybrid-tfrs-client --rest http://localhost:8501 --model hybrid --history i12 i55 --k 5
+    hybrid-tfrs-client --rest http://localhost:8501 --model hybrid --history i12 i55 --k=5
     python -m hybrid_tfrs.serving.client --target localhost:8500 --model hybrid \
-        --history i12 i55 --history i7 i8 i9 --signature serving_default --version 3
+        --history i12 i55 --history i7 i8 i9 --signature=serving_default --version=3
 
 The same Python API over both transports::
 
