@@ -1,6 +1,6 @@
 """Latency and throughput of the exported model behind the local server.
 
-Exports an (untrained) model of realistic size, starts one ``serving.server``
+Exports an (untrained) model of realistic size, starts one ``hybrid_tfrs.serving.server``
 subprocess per ``--batching`` setting on free loopback ports, and for every
 (transport, histories per request, concurrent clients) configuration, on each
 server in turn (so that drifting machine load hits both alike), runs closed-loop
@@ -10,11 +10,18 @@ requests per client. Reports latency p50/p99 (client-side, serialization
 included), requests/s and histories/s. Clients run as threads of this
 process, so they share the machine with the server.
 
+With ``--soak_seconds`` it runs a soak test instead: ``--soak_clients``
+closed-loop clients (alternately gRPC and REST, 1, 8 or 32 histories a request)
+against one server for that long, and reports errors, latency p50/p99 and the
+server's resident memory before and after into ``--soak_output``.
+
 Usage (from the repository root):
     python benchmarks/serving.py                                   # the full grid
     python benchmarks/serving.py --transports=grpc --concurrency=1,16 --seconds=3
+    python benchmarks/serving.py --soak_seconds=60 --soak_clients=16 --batching=on
 """
 
+import collections
 import os
 import platform
 import shlex
@@ -50,6 +57,13 @@ flags.DEFINE_string(
     "output", os.path.join(REPO_ROOT, "benchmarks", "results", "serving.md"), "Markdown results."
 )
 flags.DEFINE_string("note", "", "A line on the machine's other load, written into the results.")
+flags.DEFINE_float("soak_seconds", 0.0, "If > 0: a soak run of this many seconds, not the grid.")
+flags.DEFINE_integer("soak_clients", 16, "Soak: concurrent clients.", lower_bound=1)
+flags.DEFINE_string(
+    "soak_output",
+    os.path.join(REPO_ROOT, "benchmarks", "results", "serving_soak.md"),
+    "Soak: markdown results.",
+)
 
 
 def machine_description():
@@ -103,7 +117,7 @@ def free_port():
 
 
 class Server:
-    """``serving.server`` in a subprocess on free loopback ports."""
+    """``hybrid_tfrs.serving.server`` in a subprocess on free loopback ports."""
 
     def __init__(self, base_path, batching, log_path):
         self.grpc_port, self.rest_port = free_port(), free_port()
@@ -111,7 +125,7 @@ class Server:
         command = [
             sys.executable,
             "-m",
-            "serving.server",
+            "hybrid_tfrs.serving.server",
             f"--port={self.grpc_port}",
             f"--rest_api_port={self.rest_port}",
             f"--model_name={FLAGS.model}",
@@ -130,7 +144,7 @@ class Server:
                 raise RuntimeError(f"server did not start:\n{f.read()[-3000:]}")
 
     def client(self, transport):
-        from serving.client import GrpcClient, RestClient
+        from hybrid_tfrs.serving.client import GrpcClient, RestClient
 
         if transport == "grpc":
             return GrpcClient(f"127.0.0.1:{self.grpc_port}", FLAGS.model, timeout=120)
@@ -245,7 +259,8 @@ def write_markdown(rows, path, context):
         f"- Histories: raw ids, lengths log-uniform in [{FLAGS.history_lengths[0]}, "
         f"{FLAGS.history_lengths[1]}] (median {context['median_length']:.0f}; the model keeps "
         f"the latest {FLAGS.max_len}), Zipf-like item choice.",
-        "- Server: `serving/server.py` (the local stand-in for TF Serving) with default flags "
+        "- Server: `hybrid_tfrs.serving.server` (the local stand-in for TF Serving) with "
+        "default flags "
         "(batching: max 128 histories, 1 ms window). Clients: closed-loop threads of the "
         "benchmark process, on the same machine; latency is measured at the client and "
         "includes serialization.",
@@ -271,6 +286,100 @@ def write_markdown(rows, path, context):
         f.write("\n".join(lines) + "\n")
 
 
+def resident_mib(pid):
+    """Resident memory (VmRSS) of a process, MiB."""
+    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def soak(server, histories):
+    """``--soak_clients`` closed-loop clients for ``--soak_seconds``: latencies, errors, memory."""
+    latencies, errors, lock = [], collections.Counter(), threading.Lock()
+    first_errors, rss = [], {"after_start": resident_mib(server.process.pid)}
+    window = {}
+
+    def open_window():
+        rss["before"] = resident_mib(server.process.pid)
+        window["start"] = time.perf_counter()
+        window["stop"] = window["start"] + FLAGS.soak_seconds
+
+    start_barrier = threading.Barrier(FLAGS.soak_clients, action=open_window)
+
+    def client_loop(index):
+        rng = np.random.default_rng(index)
+        with server.client(("grpc", "rest")[index % 2]) as client:
+
+            def request():
+                rows = rng.integers(0, len(histories), size=rng.choice([1, 8, 32]))
+                client.recommend([histories[i] for i in rows], k=FLAGS.k)
+
+            for _ in range(FLAGS.warmup_requests):
+                request()
+            start_barrier.wait()
+            while time.perf_counter() < window["stop"]:
+                began = time.perf_counter()
+                try:
+                    request()
+                except Exception as error:  # noqa: BLE001 (counted and reported)
+                    with lock:
+                        errors[getattr(error, "code", type(error).__name__)] += 1
+                        first_errors.append(str(error)[:200])
+                    continue
+                with lock:
+                    latencies.append(time.perf_counter() - began)
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(FLAGS.soak_clients)]
+    for thread in threads:
+        thread.start()
+    samples = []
+    while any(thread.is_alive() for thread in threads):
+        samples.append(resident_mib(server.process.pid))
+        time.sleep(1.0)
+    for thread in threads:
+        thread.join()
+    rss["after"], rss["max"] = resident_mib(server.process.pid), max(samples)
+    wall = time.perf_counter() - window["start"]
+    return np.array(latencies), wall, errors, first_errors[:5], rss
+
+
+def write_soak_markdown(result, path, context):
+    latencies, wall, errors, first_errors, rss = result
+    growth = 100 * (rss["after"] - rss["before"]) / rss["before"]
+    lines = [
+        "# Serving soak",
+        "",
+        f"Produced by `{shlex.join(['python', 'benchmarks/serving.py'] + context['argv'])}` "
+        "(see its docstring).",
+        "",
+        f"- Machine: {context['machine']}; TensorFlow {context['tf_version']}.",
+        f"- Load average (1, 5, 15 min) before: {context['load_before']}, "
+        f"after: {context['load_after']}.",
+        f"- Model: untrained `{FLAGS.model}`, {FLAGS.num_items} items, max_len {FLAGS.max_len}, "
+        f"hidden {FLAGS.hidden_dim}; signature `recommend`, k = {FLAGS.k}; histories of "
+        f"{FLAGS.history_lengths[0]} to {FLAGS.history_lengths[1]} raw ids.",
+        f"- Server: `hybrid_tfrs.serving.server`, default limits, batching "
+        f"{context['batching']}. Clients: {FLAGS.soak_clients} closed-loop threads of the "
+        "benchmark process (alternately gRPC and REST; 1, 8 or 32 histories a request), "
+        f"{FLAGS.warmup_requests} untimed requests each, then {FLAGS.soak_seconds:g} s.",
+        "",
+        "| requests | errors | p50 ms | p99 ms | requests/s | server RSS MiB: after start "
+        "| before | after | max | growth |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {len(latencies)} | {sum(errors.values())} "
+        f"| {1e3 * np.percentile(latencies, 50):.1f} | {1e3 * np.percentile(latencies, 99):.1f} "
+        f"| {len(latencies) / wall:.1f} | {rss['after_start']:.0f} | {rss['before']:.0f} "
+        f"| {rss['after']:.0f} | {rss['max']:.0f} | {growth:+.1f}% |",
+        "",
+        "RSS before: when every client had sent its untimed requests; after: when the "
+        "last client stopped.",
+    ]
+    if errors:
+        lines += ["", f"Errors by code: {dict(errors)}; first: {first_errors}"]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -287,10 +396,13 @@ def main(argv):
         histories = make_histories(raw_ids, 1024, lengths)
         servers = {}
         try:
-            for batching in FLAGS.batching:
+            for batching in FLAGS.batching[:1] if FLAGS.soak_seconds else FLAGS.batching:
                 log_path = os.path.join(workdir, f"server-batching-{batching}.log")
                 servers[batching] = Server(base_path, batching == "on", log_path)
-            rows = run_grid(servers, histories)
+            if FLAGS.soak_seconds:
+                result = soak(next(iter(servers.values())), histories)
+            else:
+                rows = run_grid(servers, histories)
         finally:
             for server in servers.values():
                 server.stop()
@@ -302,9 +414,15 @@ def main(argv):
         "load_after": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
         "note": FLAGS.note,
         "median_length": float(np.median([len(h) for h in histories])),
+        "batching": FLAGS.batching[0],
     }
-    write_markdown(rows, FLAGS.output, context)
-    print(f"wrote {FLAGS.output}")
+    if FLAGS.soak_seconds:
+        write_soak_markdown(result, FLAGS.soak_output, context)
+        with open(FLAGS.soak_output, encoding="utf-8") as f:
+            print(f.read())
+    else:
+        write_markdown(rows, FLAGS.output, context)
+        print(f"wrote {FLAGS.output}")
 
 
 if __name__ == "__main__":

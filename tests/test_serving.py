@@ -1,5 +1,6 @@
 """Serving: the local server in a subprocess, answered over gRPC and REST by one client API."""
 
+import contextlib
 import os
 import queue
 import socket
@@ -17,10 +18,11 @@ import requests
 from hybrid_tfrs import SequentialRetrievalModel, build_encoder
 from hybrid_tfrs.data import Vocabulary, pad_latest
 from hybrid_tfrs.export import export_saved_model
-from serving import ServingError
-from serving import client as client_lib
-from serving.client import GrpcClient, RestClient, history_array
-from serving.server import Batcher, read_model_config_file
+from hybrid_tfrs.serving import ServingError
+from hybrid_tfrs.serving import client as client_lib
+from hybrid_tfrs.serving.batching import Batcher
+from hybrid_tfrs.serving.client import GrpcClient, RestClient, history_array
+from hybrid_tfrs.serving.versions import read_model_config_file
 
 NUM_ITEMS, MAX_LEN, HIDDEN, TOP_K = 40, 6, 16, 10
 VOCABULARY = Vocabulary([f"i{i}" for i in range(1, NUM_ITEMS + 1)])
@@ -79,31 +81,25 @@ def _wait_for_line(process, timeout_s):
         return ""
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serving")
-    base_path = root / "models" / "hybrid"
-    model_v1 = make_model(seed=1)
-    export_saved_model(model_v1, VOCABULARY, str(root / "models"), "hybrid", version=1, top_k=TOP_K)
-    leftover = base_path / ".tmp-export-2-crashed"  # an export that died half-way
-    leftover.mkdir()
-    (leftover / "saved_model.pb").write_bytes(b"truncated")
+@contextlib.contextmanager
+def running_server(base_path, log_path, *flags, module="serving.server"):
+    """The server subprocess on free loopback ports: yields (process, grpc port, rest port).
+
+    Waits for its ready line, and on exit stops it and asserts a clean exit (0).
+    """
     grpc_port, rest_port = free_port(), free_port()
-    log_path = root / "server.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "serving.server",
+                module,
                 f"--port={grpc_port}",
                 f"--rest_api_port={rest_port}",
                 "--model_name=hybrid",
                 f"--model_base_path={base_path}",
-                "--file_system_poll_wait_seconds=0.2",
-                "--enable_batching",
-                "--batch_timeout_micros=2000",
                 "--bind_address=127.0.0.1",
+                *flags,
             ],
             cwd=Path(__file__).resolve().parents[1],
             stdout=subprocess.PIPE,
@@ -113,10 +109,10 @@ def served(tmp_path_factory):
         )
     try:
         ready = _wait_for_line(process, timeout_s=180)
-        assert ready.strip() == (
-            f"serving hybrid version 1 on grpc port {grpc_port}, rest port {rest_port}"
-        ), f"server not ready: {ready!r}\n{log_path.read_text()[-3000:]}"
-        yield Served(process, grpc_port, rest_port, base_path, model_v1, log_path)
+        assert ready.strip().startswith("serving hybrid version ") and ready.strip().endswith(
+            f"on grpc port {grpc_port}, rest port {rest_port}"
+        ), f"server not ready: {ready!r}\n{Path(log_path).read_text()[-3000:]}"
+        yield process, grpc_port, rest_port
     finally:
         process.terminate()
         try:
@@ -125,6 +121,25 @@ def served(tmp_path_factory):
             process.kill()
             returncode = "killed after SIGTERM timeout"
     assert returncode == 0, f"server did not stop cleanly: {returncode}"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    base_path = root / "models" / "hybrid"
+    model_v1 = make_model(seed=1)
+    export_saved_model(model_v1, VOCABULARY, str(root / "models"), "hybrid", version=1, top_k=TOP_K)
+    leftover = base_path / ".tmp-export-2-crashed"  # an export that died half-way
+    leftover.mkdir()
+    (leftover / "saved_model.pb").write_bytes(b"truncated")
+    log_path = root / "server.log"
+    flags = (
+        "--file_system_poll_wait_seconds=0.2",
+        "--enable_batching",
+        "--batch_timeout_micros=2000",
+    )
+    with running_server(base_path, log_path, *flags) as (process, grpc_port, rest_port):
+        yield Served(process, grpc_port, rest_port, base_path, model_v1, log_path)
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +206,13 @@ def test_metadata_and_status(served, clients, transport):
     assert clients[transport].status(version=1) == status
 
 
+def recommend_inputs(client, **inputs):
+    """``inputs`` of the recommend signature, with exclude_history=False if the export takes it."""
+    if "exclude_history" in client.metadata()["signatures"]["recommend"]["inputs"]:
+        inputs.setdefault("exclude_history", np.bool_(False))
+    return inputs
+
+
 BAD_REQUESTS = {
     "unknown model": ("NOT_FOUND", lambda c: c.recommend(HISTORIES, 3), "nope", None),
     "unknown version": ("NOT_FOUND", lambda c: c.recommend(HISTORIES, 3, version=7), None, None),
@@ -203,7 +225,8 @@ BAD_REQUESTS = {
     "int history": (
         "INVALID_ARGUMENT",
         lambda c: c.predict(
-            {"history": np.array([[12, 55]], np.int32), "k": np.int32(3)}, "recommend"
+            recommend_inputs(c, history=np.array([[12, 55]], np.int32), k=np.int32(3)),
+            "recommend",
         ),
         None,
         "DT_STRING",
@@ -211,14 +234,15 @@ BAD_REQUESTS = {
     "history of rank 1": (
         "INVALID_ARGUMENT",
         lambda c: c.predict(
-            {"history": history_array([["i1", "i2"]])[0], "k": np.int32(3)}, "recommend"
+            recommend_inputs(c, history=history_array([["i1", "i2"]])[0], k=np.int32(3)),
+            "recommend",
         ),
         None,
         "shape",
     ),
     "missing k": (
         "INVALID_ARGUMENT",
-        lambda c: c.predict({"history": history_array(HISTORIES)}, "recommend"),
+        lambda c: c.predict(recommend_inputs(c, history=history_array(HISTORIES)), "recommend"),
         None,
         "missing: ['k']",
     ),
@@ -260,7 +284,7 @@ def test_bad_requests_get_tf_serving_status_codes(served, clients, transport, ca
 
 def test_rest_rejects_malformed_bodies_with_a_json_error(served, clients):
     url = f"{served.rest_url}/v1/models/hybrid:predict"
-    for body in (b"not json", b'{"instances": [{"history": ["i1"]}]}'):
+    for body in (b"not json", b'{"inputs": {}, "instances": []}'):
         response = requests.post(url, data=body, timeout=30)
         assert response.status_code == 400
         assert set(response.json()) == {"error"}
@@ -301,6 +325,93 @@ def test_client_cli_prints_a_table_or_a_one_line_error(served, capsys):
     assert captured.out == ""
     assert captured.err.count("\n") == 1
     assert captured.err.startswith("error: INVALID_ARGUMENT: k must be in 1..40")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_exclude_history_is_sent_only_when_the_signature_takes_it(served, clients, transport):
+    client = clients[transport]
+    inputs = client.metadata()["signatures"]["recommend"]["inputs"]
+    if "exclude_history" in inputs:  # an export with the input
+        result = client.recommend(HISTORIES[:1], k=5, exclude_history=True)
+        assert not set(result.item_ids[0]) & set(HISTORIES[0])
+    else:
+        with pytest.raises(ValueError, match="has no exclude_history input"):
+            client.recommend(HISTORIES[:1], k=5, exclude_history=True)
+    assert client.recommend(HISTORIES[:1], k=5).item_ids  # default False: works on both
+
+
+class FakeTransport(client_lib._Client):
+    """A client whose server's recommend signature gains exclude_history after a while."""
+
+    def __init__(self):
+        super().__init__("hybrid", timeout=1)
+        self.takes_exclude_history = False
+        self.sent = []
+
+    def _metadata(self, version):
+        inputs = {"history": {"dtype": "DT_STRING"}, "k": {"dtype": "DT_INT32"}}
+        if self.takes_exclude_history:
+            inputs["exclude_history"] = {"dtype": "DT_BOOL"}
+        return 1, {"signature_def": {"recommend": {"inputs": inputs}}}
+
+    def _predict(self, inputs, signature, version, output_aliases):
+        self.sent.append(sorted(inputs))
+        if ("exclude_history" in inputs) != self.takes_exclude_history:
+            raise ServingError("INVALID_ARGUMENT", "missing: ['exclude_history'], unexpected: []")
+        rows = len(inputs["history"])
+        return {"item_ids": np.full((rows, 1), b"i9", object), "scores": np.ones((rows, 1))}, 1
+
+
+def test_client_learns_the_recommend_inputs_and_follows_a_change():
+    client = FakeTransport()
+    assert client.recommend([["i1"]], k=1).item_ids == [["i9"]]
+    assert client.sent == [["history", "k"]]
+    client.takes_exclude_history = True  # a new version was swapped in
+    client.recommend([["i1"]], k=1)
+    assert client.sent[1:] == [["history", "k"], ["exclude_history", "history", "k"]]
+    client.recommend([["i1"]], k=1, exclude_history=True)
+    assert client.sent[-1] == ["exclude_history", "history", "k"]
+
+
+def test_client_cli_exclude_history_and_the_serving_wrapper(served, repo_root, capsys):
+    argv = ["--rest", served.rest_url, "--model", "hybrid", "--history", "i1", "--k", "2"]
+    inputs = client_lib.RestClient(served.rest_url, "hybrid").metadata()["signatures"]
+    if "exclude_history" not in inputs["recommend"]["inputs"]:
+        assert client_lib.main(argv + ["--exclude_history"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "has no exclude_history input" in err
+    wrapped = subprocess.run(
+        [sys.executable, "-m", "serving.client", *argv],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert wrapped.returncode == 0, wrapped.stderr[-2000:]
+    assert f"model hybrid version newest via rest {served.rest_url}" in wrapped.stdout
+
+
+def test_client_flags_and_rest_import_neither_tensorflow_nor_grpc(repo_root):
+    """With the package's own __init__ skipped (it imports keras), the client stays light."""
+    code = f"""
+import sys, types
+package = types.ModuleType("hybrid_tfrs")
+package.__path__ = [{str(repo_root / "hybrid_tfrs")!r}]
+sys.modules["hybrid_tfrs"] = package
+from hybrid_tfrs.serving import client
+try:
+    client.main(["--model"])
+except SystemExit as stop:
+    assert stop.code == 2, stop.code
+assert client.main(["--rest", "http://127.0.0.1:9", "--model", "m", "--history", "i1"]) == 1
+heavy = sorted(name for name in ("tensorflow", "grpc", "keras") if name in sys.modules)
+assert not heavy, heavy
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "error: UNAVAILABLE: http://127.0.0.1:9" in result.stderr
 
 
 def test_new_version_is_picked_up_while_clients_query(served):
