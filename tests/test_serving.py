@@ -190,6 +190,7 @@ def test_metadata_and_status(served, clients, transport):
     assert recommend["inputs"] == {
         "history": {"dtype": "DT_STRING", "shape": [-1, -1]},
         "k": {"dtype": "DT_INT32", "shape": []},
+        "exclude_history": {"dtype": "DT_BOOL", "shape": []},
     }
     assert recommend["outputs"] == {
         "item_ids": {"dtype": "DT_STRING", "shape": [-1, -1]},
