@@ -6,9 +6,8 @@ item table ([N + 1, d], row 0 = padding) and the next-item targets ([B, L],
 """
 
 from hybrid_tfrs.backend import keras, ops, random
+from hybrid_tfrs.config import LOSSES, NEGATIVE_SAMPLERS  # noqa: F401  (re-exported)
 
-LOSSES = ("softmax", "sampled_softmax", "bce")
-NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
 _NEG_INF = -1e9
 
 

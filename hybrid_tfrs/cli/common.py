@@ -1,0 +1,70 @@
+"""What every hybrid-tfrs command shares: flag parsing, --help, one-line errors, quiet TensorFlow.
+
+Bad input ends with one ``error: ...`` line on stderr and exit code 2, before
+TensorFlow is imported whenever the check does not need it.
+"""
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_boolean(
+    "verbose", False, "Show TensorFlow's own log lines (C++ messages, INFO lines)."
+)
+FLAGS = flags.FLAGS
+
+USAGE_ERROR = 2
+HELP_ARGUMENTS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
+def fail(message):
+    """Prints ``error: message`` to stderr and returns the exit code of bad input."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return USAGE_ERROR
+
+
+def run_command(main, command_module, argv=None):
+    """Parses the flags of ``command_module``, then calls ``main(argv)``; no traceback on bad flags.
+
+    ``--help`` prints the module's docstring and its flags, exit code 0.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if any(argument in HELP_ARGUMENTS for argument in argv[1:]):
+        print(_help(command_module, full="--helpfull" in argv))
+        sys.exit(0)
+    app.run(main, argv=argv, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+    try:
+        remaining = FLAGS(argv)
+    except flags.Error as error:
+        sys.exit(fail(f"{error} (--help lists the flags)"))
+    if len(remaining) > 1:
+        sys.exit(
+            fail(f"unexpected arguments: {' '.join(remaining[1:])} (flags look like --name=value)")
+        )
+    return remaining
+
+
+def _help(command_module, full):
+    if full:
+        return f"{command_module.__doc__.strip()}\n\n{FLAGS.get_help()}"
+    flag_help = [
+        "\n".join(FLAGS.module_help(module_name).strip().splitlines()[1:])  # minus "<module>:"
+        for module_name in (command_module.__name__, __name__)
+    ]
+    return "\n\n".join(
+        [command_module.__doc__.strip(), "flags:\n" + "\n".join(flag_help)]
+        + ["--helpfull also lists absl's own flags (--flagfile, --verbosity, ...)."]
+    )
+
+
+def quiet_tensorflow():
+    """Silences TensorFlow's C++ and INFO logging unless --verbose; call before importing it."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if FLAGS.verbose else "3"
+    level = logging.INFO if FLAGS.verbose else logging.ERROR
+    logging.getLogger("tensorflow").setLevel(level)
+    logging.getLogger("absl").setLevel(level)
