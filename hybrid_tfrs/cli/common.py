@@ -4,9 +4,12 @@ Bad input ends with one ``error: ...`` line on stderr and exit code 2, before
 TensorFlow is imported whenever the check does not need it.
 """
 
+import contextlib
 import logging
 import os
+import re
 import sys
+import tempfile
 
 from absl import app, flags
 
@@ -16,6 +19,11 @@ flags.DEFINE_boolean(
 FLAGS = flags.FLAGS
 
 USAGE_ERROR = 2
+# What TensorFlow's C++ side writes to stderr while it loads, whatever TF_CPP_MIN_LOG_LEVEL says.
+_CPP_LOG_LINE = re.compile(
+    r"^([IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ ]+:\d+\]"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called)"
+)
 HELP_ARGUMENTS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
 
 
@@ -63,8 +71,36 @@ def _help(command_module, full):
 
 
 def quiet_tensorflow():
-    """Silences TensorFlow's C++ and INFO logging unless --verbose; call before importing it."""
+    """Imports TensorFlow without its C++ and INFO log lines, unless --verbose.
+
+    TF_CPP_MIN_LOG_LEVEL=3 silences TensorFlow once it runs (the cuInit error
+    on a machine without GPU); the lines its libraries print while loading
+    ignore it, so stderr is filtered during the import.
+    """
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if FLAGS.verbose else "3"
     level = logging.INFO if FLAGS.verbose else logging.ERROR
+    with contextlib.nullcontext() if FLAGS.verbose else _without_cpp_log_lines():
+        import tensorflow  # noqa: F401
     logging.getLogger("tensorflow").setLevel(level)
     logging.getLogger("absl").setLevel(level)
+
+
+@contextlib.contextmanager
+def _without_cpp_log_lines():
+    """Sends file descriptor 2 to a temporary file, then replays all but C++ log lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="replace")
+            sys.stderr.writelines(
+                line for line in text.splitlines(keepends=True) if not _CPP_LOG_LINE.match(line)
+            )
+            sys.stderr.flush()

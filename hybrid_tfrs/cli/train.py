@@ -108,7 +108,7 @@ def main(argv):
     try:
         train(
             config,
-            log=progress.log if progress else print,
+            log=progress.log if progress else _print_line,
             dataset=dataset,
             callbacks=[progress] if progress else [],
             eval_progress=progress is not None,
@@ -121,6 +121,10 @@ def main(argv):
         print(f"\ninterrupted; the same command resumes from {config.output_dir}", file=sys.stderr)
         return 130
     return 0
+
+
+def _print_line(message):
+    print(message, flush=True)  # a log file gets each line as it happens
 
 
 def _terminal_progress():
