@@ -20,9 +20,12 @@ def commands():
 
 def summary(module):
     """The first line of a module's docstring, read without importing it (no TensorFlow)."""
-    spec = importlib.util.find_spec(module)
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        spec = None
     if spec is None or not spec.origin:
-        return ""
+        return f"(not installed: no module {module})"
     with open(spec.origin, encoding="utf-8") as handle:
         docstring = ast.get_docstring(ast.parse(handle.read())) or ""
     return docstring.splitlines()[0].split(": ", 1)[-1] if docstring else ""

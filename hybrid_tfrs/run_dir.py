@@ -62,11 +62,10 @@ def read_json(path):
 def read_config(run_dir):
     """The TrainConfig a run folder's config.json holds; RunDirError naming the file."""
     path = os.path.join(run_dir, CONFIG_FILE)
+    payload = read_json(path)
     try:
-        return TrainConfig.from_json(read_json(path))
+        return TrainConfig.from_json(payload)
     except (TypeError, ValueError) as error:
-        if isinstance(error, RunDirError):
-            raise
         raise RunDirError(f"{path}: not a config.json of this version ({error})") from None
 
 
@@ -76,8 +75,7 @@ def check_run_dir(config):
     Raises RunDirError if output_dir is a file, or holds a run with other
     settings (naming them) or with a broken config or state file.
     """
-    if os.path.exists(config.output_dir) and not os.path.isdir(config.output_dir):
-        raise RunDirError(f"--output_dir={config.output_dir}: is a file, expected a folder")
+    _check_folder_can_be_written(config.output_dir)
     if not config.resume or not os.path.exists(run_path(config, CONFIG_FILE)):
         return None
     try:
@@ -108,6 +106,17 @@ def check_run_dir(config):
     if not os.path.exists(run_path(config, LAST_MODEL_FILE)):
         raise RunDirError(f"{run_path(config, LAST_MODEL_FILE)}: no such file; {START_OVER}")
     return state
+
+
+def _check_folder_can_be_written(folder):
+    """RunDirError unless ``folder`` is, or can be created as, a writable folder."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise RunDirError(f"--output_dir={folder}: {existing} is a file, expected a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"--output_dir={folder}: {existing} is not writable")
 
 
 def start_run_dir(config):

@@ -98,8 +98,9 @@ def test_num_heads_need_not_divide_hidden_dim_for_fmlp(repo_root):
 def test_output_dir_that_is_a_file_is_refused(repo_root, tmp_path):
     afile = tmp_path / "notes.txt"
     afile.write_text("mine")
-    result = _command(repo_root, "train", f"--output_dir={afile}")
-    _one_line_error(result, f"--output_dir={afile}: is a file")
+    for output_dir in (afile, afile / "run"):
+        result = _command(repo_root, "train", f"--output_dir={output_dir}")
+        _one_line_error(result, f"--output_dir={output_dir}: {afile} is a file")
     assert afile.read_text() == "mine"
 
 

@@ -24,7 +24,16 @@ _CPP_LOG_LINE = re.compile(
     r"^([IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ ]+:\d+\]"
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called)"
 )
-HELP_ARGUMENTS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+HELP_ARGUMENTS = (
+    "-h",
+    "-?",
+    "--help",
+    "-help",
+    "--helpshort",
+    "-helpshort",
+    "--helpfull",
+    "-helpfull",
+)
 
 
 def fail(message):
@@ -40,7 +49,7 @@ def run_command(main, command_module, argv=None):
     """
     argv = list(sys.argv if argv is None else argv)
     if any(argument in HELP_ARGUMENTS for argument in argv[1:]):
-        print(_help(command_module, full="--helpfull" in argv))
+        print(_help(command_module, full=any(a.endswith("-helpfull") for a in argv[1:])))
         sys.exit(0)
     app.run(main, argv=argv, flags_parser=_parse_flags)
 
