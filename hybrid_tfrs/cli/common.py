@@ -12,6 +12,7 @@ import sys
 import tempfile
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 flags.DEFINE_boolean(
     "verbose", False, "Show TensorFlow's own log lines (C++ messages, INFO lines)."
@@ -91,7 +92,8 @@ def quiet_tensorflow():
     with contextlib.nullcontext() if FLAGS.verbose else _without_cpp_log_lines():
         import tensorflow  # noqa: F401
     logging.getLogger("tensorflow").setLevel(level)
-    logging.getLogger("absl").setLevel(level)
+    # TensorFlow's Python side logs its INFO lines (SavedModel export) through absl.
+    absl_logging.set_verbosity(absl_logging.INFO if FLAGS.verbose else absl_logging.ERROR)
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ def main(argv):
     if os.path.exists(FLAGS.export_dir) and not os.path.isdir(FLAGS.export_dir):
         return common.fail(f"--export_dir={FLAGS.export_dir}: is a file, expected a folder")
     common.quiet_tensorflow()
+    import hybrid_tfrs.retrieval  # noqa: F401  (registers the classes model.keras names)
     from hybrid_tfrs.data import DataError
     from hybrid_tfrs.export import export_run
 
