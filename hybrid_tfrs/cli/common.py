@@ -50,7 +50,11 @@ def run_command(main, command_module, argv=None):
     """
     argv = list(sys.argv if argv is None else argv)
     if any(argument in HELP_ARGUMENTS for argument in argv[1:]):
-        print(_help(command_module, full=any(a.endswith("-helpfull") for a in argv[1:])))
+        try:
+            print(_help(command_module, full=any(a.endswith("-helpfull") for a in argv[1:])))
+            sys.stdout.flush()
+        except BrokenPipeError:  # e.g. `--help | head`: the reader has seen enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     app.run(main, argv=argv, flags_parser=_parse_flags)
 

@@ -63,17 +63,24 @@ FLAG_HELP = {
     "top_k": "Items the exported serving_default signature returns.",
 }
 
-flags.DEFINE_string(
-    "config",
-    None,
-    "A shipped flagfile by name (e.g. synthetic_hybrid, beauty_hybrid) or a flagfile path; "
-    "flags after it override it. An unknown name lists the available ones.",
-)
-for _field in dataclasses.fields(TrainConfig):
-    _define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float}
-    _define.get(type(_field.default), flags.DEFINE_string)(
-        _field.name, _field.default, FLAG_HELP[_field.name]
+
+def _define_flags():
+    """One flag per TrainConfig field, typed by its default; --config for --help."""
+    # run() replaces --config by --flagfile before parsing; defined so that --help lists it.
+    flags.DEFINE_string(
+        "config",
+        None,
+        "A shipped flagfile by name (e.g. synthetic_hybrid, beauty_hybrid) or a flagfile "
+        "path; flags after it override it. An unknown name lists the available ones.",
     )
+    define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float}
+    for field in dataclasses.fields(TrainConfig):
+        define.get(type(field.default), flags.DEFINE_string)(
+            field.name, field.default, FLAG_HELP[field.name]
+        )
+
+
+_define_flags()
 FLAGS = flags.FLAGS
 
 
