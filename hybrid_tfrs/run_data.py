@@ -1,7 +1,7 @@
 """The dataset of a training run, loaded and checked without TensorFlow."""
 
 from hybrid_tfrs.config import NUM_NEGATIVES
-from hybrid_tfrs.data import load_dataset
+from hybrid_tfrs.data import DATASETS, load_dataset
 
 
 def load_split(config):
@@ -12,6 +12,12 @@ def load_split(config):
         else {}
     )
     return load_dataset(config.dataset, config.data_dir, min_length=config.min_length, **synthetic)
+
+
+def uses_keras_cache(config):
+    """Whether loading the dataset goes through keras.utils.get_file (and so TensorFlow)."""
+    spec = DATASETS.get(config.dataset)
+    return spec is not None and spec.origin is not None and not config.data_dir
 
 
 def check_sampled_protocols(config, split):

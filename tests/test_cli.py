@@ -364,3 +364,25 @@ def test_a_kill_while_saving_leaves_the_previous_files_whole(tmp_path):
     with pytest.raises(TypeError):  # json.dump fails half way through
         run_dir.write_json(str(state_path), {"epochs_done": 3, "history": [object()]})
     assert [p.read_text() for p in (model_path, state_path, vocabulary_path)] == ["previous"] * 3
+
+
+def test_a_failed_download_through_keras_is_one_quiet_line(repo_root, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    unreachable = "http://127.0.0.1:9"  # nothing listens: the download fails at once
+    env.update(PYTHONPATH=str(repo_root), KERAS_HOME=str(tmp_path / "keras"))
+    env.update(HTTPS_PROXY=unreachable, https_proxy=unreachable)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hybrid_tfrs.cli.train",
+            "--dataset=beauty",
+            f"--output_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    _one_line_error(result, "Could not download dataset 'beauty'")

@@ -33,7 +33,7 @@ def main(argv):
     """Checks flags, run folder and data before TensorFlow is imported, then evaluates."""
     from hybrid_tfrs import run_dir
     from hybrid_tfrs.data import DataError
-    from hybrid_tfrs.run_data import load_split
+    from hybrid_tfrs.run_data import load_split, uses_keras_cache
 
     if not FLAGS.run_dir:
         return common.fail("--run_dir: required (the output folder of a hybrid-tfrs-train run)")
@@ -55,6 +55,8 @@ def main(argv):
             raise run_dir.RunDirError(f"{model_path} not found; has the run finished an epoch?")
         if FLAGS.data_dir:
             config.data_dir = FLAGS.data_dir
+        if uses_keras_cache(config):
+            common.quiet_tensorflow()
         _, split = load_split(config)
     except (DataError, ValueError) as error:
         return common.fail(error)

@@ -98,12 +98,14 @@ def main(argv):
     """Checks settings, output folder and data before TensorFlow is imported, then trains."""
     from hybrid_tfrs import run_dir
     from hybrid_tfrs.data import DataError
-    from hybrid_tfrs.run_data import check_sampled_protocols, load_split
+    from hybrid_tfrs.run_data import check_sampled_protocols, load_split, uses_keras_cache
 
     config = config_from_flags()
     try:
         config.validate()
         run_dir.check_run_dir(config)
+        if uses_keras_cache(config):
+            common.quiet_tensorflow()
         dataset = load_split(config)
         check_sampled_protocols(config, dataset[1])
     except (DataError, ValueError) as error:
