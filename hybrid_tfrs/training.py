@@ -101,16 +101,16 @@ def evaluate_split(model, split, part, max_len, protocols=PROTOCOLS, **kwargs):
     )
 
 
-def load_run_model(path):
-    """A run's saved model; RunDirError naming the file if it is missing or broken."""
+def load_run_model(path, way_out=run_dir.START_OVER):
+    """A run's saved model; RunDirError naming the file and ``way_out`` if missing or broken."""
     if not os.path.isfile(path):
-        raise run_dir.RunDirError(f"{path}: no such file; {run_dir.START_OVER}")
+        raise run_dir.RunDirError(f"{path}: no such file; {way_out}")
     try:
         return keras.models.load_model(path)
     except Exception as error:  # noqa: BLE001  (any failure means: the file is unusable)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise run_dir.RunDirError(
-            f"{path}: cannot be loaded ({type(error).__name__}: {reason}); {run_dir.START_OVER}"
+            f"{path}: cannot be loaded ({type(error).__name__}: {reason}); {way_out}"
         ) from None
 
 

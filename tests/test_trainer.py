@@ -244,6 +244,12 @@ def test_a_truncated_checkpoint_is_named_and_the_run_left_alone(repo_root, train
     assert "--noresume" in lines[0]
     assert (run / "config.json").read_bytes() == config_before
 
+    best = run / "model.keras"
+    best.write_bytes(best.read_bytes()[:1000])
+    result = _run(repo_root, "evaluate.py", f"--run_dir={run}", timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {best}: cannot be loaded"), result.stderr[-2000:]
+
 
 def test_the_training_module_is_not_a_command(repo_root):
     result = subprocess.run(

@@ -65,7 +65,7 @@ def main(argv):
     from hybrid_tfrs.training import evaluate_split, load_run_model
 
     try:
-        model = load_run_model(model_path)
+        model = load_run_model(model_path, way_out="train the run again (hybrid-tfrs-train)")
         results = {}
         for part in FLAGS.splits:
             results[part] = evaluate_split(
