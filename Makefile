@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make train   # set up .venv, then train the hybrid on the bundled synthetic dataset
+#   make train   # set up .venv, then train the hybrid on the generated synthetic dataset
 #   make test    # set up .venv, then run the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -15,8 +15,9 @@ $(STAMP): setup.py requirements.lock
 
 install: $(STAMP)
 
+# The settings of flags/synthetic_hybrid.flags; ARGS override them.
 train: $(STAMP)
-	$(VENV)/bin/python trainers/train.py $(ARGS)
+	$(VENV)/bin/python -m hybrid_tfrs.cli.train --config=synthetic_hybrid $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)

@@ -3,12 +3,10 @@
 import numpy as np
 
 from hybrid_tfrs.backend import keras, ops, register_serializable
+from hybrid_tfrs.config import ENCODER_KINDS, GATE_MODES
 from hybrid_tfrs.layers.blocks import MixerBlock
 from hybrid_tfrs.layers.embedding import SequenceEmbedding
 from hybrid_tfrs.layers.gate import HiddenStateGate, SequenceStatsGate
-
-ENCODER_KINDS = ("hybrid", "linrec", "fmlp", "sasrec")
-GATE_MODES = ("statistics", "learned", "fixed", "hidden_state")
 
 
 @register_serializable()

@@ -31,15 +31,12 @@ scores.
 import keras
 import numpy as np
 
+from hybrid_tfrs.config import METRICS, NUM_NEGATIVES, PROTOCOLS  # noqa: F401  (METRICS re-exported)
 from hybrid_tfrs.negatives import (
     flatten_user_items,
     popularity_from_flat,
     uniform_from_flat,
 )
-
-PROTOCOLS = ("full", "full-unseen", "uniform-99", "pop-100")
-METRICS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR", "MRR@10")
-NUM_NEGATIVES = {"uniform-99": 99, "pop-100": 100}
 
 
 def rank_of_target(scores, target_col, valid=None):

@@ -10,9 +10,8 @@ so a per-batch mean weighs each of them more).
 """
 
 from hybrid_tfrs.backend import keras, ops, random
+from hybrid_tfrs.config import LOSSES, NEGATIVE_SAMPLERS  # noqa: F401  (re-exported)
 
-LOSSES = ("softmax", "sampled_softmax", "bce")
-NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
 _NEG_INF = -1e9
 
 

@@ -1,8 +1,17 @@
-"""trainers/train.py and trainers/evaluate.py end to end on small synthetic data."""
+"""The trainer, evaluator and exporter end to end on small synthetic data.
+
+They run through the kept ``trainers/*.py`` wrappers of ``hybrid_tfrs.cli``,
+with TensorFlow's log level left to the commands themselves.
+"""
 
 import json
+import os
+import re
+import select
+import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import full_ndcg_at_10, most_popular_scores
@@ -23,14 +32,67 @@ SMALL = [
 ]
 
 
+EPOCH_LINE = re.compile(
+    r"^epoch (\d+)/(\d+) - loss \d+\.\d{4} - val NDCG@10 \d\.\d{4} "
+    r"\(best \d\.\d{4} at epoch \d+\) - \d+\.\ds \(\d+\.\ds validation\)$"
+)
+NOISE = ("cuInit", "Traceback", "INFO", "absl::InitializeLog", "\x1b", "\r")
+
+
+def _environment():
+    """The user's environment: TensorFlow's log level is the commands' business."""
+    return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
 def _run(repo_root, script, *args, timeout=900):
     return subprocess.run(
         [sys.executable, str(repo_root / "trainers" / script), *args],
         cwd=repo_root,
+        env=_environment(),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def _run_in_terminal(repo_root, script, *args, timeout=900):
+    """Runs a trainer with stdout on a pseudo-terminal; returns (exit code, output, stderr)."""
+    master, slave = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, str(repo_root / "trainers" / script), *args],
+        cwd=repo_root,
+        env=_environment(),
+        stdout=slave,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    output, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 1.0)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the command closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        elif process.poll() is not None:
+            break
+    os.close(master)
+    process.wait(timeout=60)
+    return process.returncode, output.decode(), process.stderr.read().decode()
+
+
+def _screen(output):
+    """The lines a terminal shows after ``output``: each carriage return redraws its line."""
+    lines = []
+    for raw in output.replace("\r\n", "\n").split("\n"):
+        shown = ""
+        for part in raw.split("\r"):
+            shown = part + shown[len(part) :]
+        if shown.strip():
+            lines.append(shown.rstrip())
+    return lines
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +125,20 @@ def test_train_writes_a_valid_metrics_json_and_prints_the_table(trained_run):
     assert 0 < metrics["test_alpha"] < 1
     assert metrics["epochs_trained"] == 4 and 1 <= metrics["best_epoch"] <= 4
     assert "NDCG@10" in result.stdout and "uniform-99" in result.stdout
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [EPOCH_LINE.match(line).groups() for line in epoch_lines] == [
+        (str(epoch), "4") for epoch in range(1, 5)
+    ], epoch_lines
     for name in ("config.json", "vocabulary.txt", "model.keras", "checkpoints/last.keras"):
         assert (out / name).exists(), name
     assert any((out / "tensorboard").rglob("*tfevents*"))
+
+
+def test_a_logged_run_is_quiet_and_plain(trained_run):
+    _, result = trained_run
+    log = result.stdout + result.stderr
+    assert not [noise for noise in NOISE if noise in log], log[-3000:]
+    assert result.stderr == "", result.stderr[-3000:]
 
 
 def test_train_exports_the_best_model_for_serving(trained_run):
@@ -120,6 +193,75 @@ def test_evaluate_reproduces_the_training_metrics(repo_root, trained_run):
     trained = json.loads((out / "metrics.json").read_text())["test"]
     for protocol in ("full", "pop-100"):
         assert evaluated[protocol] == pytest.approx(trained[protocol], abs=1e-6)
+
+
+def test_export_prints_only_the_exported_path(repo_root, trained_run, tmp_path):
+    out, _ = trained_run
+    result = _run(
+        repo_root, "export.py", f"--run_dir={out}", f"--export_dir={tmp_path}", "--version=3"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == f"{tmp_path / 'hybrid' / '3'}\n"
+    assert result.stderr == "", result.stderr[-3000:]
+
+
+def test_noresume_replaces_a_run_with_other_settings_and_a_terminal_sees_one_line_an_epoch(
+    repo_root, trained_run, tmp_path
+):
+    out, _ = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    old_events = {p.name for p in (run / "tensorboard").rglob("*tfevents*")}
+    args = (*SMALL, "--max_len=20", "--epochs=1", "--protocols=full", f"--output_dir={run}")
+    refused = _run(repo_root, "train.py", *args, timeout=300)
+    assert refused.returncode == 2 and "--max_len=30 there, 20 now" in refused.stderr
+
+    code, output, stderr = _run_in_terminal(repo_root, "train.py", *args, "--noresume")
+    assert code == 0, stderr[-3000:]
+    screen = _screen(output)
+    assert [line for line in screen if line.startswith("epoch ")] == [
+        line for line in screen if EPOCH_LINE.match(line)
+    ]
+    assert len([line for line in screen if EPOCH_LINE.match(line)]) == 1, screen
+    assert "\r" in output  # the live bar was drawn and erased
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["config"]["max_len"] == 20 and metrics["epochs_trained"] == 1
+    assert [row["epoch"] for row in metrics["history"]] == [1]
+    assert json.loads((run / "config.json").read_text())["max_len"] == 20
+    assert (run / "export" / "hybrid").is_dir()  # not a file of the run: kept
+    assert not old_events & {p.name for p in (run / "tensorboard").rglob("*tfevents*")}
+
+
+def test_a_truncated_checkpoint_is_named_and_the_run_left_alone(repo_root, trained_run, tmp_path):
+    out, _ = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    last = run / "checkpoints" / "last.keras"
+    last.write_bytes(last.read_bytes()[:1000])
+    config_before = (run / "config.json").read_bytes()
+    result = _run(repo_root, "train.py", *SMALL, "--epochs=6", f"--output_dir={run}", timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {last}: cannot be loaded"), lines
+    assert "--noresume" in lines[0]
+    assert (run / "config.json").read_bytes() == config_before
+
+    best = run / "model.keras"
+    best.write_bytes(best.read_bytes()[:1000])
+    result = _run(repo_root, "evaluate.py", f"--run_dir={run}", timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {best}: cannot be loaded"), result.stderr[-2000:]
+
+
+def test_the_training_module_is_not_a_command(repo_root):
+    result = subprocess.run(
+        [sys.executable, "-m", "hybrid_tfrs.training"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and "hybrid-tfrs-train" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,12 @@
-"""Data: readers, vocabulary, leave-one-out split, tf.data pipeline, named datasets."""
+"""Data: readers, vocabulary, leave-one-out split, tf.data pipeline, named datasets.
+
+Reading and splitting need only numpy; the pipeline names (``pad_latest``,
+``training_dataset``, ``training_examples``) import TensorFlow on first use.
+"""
+
+import importlib
 
 from hybrid_tfrs.data.datasets import DATASETS, DatasetSpec, load_dataset, load_raw
-from hybrid_tfrs.data.pipeline import pad_latest, training_dataset, training_examples
 from hybrid_tfrs.data.readers import (
     DataError,
     DatasetNotFoundError,
@@ -37,3 +42,11 @@ __all__ = [
     "training_dataset",
     "training_examples",
 ]
+
+_PIPELINE_NAMES = ("pad_latest", "training_dataset", "training_examples")
+
+
+def __getattr__(name):
+    if name in _PIPELINE_NAMES:
+        return getattr(importlib.import_module("hybrid_tfrs.data.pipeline"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,8 +13,6 @@ import logging
 import os
 from collections.abc import Callable
 
-import keras
-
 from hybrid_tfrs.data.readers import DataError, DatasetNotFoundError, read_s3rec, read_sasrec
 from hybrid_tfrs.data.split import encode_dataset, leave_one_out
 from hybrid_tfrs.data.synthetic import generate_synthetic
@@ -126,8 +124,19 @@ def _find_local(spec, data_dir):
     )
 
 
+def __getattr__(name):
+    """``keras`` on first use: it imports TensorFlow, which reading files does not need."""
+    if name == "keras":
+        import keras
+
+        return keras
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _download(spec):
     """Fetches ``spec``'s file into the Keras cache (checked when pinned); returns its path."""
+    import keras
+
     try:
         path = keras.utils.get_file(
             spec.fname, spec.origin, file_hash=spec.sha256, cache_subdir=CACHE_SUBDIR

@@ -1,0 +1,96 @@
+"""hybrid-tfrs-evaluate: re-evaluates a trained run's best model.
+
+    hybrid-tfrs-evaluate --run_dir=runs/synthetic_hybrid
+    hybrid-tfrs-evaluate --run_dir=runs/beauty_hybrid --data_dir=../shared/data \
+        --protocols=full,full-unseen,uniform-99
+
+Rebuilds the run's dataset split from its config.json, loads model.keras, and
+prints and writes (--output, default <run_dir>/evaluation.json) the metrics.
+Also `python -m hybrid_tfrs.cli.evaluate`.
+"""
+
+import os
+import sys
+
+from absl import flags
+
+from hybrid_tfrs.cli import common
+from hybrid_tfrs.config import PROTOCOLS
+
+SPLITS = ("valid", "test")
+
+flags.DEFINE_string("run_dir", None, "Output folder of a hybrid-tfrs-train run.")
+flags.DEFINE_string("data_dir", None, "Dataset folder (default: the one the run used).")
+flags.DEFINE_list("protocols", list(PROTOCOLS), "Protocols to run.")
+flags.DEFINE_list("splits", list(SPLITS), "Splits to evaluate.")
+flags.DEFINE_integer("seed", None, "Seed of sampled negatives (default: the run's seed).")
+flags.DEFINE_integer("batch_size", 512, "Users per batch.", lower_bound=1)
+flags.DEFINE_string("output", None, "Where to write the JSON (default <run_dir>/evaluation.json).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    """Checks flags, run folder and data before TensorFlow is imported, then evaluates."""
+    from hybrid_tfrs import run_dir
+    from hybrid_tfrs.data import DataError
+    from hybrid_tfrs.run_data import load_split, uses_keras_cache
+
+    if not FLAGS.run_dir:
+        return common.fail("--run_dir: required (the output folder of a hybrid-tfrs-train run)")
+    unknown_splits = sorted(set(FLAGS.splits) - set(SPLITS))
+    unknown_protocols = sorted(set(FLAGS.protocols) - set(PROTOCOLS))
+    if unknown_splits:
+        return common.fail(f"--splits: unknown {unknown_splits}; use valid and/or test")
+    if unknown_protocols:
+        return common.fail(f"--protocols: unknown {unknown_protocols}; use {', '.join(PROTOCOLS)}")
+    model_path = os.path.join(FLAGS.run_dir, run_dir.BEST_MODEL_FILE)
+    try:
+        if not os.path.isfile(os.path.join(FLAGS.run_dir, run_dir.CONFIG_FILE)):
+            raise run_dir.RunDirError(
+                f"{os.path.join(FLAGS.run_dir, run_dir.CONFIG_FILE)} not found; "
+                "is --run_dir a training output folder?"
+            )
+        config = run_dir.read_config(FLAGS.run_dir)
+        if not os.path.isfile(model_path):
+            raise run_dir.RunDirError(f"{model_path} not found; has the run finished an epoch?")
+        if FLAGS.data_dir:
+            config.data_dir = FLAGS.data_dir
+        if uses_keras_cache(config):
+            common.quiet_tensorflow()
+        _, split = load_split(config)
+    except (DataError, ValueError) as error:
+        return common.fail(error)
+    common.quiet_tensorflow()
+    from hybrid_tfrs.evaluation import format_table
+    from hybrid_tfrs.training import evaluate_split, load_run_model
+
+    try:
+        model = load_run_model(model_path, way_out="train the run again (hybrid-tfrs-train)")
+        results = {}
+        for part in FLAGS.splits:
+            results[part] = evaluate_split(
+                model,
+                split,
+                part,
+                config.max_len,
+                protocols=tuple(FLAGS.protocols),
+                seed=config.seed if FLAGS.seed is None else FLAGS.seed,
+                batch_size=FLAGS.batch_size,
+                progress=sys.stdout.isatty(),
+            )
+            print(f"\n{part}:\n{format_table(results[part]['protocols'])}")
+    except (DataError, ValueError) as error:
+        return common.fail(error)
+    output = FLAGS.output or os.path.join(FLAGS.run_dir, "evaluation.json")
+    run_dir.write_json(output, {"run_dir": FLAGS.run_dir, **results})
+    print(f"wrote {output}")
+    return 0
+
+
+def run(argv=None):
+    """Console-script entry point of hybrid-tfrs-evaluate."""
+    common.run_command(main, sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    run()

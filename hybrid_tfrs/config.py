@@ -1,0 +1,136 @@
+"""Settings of a training run and the names they are checked against.
+
+Imports neither Keras nor TensorFlow, so the command-line tools check their
+flags in a fraction of a second; the heavy modules take the name lists from here.
+"""
+
+import dataclasses
+
+ENCODER_KINDS = ("hybrid", "linrec", "fmlp", "sasrec")
+ENCODERS_WITH_HEADS = ("hybrid", "linrec", "sasrec")
+GATE_MODES = ("statistics", "learned", "fixed", "hidden_state")
+LOSSES = ("softmax", "sampled_softmax", "bce")
+NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
+PROTOCOLS = ("full", "full-unseen", "uniform-99", "pop-100")
+METRICS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR", "MRR@10")
+NUM_NEGATIVES = {"uniform-99": 99, "pop-100": 100}
+
+# Settings that change neither the model nor how it is trained: a run may be
+# resumed with other values (where files go, how long to go on, final evaluation).
+RESUMABLE_WITH_OTHER = frozenset(
+    {
+        "output_dir",
+        "resume",
+        "data_dir",
+        "export_dir",
+        "top_k",
+        "eval_batch_size",
+        "protocols",
+        "epochs",
+        "patience",
+        "max_train_minutes",
+    }
+)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one run; each field is a flag of ``hybrid-tfrs-train``."""
+
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    model: str = "hybrid"
+    max_len: int = 50
+    hidden_dim: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    dropout: float = 0.2
+    causal: bool = True
+    chunk_size: int = 64
+    gate_mode: str = "statistics"
+    loss: str = "softmax"
+    num_negatives: int = 256
+    sampler: str = "mixed"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 20
+    patience: int = 5
+    max_train_minutes: float = 0.0
+    seed: int = 0
+    min_length: int = 3
+    synthetic_users: int = 2000
+    synthetic_items: int = 400
+    eval_batch_size: int = 512
+    bucket_by_length: bool = True
+    window_stride: int = 0
+    protocols: str = ",".join(PROTOCOLS)
+    output_dir: str = "runs/synthetic_hybrid"
+    resume: bool = True
+    export_dir: str | None = None
+    top_k: int = 100
+
+    def validate(self):
+        """Raises ValueError naming the flag for an impossible setting."""
+        checks = [
+            (self.model in ENCODER_KINDS, "model", f"must be one of {ENCODER_KINDS}"),
+            (self.loss in LOSSES, "loss", f"must be one of {LOSSES}"),
+            (self.sampler in NEGATIVE_SAMPLERS, "sampler", f"must be one of {NEGATIVE_SAMPLERS}"),
+            (self.gate_mode in GATE_MODES, "gate_mode", f"must be one of {GATE_MODES}"),
+            (self.max_len >= 1, "max_len", "must be >= 1"),
+            (self.hidden_dim >= 1, "hidden_dim", "must be >= 1"),
+            (self.num_layers >= 1, "num_layers", "must be >= 1"),
+            (self.num_heads >= 1, "num_heads", "must be >= 1"),
+            (self.chunk_size >= 1, "chunk_size", "must be >= 1"),
+            (self.batch_size >= 1, "batch_size", "must be >= 1"),
+            (self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1"),
+            (self.epochs >= 1, "epochs", "must be >= 1"),
+            (self.patience >= 0, "patience", "must be >= 0"),
+            (self.max_train_minutes >= 0, "max_train_minutes", "must be >= 0 (0 = no limit)"),
+            (self.learning_rate > 0, "learning_rate", "must be > 0"),
+            (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
+            (0 <= self.dropout < 1, "dropout", "must be in [0, 1)"),
+            (self.num_negatives >= 1, "num_negatives", "must be >= 1"),
+            (self.top_k >= 1, "top_k", "must be >= 1"),
+            (self.synthetic_users >= 1, "synthetic_users", "must be >= 1"),
+            (
+                0 <= self.window_stride <= self.max_len,
+                "window_stride",
+                f"must be in 0..max_len={self.max_len} (0 = latest max_len targets only)",
+            ),
+            (self.min_length >= 3, "min_length", "must be >= 3 (train, valid and test items)"),
+        ]
+        unknown = set(self.protocol_list) - set(PROTOCOLS)
+        checks.append((not unknown, "protocols", f"unknown {sorted(unknown)}; use {PROTOCOLS}"))
+        for ok, flag, message in checks:
+            if not ok:
+                raise ValueError(f"--{flag}={getattr(self, flag)!r}: {message}")
+        if self.model in ENCODERS_WITH_HEADS and self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"--hidden_dim={self.hidden_dim}: must be divisible by "
+                f"--num_heads={self.num_heads} (the {self.model} encoder splits it into heads)"
+            )
+
+    @property
+    def protocol_list(self):
+        return tuple(p.strip() for p in self.protocols.split(",") if p.strip())
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, payload):
+        """The config a run's config.json describes; ValueError on a key this version lacks."""
+        unknown = set(payload) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}")
+        return cls(**payload)
+
+    def differences(self, other):
+        """``{flag: (other's value, this value)}`` for the settings that would change the run."""
+        return {
+            field.name: (getattr(other, field.name), getattr(self, field.name))
+            for field in dataclasses.fields(self)
+            if field.name not in RESUMABLE_WITH_OTHER
+            and getattr(other, field.name) != getattr(self, field.name)
+        }

@@ -1,0 +1,31 @@
+"""The dataset of a training run, loaded and checked without TensorFlow."""
+
+from hybrid_tfrs.config import NUM_NEGATIVES
+from hybrid_tfrs.data import DATASETS, load_dataset
+
+
+def load_split(config):
+    """The run's dataset: (SequenceData, leave-one-out Split)."""
+    synthetic = (
+        dict(num_users=config.synthetic_users, num_items=config.synthetic_items, seed=config.seed)
+        if config.dataset == "synthetic"
+        else {}
+    )
+    return load_dataset(config.dataset, config.data_dir, min_length=config.min_length, **synthetic)
+
+
+def uses_keras_cache(config):
+    """Whether loading the dataset goes through keras.utils.get_file (and so TensorFlow)."""
+    spec = DATASETS.get(config.dataset)
+    return spec is not None and spec.origin is not None and not config.data_dir
+
+
+def check_sampled_protocols(config, split):
+    """Fails before training if a sampled protocol cannot draw its negatives."""
+    fewest_unseen = split.num_items - max(len(items) for items in split.user_items)
+    for protocol, needed in NUM_NEGATIVES.items():
+        if protocol in config.protocol_list and fewest_unseen < needed:
+            raise ValueError(
+                f"--protocols: {protocol} needs {needed} unseen items per user, but a user of "
+                f"{config.dataset} has only {fewest_unseen}; drop it (e.g. --protocols=full)"
+            )
