@@ -45,7 +45,8 @@ setup(
     extras_require={
         "tfrs": ["tensorflow-recommenders>=0.7.3,<0.8", "tf-keras>=2.20,<2.22"],
         "serving": ["tensorflow-serving-api>=2.20,<2.22", "grpcio>=1.60", "requests>=2.31"],
-        "dev": ["pytest>=8", "jax[cpu]>=0.6", "ruff>=0.6"],
+        # setuptools and wheel: tests/test_package.py builds the wheel offline.
+        "dev": ["pytest>=8", "jax[cpu]>=0.6", "ruff>=0.6", "setuptools>=65", "wheel>=0.40"],
     },
     entry_points={
         "console_scripts": [

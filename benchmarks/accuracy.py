@@ -264,7 +264,10 @@ def markdown(rows, commands, machine):
         lines.append("")
         published = [p for p in PUBLISHED if p[0] == dataset]
         if published:
-            lines += ["Published (docs/design.md#published-numbers) beside our hybrid, same protocol:", ""]
+            lines += [
+                "Published (docs/design.md#published-numbers) beside our hybrid, same protocol:",
+                "",
+            ]
             lines += [
                 "| source | protocol | metric | published | our hybrid |",
                 "|---|---|---|---|---|",

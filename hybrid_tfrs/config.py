@@ -5,6 +5,8 @@ flags in a fraction of a second; the heavy modules take the name lists from here
 """
 
 import dataclasses
+import json
+import os
 
 ENCODER_KINDS = ("hybrid", "linrec", "fmlp", "sasrec")
 ENCODERS_WITH_HEADS = ("hybrid", "linrec", "sasrec")
@@ -14,6 +16,9 @@ NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
 PROTOCOLS = ("full", "full-unseen", "uniform-99", "pop-100")
 METRICS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR", "MRR@10")
 NUM_NEGATIVES = {"uniform-99": 99, "pop-100": 100}
+LOSS_NORMALIZATIONS = ("batch", "target")
+LR_SCHEDULES = ("constant", "cosine", "linear")
+DISTRIBUTION_STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored")
 
 # Settings that change neither the model nor how it is trained: a run may be
 # resumed with other values (where files go, how long to go on, final evaluation).
@@ -29,6 +34,8 @@ RESUMABLE_WITH_OTHER = frozenset(
         "epochs",
         "patience",
         "max_train_minutes",
+        "distribution_strategy",  # the global batch and the math stay the same
+        "collective_timeout_seconds",
     }
 )
 
@@ -53,6 +60,12 @@ class TrainConfig:
     sampler: str = "mixed"
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    decay_epochs: float = 0.0
+    final_lr_ratio: float = 0.0
+    clipnorm: float = 0.0
+    loss_normalization: str = "batch"
     batch_size: int = 128
     epochs: int = 20
     patience: int = 5
@@ -69,6 +82,8 @@ class TrainConfig:
     resume: bool = True
     export_dir: str | None = None
     top_k: int = 100
+    distribution_strategy: str = "off"
+    collective_timeout_seconds: float = 120.0
 
     def validate(self):
         """Raises ValueError naming the flag for an impossible setting."""
@@ -89,6 +104,22 @@ class TrainConfig:
             (self.max_train_minutes >= 0, "max_train_minutes", "must be >= 0 (0 = no limit)"),
             (self.learning_rate > 0, "learning_rate", "must be > 0"),
             (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
+            (self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {LR_SCHEDULES}"),
+            (self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0"),
+            (self.decay_epochs >= 0, "decay_epochs", "must be >= 0 (0 = until --epochs)"),
+            (0 <= self.final_lr_ratio <= 1, "final_lr_ratio", "must be in [0, 1]"),
+            (self.clipnorm >= 0, "clipnorm", "must be >= 0 (0 = no clipping)"),
+            (
+                self.loss_normalization in LOSS_NORMALIZATIONS,
+                "loss_normalization",
+                f"must be one of {LOSS_NORMALIZATIONS}",
+            ),
+            (
+                self.distribution_strategy in DISTRIBUTION_STRATEGIES,
+                "distribution_strategy",
+                f"must be one of {DISTRIBUTION_STRATEGIES}",
+            ),
+            (self.collective_timeout_seconds > 0, "collective_timeout_seconds", "must be > 0"),
             (0 <= self.dropout < 1, "dropout", "must be in [0, 1)"),
             (self.num_negatives >= 1, "num_negatives", "must be >= 1"),
             (self.top_k >= 1, "top_k", "must be >= 1"),
@@ -105,6 +136,8 @@ class TrainConfig:
         for ok, flag, message in checks:
             if not ok:
                 raise ValueError(f"--{flag}={getattr(self, flag)!r}: {message}")
+        if self.distribution_strategy == "multi_worker_mirrored":
+            cluster_from_tf_config()
         if self.model in ENCODERS_WITH_HEADS and self.hidden_dim % self.num_heads:
             raise ValueError(
                 f"--hidden_dim={self.hidden_dim}: must be divisible by "
@@ -134,3 +167,33 @@ class TrainConfig:
             if field.name not in RESUMABLE_WITH_OTHER
             and getattr(other, field.name) != getattr(self, field.name)
         }
+
+
+def cluster_from_tf_config(environ=os.environ):
+    """The parsed ``TF_CONFIG`` of a multi-worker run; raises ValueError naming it."""
+    raw = environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError(
+            "--distribution_strategy=multi_worker_mirrored needs the TF_CONFIG environment "
+            'variable, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+            '"task": {"type": "worker", "index": 0}} (see README, "Training on several GPUs '
+            'or machines")'
+        )
+    expected = 'expected {"cluster": {"worker": [...]}, "task": {"type": "worker", "index": N}}'
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        raise ValueError(f"TF_CONFIG: not JSON; {expected}") from None
+    try:
+        workers = config["cluster"]["worker"]
+        task_type, index = config["task"]["type"], int(config["task"]["index"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"TF_CONFIG: no cluster.worker or task type and index; {expected}"
+        ) from None
+    if not isinstance(workers, list) or not workers:
+        raise ValueError("TF_CONFIG: cluster.worker must be a non-empty list of host:port")
+    tasks = config["cluster"].get(task_type)
+    if not isinstance(tasks, list) or not 0 <= index < len(tasks):
+        raise ValueError(f"TF_CONFIG: task {task_type}:{index} is not in cluster.{task_type}")
+    return config

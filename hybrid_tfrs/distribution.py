@@ -19,58 +19,23 @@ across workers in ways the strategy rejects), so ``multi_worker_fit`` trains
 with a plain ``strategy.run`` loop instead and drives the same Keras callbacks.
 """
 
-import json
-import os
 import time
 
 import keras
 import tensorflow as tf
 
-DISTRIBUTION_STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored")
-
-# A worker waits this long for a lost peer before failing (instead of forever).
-COLLECTIVE_TIMEOUT_SECONDS = 120
+from hybrid_tfrs.config import DISTRIBUTION_STRATEGIES, cluster_from_tf_config
 
 
-class DistributionError(ValueError):
-    """A strategy that cannot be built here; the message names the flag or TF_CONFIG."""
+def make_strategy(name, collective_timeout_seconds=120.0):
+    """The ``tf.distribute.Strategy`` of ``--distribution_strategy=name``.
 
-
-def cluster_from_tf_config(environ=os.environ):
-    """The parsed ``TF_CONFIG`` of a multi-worker run; raises DistributionError naming it."""
-    raw = environ.get("TF_CONFIG")
-    if not raw:
-        raise DistributionError(
-            "--distribution_strategy=multi_worker_mirrored needs the TF_CONFIG environment "
-            'variable, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-            '"task": {"type": "worker", "index": 0}} (see README, "Training on several GPUs '
-            'or machines")'
-        )
-    try:
-        config = json.loads(raw)
-        workers = config["cluster"]["worker"]
-        task = config["task"]
-        task_type, index = task["type"], int(task["index"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise DistributionError(
-            f"TF_CONFIG: not a cluster and task description ({error.__class__.__name__}: "
-            f"{error}); expected {{'cluster': {{'worker': [...]}}, 'task': {{'type': 'worker', "
-            "'index': N}}"
-        ) from None
-    if not isinstance(workers, list) or not workers:
-        raise DistributionError("TF_CONFIG: cluster.worker must be a non-empty list of host:port")
-    tasks = config["cluster"].get(task_type)
-    if not isinstance(tasks, list) or not 0 <= index < len(tasks):
-        raise DistributionError(
-            f"TF_CONFIG: task {task_type}:{index} is not in cluster.{task_type}"
-        )
-    return config
-
-
-def make_strategy(name):
-    """The ``tf.distribute.Strategy`` of ``--distribution_strategy=name``."""
+    ``mirrored`` takes every local GPU, or else every logical CPU device (one
+    unless the process configured more). Under ``multi_worker_mirrored`` a
+    worker gives up on a lost peer after ``collective_timeout_seconds``.
+    """
     if name not in DISTRIBUTION_STRATEGIES:
-        raise DistributionError(
+        raise ValueError(
             f"--distribution_strategy={name!r}: must be one of {DISTRIBUTION_STRATEGIES}"
         )
     if name == "off":
@@ -79,10 +44,11 @@ def make_strategy(name):
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
     cluster_from_tf_config()
     options = tf.distribute.experimental.CommunicationOptions(
-        timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS
+        timeout_seconds=collective_timeout_seconds
     )
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 

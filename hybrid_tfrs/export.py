@@ -347,6 +347,7 @@ def export_run(
     ``model_name`` defaults to the run's model kind (``config.json``).
     Returns the version folder; raises ValueError naming a missing file.
     """
+    import hybrid_tfrs.retrieval  # noqa: F401  (registers the classes model.keras names)
     from hybrid_tfrs.data import Vocabulary
 
     names = ("config.json", "model.keras", VOCABULARY_FILE)

@@ -10,8 +10,7 @@ with weight decay) with optional global-norm gradient clipping.
 import math
 
 from hybrid_tfrs.backend import keras, ops
-
-LR_SCHEDULES = ("constant", "cosine", "linear")
+from hybrid_tfrs.config import LR_SCHEDULES
 
 
 @keras.saving.register_keras_serializable(package="hybrid_tfrs")

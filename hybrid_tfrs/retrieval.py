@@ -15,6 +15,7 @@ from keras.src.losses.loss import scale_loss_for_distribution
 
 from hybrid_tfrs import losses
 from hybrid_tfrs.backend import LEGACY_KERAS, keras, ops, random
+from hybrid_tfrs.config import LOSS_NORMALIZATIONS
 from hybrid_tfrs.encoders import check_item_ids
 
 if LEGACY_KERAS:
@@ -22,9 +23,6 @@ if LEGACY_KERAS:
         "hybrid_tfrs.retrieval is the Keras 3 model; with TF_USE_LEGACY_KERAS=1 use "
         "hybrid_tfrs.tfrs_model.TFRSRetrievalModel instead"
     )
-
-
-LOSS_NORMALIZATIONS = ("batch", "target")
 
 
 def last_position(item_ids):

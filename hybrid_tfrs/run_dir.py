@@ -32,6 +32,7 @@ RUN_FILES = (
     VOCABULARY_FILE,
     BEST_MODEL_FILE,
     METRICS_FILE,
+    "report.html",
     "evaluation.json",
     CHECKPOINT_DIR,
     TENSORBOARD_DIR,

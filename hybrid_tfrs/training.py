@@ -9,6 +9,7 @@
     checkpoints/         last.keras + state.json, to resume an interrupted run
     tensorboard/         TensorBoard logs (loss, validation metrics, epoch time)
     metrics.json         valid and test metrics under the three protocols
+    report.html          validation curve, metrics and gate alpha by history length
 
 A run resumes only with the same settings, and every file is replaced
 atomically (see hybrid_tfrs.run_dir). With ``export_dir`` set, the best model
@@ -22,20 +23,26 @@ import time
 import keras
 import numpy as np
 
-from hybrid_tfrs import run_dir
+from hybrid_tfrs import distribution, run_dir
 from hybrid_tfrs.config import PROTOCOLS, TrainConfig  # noqa: F401  (TrainConfig re-exported)
 from hybrid_tfrs.data import pad_latest
-from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset
+from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset, training_examples
 from hybrid_tfrs.encoders import build_encoder
 from hybrid_tfrs.evaluation import evaluate, format_table
+from hybrid_tfrs.optimization import make_optimizer
+from hybrid_tfrs.report import write_report
 from hybrid_tfrs.retrieval import SequentialRetrievalModel
 from hybrid_tfrs.run_data import check_sampled_protocols, load_split  # noqa: F401  (re-exported)
 
 VALIDATION_METRIC = "NDCG@10"
 
 
-def build_model(config, num_items, item_popularity):
-    """The retrieval model of a run, popularity counts set."""
+def build_model(config, num_items, item_popularity, targets_per_batch=None):
+    """The retrieval model of a run, popularity counts set.
+
+    ``targets_per_batch`` (mean targets in a training batch) is needed by
+    ``--loss_normalization=target``.
+    """
     encoder = build_encoder(
         config.model,
         num_items=num_items,
@@ -54,16 +61,25 @@ def build_model(config, num_items, item_popularity):
         num_negatives=config.num_negatives,
         sampler=config.sampler,
         seed=config.seed,
+        loss_normalization=config.loss_normalization,
+        targets_per_batch=targets_per_batch if config.loss_normalization == "target" else None,
     )
     model.set_item_popularity(item_popularity)
     return model
 
 
-def compile_model(model, config):
-    optimizer = (
-        keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
-        if config.weight_decay
-        else keras.optimizers.Adam(config.learning_rate)
+def compile_model(model, config, steps_per_epoch=1):
+    """Adam(W) with the run's learning-rate schedule and clipping (hybrid_tfrs.optimization)."""
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    decay_epochs = config.decay_epochs or config.epochs
+    optimizer = make_optimizer(
+        config.learning_rate,
+        weight_decay=config.weight_decay,
+        schedule=config.lr_schedule,
+        warmup_steps=warmup_steps,
+        decay_steps=max(round(decay_epochs * steps_per_epoch) - warmup_steps, 1),
+        final_ratio=config.final_lr_ratio,
+        clipnorm=config.clipnorm,
     )
     model.compile(optimizer=optimizer)
 
@@ -122,12 +138,13 @@ class ValidationCallback(keras.callbacks.Callback):
     ``patience`` epochs without improvement or when the time budget is spent.
     """
 
-    def __init__(self, split, config, state, log):
+    def __init__(self, split, config, state, log, writes_files=True):
         super().__init__()
         self.split = split
         self.config = config
         self.state = state
         self.log = log
+        self.writes_files = writes_files  # False on the workers other than the chief
         self.epoch_started = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -161,14 +178,19 @@ class ValidationCallback(keras.callbacks.Callback):
                 "elapsed_seconds": self.state["elapsed_seconds"],
             }
         )
-        if score > self.state["best_score"]:
+        improved = score > self.state["best_score"]
+        if improved:
             self.state.update(best_score=score, best_epoch=epoch + 1, waited=0)
-            run_dir.save_model(self.model, run_dir.run_path(self.config, run_dir.BEST_MODEL_FILE))
         else:
             self.state["waited"] += 1
         self.state["epochs_done"] = epoch + 1
-        run_dir.save_model(self.model, run_dir.run_path(self.config, run_dir.LAST_MODEL_FILE))
-        run_dir.write_json(run_dir.run_path(self.config, run_dir.STATE_FILE), self.state)
+        if self.writes_files:
+            if improved:
+                run_dir.save_model(
+                    self.model, run_dir.run_path(self.config, run_dir.BEST_MODEL_FILE)
+                )
+            run_dir.save_model(self.model, run_dir.run_path(self.config, run_dir.LAST_MODEL_FILE))
+            run_dir.write_json(run_dir.run_path(self.config, run_dir.STATE_FILE), self.state)
         self.log(
             f"epoch {epoch + 1}/{self.config.epochs} - loss {loss:.4f} - val {VALIDATION_METRIC} "
             f"{score:.4f} (best {self.state['best_score']:.4f} at epoch "
@@ -192,8 +214,9 @@ def _stop_reason(state, config):
 
 
 def _training_data(config, split):
+    """The epoch's batches, the number of batches and the mean number of targets in one."""
     if config.causal:
-        return training_dataset(
+        dataset = training_dataset(
             split.train,
             config.max_len,
             config.batch_size,
@@ -201,8 +224,16 @@ def _training_data(config, split):
             bucket_by_length=config.bucket_by_length,
             window_stride=config.window_stride,
         )
-    # Bidirectional encoders would see later targets: one example per prefix.
-    return last_position_dataset(split.train, config.max_len, config.batch_size, seed=config.seed)
+        _, targets = training_examples(split.train, config.max_len, config.window_stride)
+        num_targets = int((targets > 0).sum())
+    else:
+        # Bidirectional encoders would see later targets: one example per prefix.
+        dataset = last_position_dataset(
+            split.train, config.max_len, config.batch_size, seed=config.seed
+        )
+        num_targets = sum(max(len(sequence) - 1, 0) for sequence in split.train)
+    steps = int(dataset.cardinality())
+    return dataset, steps, num_targets / steps
 
 
 def train(config, log=print, dataset=None, callbacks=(), eval_progress=False):
@@ -223,32 +254,57 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False):
         f"{stats['interactions']} interactions (mean length {stats['mean_length']:.1f}), "
         f"{stats['skipped_users']} users skipped"
     )
+    strategy = distribution.make_strategy(
+        config.distribution_strategy, config.collective_timeout_seconds
+    )
+    chief = distribution.is_chief(strategy)  # the only process that writes files
+    dataset, steps_per_epoch, targets_per_batch = _training_data(config, split)
     keras.utils.set_random_seed(config.seed)
-    if state is None:
-        state = {"best_score": -1.0, "best_epoch": 0, "waited": 0, "epochs_done": 0, "history": []}
-        model = build_model(config, split.num_items, split.item_popularity)
-        compile_model(model, config)
-    else:
-        model = load_run_model(run_dir.run_path(config, run_dir.LAST_MODEL_FILE))
-        log(f"resuming after epoch {state['epochs_done']} from {config.output_dir}")
-    run_dir.start_run_dir(config)
-    run_dir.write_json(run_dir.run_path(config, run_dir.CONFIG_FILE), config.to_json())
-    run_dir.save_vocabulary(data.vocabulary, run_dir.run_path(config, run_dir.VOCABULARY_FILE))
-    log(f"{config.model} encoder: {model.encoder.count_params():,} parameters")
+    with strategy.scope():
+        if state is None:
+            state = {"best_score": -1.0, "best_epoch": 0, "waited": 0, "epochs_done": 0}
+            state["history"] = []
+            model = build_model(config, split.num_items, split.item_popularity, targets_per_batch)
+            compile_model(model, config, steps_per_epoch)
+        else:
+            model = load_run_model(run_dir.run_path(config, run_dir.LAST_MODEL_FILE))
+            log(f"resuming after epoch {state['epochs_done']} from {config.output_dir}")
+        model.optimizer.build(model.trainable_variables)
+    if chief:
+        run_dir.start_run_dir(config)
+        run_dir.write_json(run_dir.run_path(config, run_dir.CONFIG_FILE), config.to_json())
+        run_dir.save_vocabulary(data.vocabulary, run_dir.run_path(config, run_dir.VOCABULARY_FILE))
+    replicas = strategy.num_replicas_in_sync
+    log(
+        f"{config.model} encoder: {model.encoder.count_params():,} parameters"
+        + (
+            f"; {replicas} replicas, {config.batch_size // replicas} rows each"
+            if replicas > 1
+            else ""
+        )
+    )
 
     if state["epochs_done"] < config.epochs and not _stop_reason(state, config):
-        model.fit(
-            _training_data(config, split),
-            epochs=config.epochs,
-            initial_epoch=state["epochs_done"],
-            callbacks=[
-                *callbacks,
-                ValidationCallback(split, config, state, log),
-                keras.callbacks.TensorBoard(run_dir.run_path(config, run_dir.TENSORBOARD_DIR)),
-            ],
-            shuffle=False,  # the tf.data pipeline shuffles
-            verbose=0,  # one summary line per epoch comes from ValidationCallback
-        )
+        fit_callbacks = [*callbacks, ValidationCallback(split, config, state, log, chief)]
+        if chief:
+            tensorboard = run_dir.run_path(config, run_dir.TENSORBOARD_DIR)
+            fit_callbacks.append(keras.callbacks.TensorBoard(tensorboard))
+        if distribution.is_multi_worker(strategy):
+            distribution.multi_worker_fit(
+                model, dataset, config.epochs, state["epochs_done"], fit_callbacks, strategy
+            )
+        else:
+            model.fit(
+                dataset,
+                epochs=config.epochs,
+                initial_epoch=state["epochs_done"],
+                callbacks=fit_callbacks,
+                shuffle=False,  # the tf.data pipeline shuffles
+                verbose=0,  # one summary line per epoch comes from ValidationCallback
+            )
+    if not chief:
+        log("training done; the chief evaluates and writes the results")
+        return None
 
     best = load_run_model(run_dir.run_path(config, run_dir.BEST_MODEL_FILE))
     kwargs = dict(
@@ -281,6 +337,7 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False):
     log(f"\nTest metrics of the best model (epoch {state['best_epoch']}):")
     log(format_table(test["protocols"]))
     log(f"wrote {metrics_path}")
+    log(f"wrote {write_report(config.output_dir)} (open it in a browser)")
     if config.export_dir:
         from hybrid_tfrs.export import export_run  # TensorFlow-only
 

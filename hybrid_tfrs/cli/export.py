@@ -24,6 +24,13 @@ flags.DEFINE_string(
 flags.DEFINE_string("model_name", None, "Name clients ask for (default: the run's model kind).")
 flags.DEFINE_integer("version", None, "Version number (default: the Unix time).", lower_bound=1)
 flags.DEFINE_integer("top_k", 100, "Items the serving_default signature returns.", lower_bound=1)
+flags.DEFINE_boolean(
+    "exclude_history",
+    False,
+    "Whether serving_default leaves the history's items out of its results (recommend "
+    "takes it per request). Right where items are not consumed twice (films, most "
+    "products); wrong for re-orders, music and other repeat consumption.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -48,6 +55,7 @@ def main(argv):
             model_name=FLAGS.model_name,
             version=FLAGS.version,
             top_k=FLAGS.top_k,
+            exclude_history=FLAGS.exclude_history,
         )
     except (DataError, ValueError, FileExistsError) as error:
         return common.fail(error)

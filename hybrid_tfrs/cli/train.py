@@ -42,6 +42,14 @@ FLAG_HELP = {
     "sampler": "Negatives for sampled_softmax: in-batch, uniform or mixed.",
     "learning_rate": "Adam learning rate.",
     "weight_decay": "AdamW weight decay (0 = Adam).",
+    "lr_schedule": "Learning rate after warmup: constant, cosine or linear decay to "
+    "final_lr_ratio x learning_rate over decay_epochs.",
+    "warmup_epochs": "Epochs of linear warmup from 0 to learning_rate (fractions allowed).",
+    "decay_epochs": "Epochs of the decay after warmup (0 = until --epochs).",
+    "final_lr_ratio": "Learning rate at the end of the decay, as a share of learning_rate.",
+    "clipnorm": "Clip the global norm of each step's gradients to this (0 = no clipping).",
+    "loss_normalization": "batch: mean over each batch's targets; target: every target "
+    "weighs the same whatever its batch (sum / mean targets per batch).",
     "batch_size": "Training batch size (users).",
     "epochs": "Maximum epochs.",
     "patience": "Stop after this many epochs without a better validation NDCG@10.",
@@ -61,6 +69,10 @@ FLAG_HELP = {
     "deletes that run's files and starts over.",
     "export_dir": "If set, export the best model for TF Serving to <export_dir>/<model>/<v>/.",
     "top_k": "Items the exported serving_default signature returns.",
+    "distribution_strategy": "off, one_device, mirrored (all local GPUs, or the CPU) or "
+    "multi_worker_mirrored (the machines of TF_CONFIG); --batch_size is the global batch.",
+    "collective_timeout_seconds": "multi_worker_mirrored: how long a worker waits for a lost "
+    "peer before it fails (then restart every worker with the same command to resume).",
 }
 
 

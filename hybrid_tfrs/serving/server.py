@@ -24,7 +24,7 @@ import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from hybrid_tfrs.serving import limits as limits_lib  # noqa: E402
 
@@ -66,8 +66,10 @@ def define_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # run_command refuses positional arguments
+    from hybrid_tfrs.cli.common import quiet_tensorflow
+
+    quiet_tensorflow()
     log.setLevel(logging.INFO)  # loads, unloads, failures and hang-ups: one line each
     from hybrid_tfrs.serving.batching import Batcher
     from hybrid_tfrs.serving.core import ModelServer
@@ -133,10 +135,12 @@ def main(argv):
     return 0
 
 
-def run():
-    """Console-script entry point ``hybrid-tfrs-serve``."""
+def run(argv=None):
+    """Console-script entry point ``hybrid-tfrs-serve`` (``--help`` exits 0)."""
+    from hybrid_tfrs.cli.common import run_command
+
     define_flags()
-    app.run(main)
+    run_command(main, sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
