@@ -1,6 +1,12 @@
 """tf.distribute: a replicated step updates the weights as one device does."""
 
 import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import run_python
@@ -55,3 +61,115 @@ def test_mirrored_step_equals_the_single_device_step(normalization, batch):
     assert result.returncode == 0, result.stderr[-3000:]
     diff = json.loads(result.stdout.strip().splitlines()[-1])["diff"]
     assert diff < 1e-5, f"mirrored and single-device weights differ by {diff}"
+
+
+# ------------------------------------------------------------- the trainer
+
+SMALL_RUN = [
+    "--dataset=synthetic",
+    "--synthetic_users=300",
+    "--max_len=30",
+    "--hidden_dim=32",
+    "--batch_size=64",
+    "--protocols=full",
+    "--seed=0",
+]
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def start_worker(index, ports, flags, log_path):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    env = dict(
+        os.environ,
+        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+    )
+    env.pop("PYTEST_CURRENT_TEST", None)
+    command = [sys.executable, "-m", "hybrid_tfrs.cli.train", *flags]
+    with open(log_path, "w") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_the_trainer_runs_mirrored_over_two_logical_cpus(tmp_path):
+    code = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from hybrid_tfrs.cli import train
+train.run(["train", *{SMALL_RUN!r}, "--epochs=1", "--distribution_strategy=mirrored",
+           "--output_dir={tmp_path / "run"}"])
+"""
+    result = run_python(code, {}, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "2 replicas, 32 rows each" in result.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 1 and metrics["test"]["full"]["NDCG@10"] > 0
+
+
+def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path):
+    flags = [*SMALL_RUN, "--epochs=3", "--patience=5"]
+    single = subprocess.run(
+        [sys.executable, "-m", "hybrid_tfrs.cli.train", *flags, f"--output_dir={tmp_path / 'one'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert single.returncode == 0, single.stderr[-2000:]
+    ports = free_ports(2)
+    shared = tmp_path / "two"
+    multi = [*flags, "--distribution_strategy=multi_worker_mirrored", f"--output_dir={shared}"]
+    workers = [start_worker(i, ports, multi, tmp_path / f"worker{i}.log") for i in range(2)]
+    codes = [worker.wait(timeout=900) for worker in workers]
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], logs
+    assert "2 replicas, 32 rows each" in logs[0]
+    assert "the chief evaluates and writes" in logs[1] and "wrote" not in logs[1]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())["test"]["full"]["NDCG@10"]
+    two = json.loads((shared / "metrics.json").read_text())["test"]["full"]["NDCG@10"]
+    assert two >= 0.75 * one, (one, two)
+    written = sorted(p.name for p in shared.iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "one").iterdir())  # no extra files
+    assert not list(shared.rglob("*.tmp*"))
+
+
+def test_a_killed_worker_restarted_with_the_same_command_resumes_the_job(tmp_path):
+    ports = free_ports(2)
+    run = tmp_path / "run"
+    flags = [
+        *SMALL_RUN,
+        "--epochs=4",
+        "--patience=5",
+        "--distribution_strategy=multi_worker_mirrored",
+        "--collective_timeout_seconds=10",
+        f"--output_dir={run}",
+    ]
+    workers = [start_worker(i, ports, flags, tmp_path / f"first{i}.log") for i in range(2)]
+    state_path = run / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and workers[0].poll() is None:
+        if state_path.exists() and json.loads(state_path.read_text())["epochs_done"] >= 1:
+            break
+        time.sleep(0.2)
+    done_before = json.loads(state_path.read_text())["epochs_done"]
+    assert 1 <= done_before < 4, (tmp_path / "first0.log").read_text()
+    workers[1].kill()  # worker 1 dies mid-run
+    assert workers[0].wait(timeout=300) != 0  # its peer gives up instead of hanging
+    workers[1].wait()
+    ports = free_ports(2)
+    workers = [start_worker(i, ports, flags, tmp_path / f"again{i}.log") for i in range(2)]
+    codes = [worker.wait(timeout=900) for worker in workers]
+    chief_log = (tmp_path / "again0.log").read_text()
+    assert codes == [0, 0], chief_log
+    resumed = int(re.search(r"resuming after epoch (\d+)", chief_log).group(1))
+    assert resumed >= done_before
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == list(range(1, len(history) + 1))
+    assert f"epoch {resumed + 1}/4" in chief_log and "epoch 1/4" not in chief_log
