@@ -179,14 +179,14 @@ def test_flags_after_config_override_it_and_flags_before_do_not(repo_root):
 
 def test_make_train_trains_what_the_synthetic_flagfile_says(repo_root):
     result = subprocess.run(
-        ["make", "-n", "train", "ARGS=--epochs=2"],
+        ["make", "-n", "--no-print-directory", "train", "ARGS=--epochs=2"],
         cwd=repo_root,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    train_line = result.stdout.strip().splitlines()[-1]
+    train_line = result.stdout.strip().splitlines()[-1]  # (under `make test` too)
     assert "hybrid_tfrs.cli.train --config=synthetic_hybrid --epochs=2" in train_line
 
 
