@@ -374,6 +374,9 @@ def _full_ranks(scorer, targets, seen, num_items, chunk_size):
     """
     rows = np.arange(targets.shape[0])
     target_scores = scorer.candidate_scores(targets[:, None])  # [B, 1]
+    if seen is not None:  # a repeated item of a user counts once
+        pairs = np.unique(seen[0] * (num_items + 1) + seen[1])
+        seen_rows, seen_items = pairs // (num_items + 1), pairs % (num_items + 1)
     above = np.zeros(targets.shape[0], dtype=np.int64)
     seen_above = np.zeros(targets.shape[0], dtype=np.int64)
     for lo in range(1, num_items + 1, chunk_size):
@@ -391,12 +394,9 @@ def _full_ranks(scorer, targets, seen, num_items, chunk_size):
         at_or_above[rows[here], targets[here] - lo] = False  # the target is the 1 in 1 + ...
         above += np.count_nonzero(at_or_above, axis=1)
         if seen is not None:
-            seen_rows, seen_items = seen
             here = (seen_items >= lo) & (seen_items < hi)
-            # duplicates in a user's seen items must be counted once
-            counted = np.zeros_like(at_or_above)
-            counted[seen_rows[here], seen_items[here] - lo] = True
-            seen_above += np.count_nonzero(counted & at_or_above, axis=1)
+            counted = at_or_above[seen_rows[here], seen_items[here] - lo]
+            seen_above += np.bincount(seen_rows[here][counted], minlength=len(rows))
     ranks = {"full": 1 + above}
     if seen is not None:
         ranks["full-unseen"] = 1 + above - seen_above
