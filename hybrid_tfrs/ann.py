@@ -20,6 +20,7 @@ The index knows nothing of histories: to leave a user's items out, ask for k
 plus the history length and drop them.
 """
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -44,22 +45,29 @@ class ExportItems(NamedTuple):
     embeddings: np.ndarray  # float32 [N, d]
 
 
-def export_items(saved_model_dir):
-    """The item table of an export, from its ``item_embeddings`` signature."""
+def load_export(saved_model):
+    """A loaded SavedModel: ``saved_model`` itself, or loaded from a version folder."""
+    if not isinstance(saved_model, (str, bytes, os.PathLike)):
+        return saved_model
     import tensorflow as tf
 
-    result = tf.saved_model.load(saved_model_dir).signatures["item_embeddings"]()
+    return tf.saved_model.load(saved_model)
+
+
+def export_items(saved_model):
+    """The item table of an export (folder or loaded), from its ``item_embeddings`` signature."""
+    result = load_export(saved_model).signatures["item_embeddings"]()
     raw_ids = np.array([raw.decode("utf-8") for raw in result["item_ids"].numpy()])
     return ExportItems(raw_ids, result["embeddings"].numpy())
 
 
-def query_embeddings(saved_model_dir, histories):
+def query_embeddings(saved_model, histories):
     """float32 [B, d] query vectors of raw-id histories (the ``query_embedding`` signature)."""
     import tensorflow as tf
 
     width = max(len(history) for history in histories)
     padded = tf.constant([list(history) + [""] * (width - len(history)) for history in histories])
-    signature = tf.saved_model.load(saved_model_dir).signatures["query_embedding"]
+    signature = load_export(saved_model).signatures["query_embedding"]
     return signature(history=padded)["embedding"].numpy()
 
 

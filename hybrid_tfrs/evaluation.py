@@ -17,7 +17,10 @@ protocols never hold a [B, N] score matrix for a query model. The item table
 is scored ``chunk_size`` items at a time (query [B, d] @ table[lo:hi].T) and
 each chunk only adds to every user's count of candidates scoring at or above
 the target, so memory is O(batch_size x chunk_size) and the ranks equal those
-of the whole matrix. Sampled protocols score only their 1 + n candidates.
+of the whole matrix. (The target's own score is one inner product per user; a
+float32 matrix product may round another item's equal score differently by a
+last bit, so exact ties are guaranteed where the products are exact, as in the
+tests.) Sampled protocols score only their 1 + n candidates.
 
 Protocols (their numbers are not comparable with each other):
 

@@ -45,7 +45,8 @@ def merge_chunk(query, item_table, lo, hi, best, excluded=None):
     best_scores, best_ids = best
     size = hi - lo
     chunk = ops.slice(item_table, [lo, 0], [size, ops.shape(item_table)[1]])
-    scores = ops.matmul(query, ops.transpose(chunk))  # [B, size]
+    # [B, size]; (chunk @ query.T).T never copies the chunk transposed
+    scores = ops.transpose(ops.matmul(chunk, ops.transpose(query)))
     if excluded is not None:
         rows, items = excluded
         inside = ops.logical_and(items >= lo, items < hi)
@@ -84,6 +85,7 @@ def chunked_top_k(query, item_table, k, chunk_size=DEFAULT_CHUNK_SIZE, excluded=
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     if not 1 <= k <= num_items:
         raise ValueError(f"k must be in 1..{num_items}, got {k}")
+    item_table = ops.convert_to_tensor(item_table)  # once, not a copy per chunk
     best = initial_top_k(ops.shape(query)[0], k, dtype=query.dtype)
     for lo in range(1, num_items + 1, chunk_size):
         best = merge_chunk(

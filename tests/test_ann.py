@@ -50,7 +50,7 @@ def test_index_of_an_export_matches_its_exact_recommendations(export_dir, kind, 
     import tensorflow as tf
 
     items = export_items(export_dir)
-    assert items.item_ids.tolist() == VOCABULARY.ids and items.embeddings.shape == (300, 16)
+    assert items.item_ids.tolist() == list(VOCABULARY.ids) and items.embeddings.shape == (300, 16)
     # every IVF cell probed: exact; HNSW with a wide beam on 300 items: near exact
     index = ItemIndex.build(items.item_ids, items.embeddings, kind=kind, nlist=8, nprobe=8)
     exact = tf.saved_model.load(export_dir).signatures["recommend"](
