@@ -59,12 +59,12 @@ def merge_chunk(query, item_table, lo, hi, best, excluded=None):
             ops.full(ops.shape(rows), -np.inf, dtype=scores.dtype),
         )
         scores = padded[:, :size]
-    ids = ops.broadcast_to(ops.arange(lo, hi, dtype="int32")[None, :], ops.shape(scores))
-    merged_scores = ops.concatenate([best_scores, scores], axis=1)
-    merged_ids = ops.concatenate([best_ids, ids], axis=1)
     k = ops.shape(best_scores)[1]
-    top_scores, positions = ops.top_k(merged_scores, k)
-    return top_scores, ops.take_along_axis(merged_ids, positions, axis=1)
+    top_scores, positions = ops.top_k(ops.concatenate([best_scores, scores], axis=1), k)
+    positions = ops.cast(positions, "int32")
+    # Position p < k is the running best's p-th entry, else item lo + p - k.
+    from_best = ops.take_along_axis(best_ids, ops.minimum(positions, k - 1), axis=1)
+    return top_scores, ops.where(positions < k, from_best, positions - k + lo)
 
 
 def chunked_top_k(query, item_table, k, chunk_size=DEFAULT_CHUNK_SIZE, excluded=None):
