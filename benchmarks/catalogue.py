@@ -27,7 +27,8 @@ imports and the model build (``baseline``):
 Usage:
     taskset -c 1 .venv/bin/python benchmarks/catalogue.py          # 1M items
     .venv/bin/python benchmarks/catalogue.py --num_items=20000 --eval_users=500 \
-        --output=/tmp/catalogue.md                                  # smoke run
+        --output=/tmp/catalogue.md --json=/tmp/catalogue.json       # smoke run
+    .venv/bin/python benchmarks/catalogue.py --from_json=benchmarks/results/catalogue.json
 
 Assertion-free: the table says what was measured on this machine and its load.
 """
@@ -66,6 +67,8 @@ flags.DEFINE_string("ann_python", sys.executable, "Python with faiss-cpu for the
 flags.DEFINE_list("measurements", list(MEASUREMENTS), "What to measure.")
 flags.DEFINE_string("work_dir", None, "Where the export goes (default: a temporary folder).")
 flags.DEFINE_string("output", os.path.join(RESULTS_DIR, "catalogue.md"), "Markdown table.")
+flags.DEFINE_string("json", os.path.join(RESULTS_DIR, "catalogue.json"), "The rows as JSON.")
+flags.DEFINE_string("from_json", None, "Only regenerate --output from this JSON file.")
 flags.DEFINE_string("child", None, "Internal: the measurement of this process.")
 flags.DEFINE_string("child_result", None, "Internal: where the child writes its JSON.")
 
@@ -419,20 +422,23 @@ def run_measurement(name, config):
     return rows
 
 
-def markdown(rows, config, started_load, ended_load, command):
+def markdown(report):
+    """The results table of a report (``--json``) and what it implies."""
+    config, rows = report["config"], report["rows"]
+    items, users = config["num_items"], config["eval_users"]
     lines = [
-        f"# Catalogue of {config['num_items']:,} items: time and peak memory",
+        f"# Catalogue of {items:,} items: time and peak memory",
         "",
-        f"Machine: {machine()}. Load average (1, 5, 15 min) at the start: {started_load}; "
-        f"at the end: {ended_load}. Hidden {config['hidden_dim']}, "
-        f"{config['model']} encoder, L = {config['max_len']}; item table clustered "
-        f"({config['clusters']} centres + noise). Each measurement is a fresh process; "
-        "peak = its ru_maxrss (everything: TensorFlow, the model, the item table "
-        f"{config['num_items'] * config['hidden_dim'] * 4 / 2**20:.0f} MiB), baseline = its "
-        "resident memory before the measured work. Target: no step above "
+        f"Machine: {report['machine']}. Load average (1, 5, 15 min) at the start: "
+        f"{report['load_start']}; at the end: {report['load_end']}. Hidden "
+        f"{config['hidden_dim']}, {config['model']} encoder, L = {config['max_len']}; item "
+        f"table clustered ({config['clusters']} centres + noise). Each measurement is a fresh "
+        "process; peak = its ru_maxrss (everything: TensorFlow, the model, the item table "
+        f"of {items * config['hidden_dim'] * 4 / 2**20:.0f} MiB), baseline = its resident "
+        "memory before the measured work. Target: no step above "
         f"{MEMORY_TARGET_GB:g} GB.",
         "",
-        f"Command: `{command}`",
+        f"Command: `{report['command']}`",
         "",
         "| measurement | time | peak MiB | baseline MiB | under 4 GB | notes |",
         "|---|---:|---:|---:|:---:|---|",
@@ -450,6 +456,19 @@ def markdown(rows, config, started_load, ended_load, command):
             f"| {row['what']} | {time_text} | {row['peak_mb']:.0f} | {baseline} | {under} "
             f"| {row['note']} |"
         )
+    lines += [
+        "",
+        "For scale: without chunking, the users x items score matrix of the evaluation "
+        f"would be {users * items * 4 / 2**30:,.1f} GiB of float32, one evaluation batch's "
+        f"{config['eval_batch'] * items * 4 / 2**20:,.0f} MiB (plus as much again in masks), "
+        f"and a batch-{max(config['batches'])} request's "
+        f"{max(config['batches']) * items * 4 / 2**20:,.0f} MiB. Chunked, the evaluation's "
+        "peak above its baseline is the item table copy and a few chunk-sized arrays. "
+        "The ann rows' peak holds the export, its table and a second random table at "
+        "once; it is not one of the issue's steps. Recall of IVF on the clustered table is "
+        "an easy case and on the unclustered random table the hardest: a trained table lies "
+        "in between, so measure recall on the real export before serving from an index.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -458,6 +477,10 @@ def main(argv):
     if FLAGS.child:
         config = json.loads(FLAGS.config_json)
         run_child(FLAGS.child, config, FLAGS.child_result)
+        return 0
+    if FLAGS.from_json:
+        with open(FLAGS.from_json, encoding="utf-8") as f:
+            write_markdown(json.load(f))
         return 0
     unknown = sorted(set(FLAGS.measurements) - set(MEASUREMENTS))
     if unknown:
@@ -491,12 +514,25 @@ def main(argv):
                 for row in new_rows:
                     print(f"  {json.dumps(row)}", flush=True)
                 rows += [row for row in new_rows if row["what"] != "export_saved_model"]
-        command = "python benchmarks/catalogue.py " + " ".join(sys.argv[1:])
-        text = markdown(rows, config, started_load, load_average(), command.strip())
+    report = {
+        "config": config,
+        "rows": rows,
+        "machine": machine(),
+        "load_start": started_load,
+        "load_end": load_average(),
+        "command": ("python benchmarks/catalogue.py " + " ".join(sys.argv[1:])).strip(),
+    }
+    with open(FLAGS.json, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    write_markdown(report)
+    return 0
+
+
+def write_markdown(report):
+    text = markdown(report)
     with open(FLAGS.output, "w", encoding="utf-8") as f:
         f.write(text)
     print(text)
-    return 0
 
 
 flags.DEFINE_string("config_json", None, "Internal: the child's configuration.")
