@@ -514,6 +514,7 @@ def main(argv):
                 for row in new_rows:
                     print(f"  {json.dumps(row)}", flush=True)
                 rows += [row for row in new_rows if row["what"] != "export_saved_model"]
+    del config["work_dir"]  # a temporary path, not a setting
     report = {
         "config": config,
         "rows": rows,
