@@ -6,7 +6,8 @@ into a running top-k [B, k]. Memory is O(B x (k + chunk_size)), never O(B x N),
 and the result equals ``ops.top_k`` over the whole row, ties included: equal
 scores keep the lower item index first because the running best (earlier,
 lower indices) precedes the chunk (in index order) when they are merged and
-``top_k`` is stable. Item 0 (padding) is never a candidate.
+TensorFlow's ``top_k`` is stable (another backend's ``top_k`` may order ties
+its own way). Item 0 (padding) is never a candidate.
 
 Excluded items (a history, for instance) are given as (row, item) pairs and
 score -inf. Slots that only -inf items could fill hold -inf; their ids are

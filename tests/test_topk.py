@@ -85,5 +85,5 @@ def test_model_recommend_does_not_depend_on_chunk_size(exclude_history):
         )
         top, top_scores = np.asarray(top), np.asarray(top_scores)
         finite = np.isfinite(top_scores)
-        np.testing.assert_allclose(top_scores, -np.sort(-scores, axis=1), rtol=1e-5)
+        np.testing.assert_allclose(top_scores, -np.sort(-scores, axis=1), rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(top[finite], (np.argsort(-scores, axis=1) + 1)[finite])
