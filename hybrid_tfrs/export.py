@@ -36,6 +36,8 @@ import time
 import keras
 import tensorflow as tf
 
+from hybrid_tfrs import topk
+
 VOCABULARY_FILE = "vocabulary.txt"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 HISTORY_FEATURE = "history"
@@ -54,15 +56,27 @@ class RecommenderModule(tf.Module):
         top_k: number of items of ``serving_default`` (1..N).
         exclude_history: whether ``serving_default`` leaves the history's items
             out of its results (``recommend`` takes it per request).
+        chunk_size: items scored at a time by ``serving_default`` and
+            ``recommend`` (hybrid_tfrs.topk).
     """
 
-    def __init__(self, model, vocabulary_path, top_k, exclude_history=False):
+    def __init__(
+        self,
+        model,
+        vocabulary_path,
+        top_k,
+        exclude_history=False,
+        chunk_size=topk.DEFAULT_CHUNK_SIZE,
+    ):
         super().__init__(name="recommender")
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         self.model = model
         self.max_len = model.max_len
         self.num_items = model.num_items
         self.top_k = top_k
         self.exclude_history = bool(exclude_history)
+        self.chunk_size = chunk_size
         # Tracked here so the SavedModel holds every weight the functions read.
         self.model_variables = list(model.variables)
         self.vocabulary = tf.saved_model.Asset(vocabulary_path)
@@ -119,7 +133,12 @@ class RecommenderModule(tf.Module):
 
     def top_items(self, history, k, exclude_history):
         """string [B, T], int32 k, bool exclude_history -> item_ids string [B, k],
-        scores float32 [B, k]."""
+        scores float32 [B, k].
+
+        The item table is scored ``chunk_size`` items at a time in a
+        ``tf.while_loop`` (one chunk after the other) that merges a running
+        top-k (hybrid_tfrs.topk): memory O(B x (k + chunk_size)).
+        """
         check = tf.debugging.Assert(
             tf.logical_and(k >= 1, k <= self.num_items),
             [f"k must be in 1..{self.num_items} (the catalogue size), got", k],
@@ -127,16 +146,30 @@ class RecommenderModule(tf.Module):
         with tf.control_dependencies([check]):
             k = tf.identity(k)
         known = self.known_indices(history)
-        scores = self.model.score_items(self.model_input(known))
-        # Every known item of the row (not only the latest max_len) gets -inf:
-        # O(B * T) scatter, never a [B, T, N] one-hot.
-        seen = tf.stack([known.value_rowids(), known.flat_values], axis=1)
-        unseen_scores = tf.tensor_scatter_nd_update(
-            scores, seen, tf.fill(tf.shape(seen)[:1], tf.constant(-float("inf"), scores.dtype))
+        query = self.model.query_embedding(self.model_input(known))
+        # Every known item of the row (not only the latest max_len) scores
+        # -inf: (row, item) pairs, O(B * T), never a [B, T, N] one-hot.
+        seen_rows = tf.cast(known.value_rowids(), tf.int32)
+        seen_items = tf.cast(known.flat_values, tf.int32)
+        seen_rows = tf.cond(exclude_history, lambda: seen_rows, lambda: seen_rows[:0])
+        seen_items = tf.cond(exclude_history, lambda: seen_items, lambda: seen_items[:0])
+        table = tf.convert_to_tensor(self.model.encoder.item_embeddings)
+        end = self.num_items + 1
+
+        def merge(lo, best_scores, best_ids):
+            hi = tf.minimum(lo + self.chunk_size, end)
+            best = topk.merge_chunk(
+                query, table, lo, hi, (best_scores, best_ids), (seen_rows, seen_items)
+            )
+            return (hi, *best)
+
+        _, top_scores, top = tf.while_loop(
+            lambda lo, *_: lo < end,
+            merge,
+            (tf.constant(1), *topk.initial_top_k(tf.shape(query)[0], k, query.dtype)),
+            parallel_iterations=1,  # one chunk's scores alive at a time
         )
-        scores = tf.cond(exclude_history, lambda: unseen_scores, lambda: scores)
-        top_scores, top = tf.math.top_k(scores[:, 1:], k)  # column 0 is padding
-        item_ids = self.raw_id_table.lookup(tf.cast(top, tf.int64))
+        item_ids = self.raw_id_table.lookup(tf.cast(top - 1, tf.int64))  # line = index - 1
         item_ids = tf.where(tf.math.is_inf(top_scores), tf.constant(""), item_ids)
         return {"item_ids": item_ids, "scores": tf.cast(top_scores, tf.float32)}
 
@@ -257,7 +290,14 @@ def remove_abandoned_exports(model_dir, log=print):
 
 
 def export_saved_model(
-    model, vocabulary, export_dir, model_name, version=None, top_k=100, exclude_history=False
+    model,
+    vocabulary,
+    export_dir,
+    model_name,
+    version=None,
+    top_k=100,
+    exclude_history=False,
+    chunk_size=topk.DEFAULT_CHUNK_SIZE,
 ):
     """Writes a SavedModel for TensorFlow Serving and returns its folder.
 
@@ -275,6 +315,8 @@ def export_saved_model(
         top_k: items returned by ``serving_default``; clipped to N.
         exclude_history: whether ``serving_default`` leaves out the items of
             the history (``recommend`` has it as an input).
+        chunk_size: items the served top-k scores at a time; memory per
+            request O(B x (k + chunk_size)).
 
     Returns:
         ``<export_dir>/<model_name>/<version>``.
@@ -312,7 +354,7 @@ def export_saved_model(
         with tempfile.TemporaryDirectory() as source:
             vocabulary_path = os.path.join(source, VOCABULARY_FILE)
             vocabulary.save(vocabulary_path)
-            module = RecommenderModule(model, vocabulary_path, top_k, exclude_history)
+            module = RecommenderModule(model, vocabulary_path, top_k, exclude_history, chunk_size)
             saved = os.path.join(temp_dir, "model")
             tf.saved_model.save(module, saved, signatures=module.signatures())
         _write_warmup(saved, warmup_requests(model_name, vocabulary.ids, top_k))
@@ -323,6 +365,7 @@ def export_saved_model(
                     "version": int(version),
                     "top_k": top_k,
                     "exclude_history": bool(exclude_history),
+                    "chunk_size": chunk_size,
                 },
                 f,
             )

@@ -17,6 +17,7 @@ from hybrid_tfrs import losses
 from hybrid_tfrs.backend import LEGACY_KERAS, keras, ops, random
 from hybrid_tfrs.config import LOSS_NORMALIZATIONS
 from hybrid_tfrs.encoders import check_item_ids
+from hybrid_tfrs.topk import DEFAULT_CHUNK_SIZE, chunked_top_k
 
 if LEGACY_KERAS:
     raise ImportError(
@@ -162,23 +163,37 @@ class SequentialRetrievalModel(keras.Model):
         scores = ops.where(blocked, -np.inf, scores)
         return (scores, alpha) if return_alpha else scores
 
-    def recommend(self, item_ids, k=10, exclude_history=False):
-        """Top-k items for a batch of histories.
+    def recommend(self, item_ids, k=10, exclude_history=False, chunk_size=DEFAULT_CHUNK_SIZE):
+        """Top-k items for a batch of histories, the item table scored in chunks.
 
         Args:
             item_ids: [B, L] int ids (0 = padding, left-aligned); L <= max_len.
             k: number of items, 1..num_items.
+            exclude_history: leave the history's items out (slots beyond the
+                unseen items score -inf).
+            chunk_size: items scored at a time; memory O(B x (k + chunk_size))
+                (see hybrid_tfrs.topk).
 
         Returns:
-            (ids [B, k] int32, scores [B, k] float), best first.
+            (ids [B, k] int32, scores [B, k] float), best first; ties keep the
+            lower item index first.
         """
         ids = check_item_ids(item_ids, self.num_items)
         if ids.shape[1] > self.max_len:
             raise ValueError(f"item_ids: length {ids.shape[1]} exceeds max_len={self.max_len}")
         if not 1 <= k <= self.num_items:
             raise ValueError(f"k must be in 1..{self.num_items}, got {k}")
-        scores, top = ops.top_k(self.score_items(ids, exclude_history=exclude_history), k)
-        return ops.cast(top, "int32"), scores
+        excluded = None
+        if exclude_history:
+            rows, positions = np.nonzero(ids)
+            excluded = (rows.astype("int32"), ids[rows, positions])
+        return chunked_top_k(
+            self.query_embedding(ids),
+            self.encoder.item_embeddings,
+            k,
+            chunk_size=chunk_size,
+            excluded=excluded,
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -84,19 +84,26 @@ def compile_model(model, config, steps_per_epoch=1):
     model.compile(optimizer=optimizer)
 
 
-def score_function(model, exclude_history=False):
-    """``score_fn`` for :func:`hybrid_tfrs.evaluation.evaluate` from a model."""
+def score_function(model):
+    """``score_fn`` for :func:`hybrid_tfrs.evaluation.evaluate` from a model.
+
+    Returns the query vectors [B, d] (and the gate alpha [B]); pass
+    ``item_embeddings(model)`` to ``evaluate`` to score them chunk by chunk.
+    """
 
     def score(histories):
-        scores, alpha = model.score_items(
-            histories, exclude_history=exclude_history, return_alpha=True
-        )
-        result = {"scores": keras.ops.convert_to_numpy(scores)}
+        query, alpha = model.query_embedding(histories, return_alpha=True)
+        result = {"query": keras.ops.convert_to_numpy(query)}
         if alpha is not None:
             result["alpha"] = keras.ops.convert_to_numpy(alpha)
         return result
 
     return score
+
+
+def item_embeddings(model):
+    """The model's item table as numpy, float [N + 1, d] (row 0 is padding)."""
+    return keras.ops.convert_to_numpy(model.encoder.item_embeddings)
 
 
 def evaluate_split(model, split, part, max_len, protocols=PROTOCOLS, **kwargs):
@@ -113,6 +120,7 @@ def evaluate_split(model, split, part, max_len, protocols=PROTOCOLS, **kwargs):
         protocols=protocols,
         seen_items=histories,
         history_lengths=np.array([len(h) for h in histories]),
+        item_embeddings=item_embeddings(model),
         **kwargs,
     )
 

@@ -121,6 +121,7 @@ def test_help_exits_0_and_lists_the_commands_flags(repo_root, command):
         ("evaluate", ["--run_dir=/nonexistent"], "/nonexistent/config.json not found"),
         ("evaluate", ["--run_dir=.", "--splits=train"], "--splits: unknown ['train']"),
         ("evaluate", ["--run_dir=.", "--protocols=top-1"], "--protocols: unknown ['top-1']"),
+        ("evaluate", ["--run_dir=.", "--chunk_size=0"], "--chunk_size=0: 0 is not a positive"),
         ("export", ["--run_dir=/nonexistent", "--export_dir=x"], "--run_dir=/nonexistent: no such"),
         ("export", ["--run_dir=."], "--export_dir: required"),
         ("export", ["--run_dir=.", "--export_dir=x", "--top_k=0"], "--top_k"),

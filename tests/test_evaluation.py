@@ -12,6 +12,7 @@ from hybrid_tfrs.evaluation import (
     format_table,
     metrics_from_ranks,
     rank_of_target,
+    target_ranks,
 )
 from hybrid_tfrs.negatives import popularity_negatives, uniform_negatives
 
@@ -421,6 +422,121 @@ def test_evaluate_argument_errors(kwargs, message):
 def test_evaluate_score_fn_errors(output, message):
     with pytest.raises(ValueError, match=message):
         run(lambda batch: output, make_data(4, seed=8), protocols=("full",))
+
+
+# ------------------------------------------------------- chunked scoring
+
+
+def small_int_model(seed, dim=4):
+    """Item table and query function with small integer entries: the dot
+    products are exact in float32 whatever the summation order, and tie often."""
+    table = np.random.default_rng(seed).integers(-2, 3, size=(NUM_ITEMS + 1, dim))
+    table = table.astype(np.float32)
+
+    def query(histories):
+        mix = histories.astype(np.int64).sum(axis=1, keepdims=True) * np.arange(1, 2 * dim, 2)
+        return (mix % 5 - 2).astype(np.float32)
+
+    return table, query
+
+
+def reference_full_ranks(scores, targets, seen_items):
+    """Ranks on the whole [U, N + 1] matrix with ``rank_of_target`` (the unchunked rule)."""
+    valid = np.ones(scores.shape, dtype=bool)
+    for row, items in enumerate(seen_items):
+        valid[row, items] = False
+    return {
+        "full": rank_of_target(scores[:, 1:], targets - 1),
+        "full-unseen": rank_of_target(scores[:, 1:], targets - 1, valid[:, 1:]),
+    }
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, NUM_ITEMS, NUM_ITEMS + 1, 10_000])
+def test_chunked_query_ranks_equal_whole_matrix_ranks(chunk_size):
+    histories, targets, user_items, counts = make_data(70, seed=11)
+    table, query = small_int_model(seed=12)
+    scores = query(histories) @ table.T
+    target_scores = scores[np.arange(70), targets]
+    ties = (scores[:, 1:] == target_scores[:, None]).sum(axis=1) - 1
+    assert (ties > 0).mean() > 0.5  # the data exercise the tie rule
+    seen_items = [h[h > 0] for h in histories]
+    args = (histories, targets, user_items, NUM_ITEMS, counts)
+
+    chunked, _ = target_ranks(
+        lambda h: {"query": query(h)},
+        *args,
+        batch_size=16,
+        item_embeddings=table,
+        chunk_size=chunk_size,
+    )
+    whole, _ = target_ranks(lambda h: {"scores": query(h) @ table.T}, *args, batch_size=70)
+    expected = reference_full_ranks(scores, targets, seen_items)
+    for protocol in ("full", "full-unseen"):
+        np.testing.assert_array_equal(chunked[protocol], expected[protocol], err_msg=protocol)
+    for protocol in PROTOCOLS:
+        np.testing.assert_array_equal(chunked[protocol], whole[protocol], err_msg=protocol)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 13])
+def test_chunked_dense_scores_rank_as_one_chunk(chunk_size):
+    data = make_data(40, seed=13)
+
+    def hashed(histories):
+        return {
+            "scores": np.round(
+                np.sin(histories.sum(axis=1, keepdims=True) * np.arange(NUM_ITEMS + 1)), 1
+            )
+        }
+
+    assert run(hashed, data, chunk_size=chunk_size) == run(hashed, data)
+
+
+def test_full_unseen_counts_a_repeated_seen_item_once():
+    table = np.zeros((NUM_ITEMS + 1, 1), dtype=np.float32)
+    table[[5, 7, 9], 0] = [3.0, 2.0, 1.0]  # seen items 5 and 7 above the target 9
+    ranks, _ = target_ranks(
+        lambda h: {"query": np.ones((len(h), 1), np.float32)},
+        np.array([[5, 5, 7, 0]], dtype=np.int32),
+        [9],
+        [[5, 7, 9]],
+        NUM_ITEMS,
+        protocols=("full", "full-unseen"),
+        item_embeddings=table,
+        chunk_size=4,
+    )
+    assert ranks["full"].tolist() == [3] and ranks["full-unseen"].tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    "output, kwargs, message",
+    [
+        ({"query": np.zeros((4, 3), np.float32)}, {}, "'query' but item_embeddings is None"),
+        (
+            {"query": np.zeros((4, 3)), "scores": np.zeros((4, NUM_ITEMS + 1))},
+            {"item_embeddings": np.zeros((NUM_ITEMS + 1, 3))},
+            "exactly one of 'scores' and 'query'",
+        ),
+        (
+            {"query": np.zeros((4, 2))},
+            {"item_embeddings": np.zeros((NUM_ITEMS + 1, 3))},
+            r"'query' must have shape \(4, 3\)",
+        ),
+        (
+            {"query": np.zeros((4, 3))},
+            {"item_embeddings": np.zeros((NUM_ITEMS, 3))},
+            r"item_embeddings must have shape \(151, d\)",
+        ),
+        ({"scores": np.zeros((4, NUM_ITEMS + 1))}, {"chunk_size": 0}, "chunk_size must be"),
+        (
+            {"query": np.full((4, 3), np.nan)},
+            {"item_embeddings": np.ones((NUM_ITEMS + 1, 3))},
+            "NaN in 4 of 4 rows",
+        ),
+    ],
+)
+def test_evaluate_query_errors(output, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run(lambda batch: output, make_data(4, seed=8), protocols=("full",), **kwargs)
 
 
 def test_format_table():

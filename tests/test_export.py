@@ -379,3 +379,57 @@ def test_export_cli(model, tmp_path, repo_root):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --run_dir=")
+
+
+class IntegerScoreModel:
+    """Stand-in for the model with small-integer query vectors and item table:
+    every score is exact whatever the chunking, and many tie."""
+
+    max_len, num_items = MAX_LEN, NUM_ITEMS
+
+    def __init__(self, seed=3, dim=3):
+        table = np.random.default_rng(seed).integers(-2, 3, size=(NUM_ITEMS + 1, dim))
+        self.encoder = type("Encoder", (), {})()
+        self.encoder.item_embeddings = tf.Variable(table.astype("float32"))
+        self.variables = [self.encoder.item_embeddings]
+        self.mix = tf.constant(np.arange(1, 2 * dim, 2), tf.int32)
+
+    def query_embedding(self, item_ids):
+        total = tf.reduce_sum(item_ids, axis=1, keepdims=True)
+        return tf.cast(tf.math.floormod(total * self.mix, 5) - 2, tf.float32)
+
+    def brute_force(self, histories, k, exclude_history):
+        """Raw ids and scores of tf.math.top_k over the whole [B, N] score matrix."""
+        ids = encode(histories)
+        scores = self.query_embedding(tf.constant(ids)).numpy() @ self.variables[0].numpy().T
+        if exclude_history:
+            for row, history in enumerate(histories):
+                scores[
+                    row, [VOCABULARY.index(raw) for raw in history if raw in VOCABULARY]
+                ] = -np.inf
+        top_scores, top = tf.math.top_k(scores[:, 1:], k)
+        raw = [VOCABULARY.decode(row + 1) for row in top.numpy()]
+        raw = np.where(np.isinf(top_scores.numpy()), "", raw)
+        return raw.tolist(), top_scores.numpy()
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, NUM_ITEMS, 64])
+def test_chunked_top_items_equal_brute_force_with_ties(chunk_size, tmp_path):
+    stub = IntegerScoreModel()
+    vocabulary_path = str(tmp_path / "vocabulary.txt")
+    VOCABULARY.save(vocabulary_path)
+    module = export_lib.RecommenderModule(stub, vocabulary_path, TOP_K, chunk_size=chunk_size)
+    histories = HISTORIES + [[f"i{i}" for i in range(1, NUM_ITEMS - 2)]]  # 3 unseen items
+    for k in (1, 5, NUM_ITEMS):
+        for exclude_history in (False, True):
+            got = module.recommend(history_tensor(histories), tf.constant(k), exclude_history)
+            expected_ids, expected_scores = stub.brute_force(histories, k, exclude_history)
+            assert decoded(got["item_ids"]) == expected_ids, (k, exclude_history)
+            np.testing.assert_array_equal(got["scores"].numpy(), expected_scores)
+    scores = stub.brute_force(histories, NUM_ITEMS, False)[1]
+    assert any(len(set(row)) < NUM_ITEMS for row in scores)  # ties present
+
+
+def test_chunk_size_must_be_positive(model, tmp_path):
+    with pytest.raises(ValueError, match="chunk_size must be a positive int, got 0"):
+        export_saved_model(model, VOCABULARY, str(tmp_path), "hybrid", version=1, chunk_size=0)

@@ -195,6 +195,28 @@ def test_evaluate_reproduces_the_training_metrics(repo_root, trained_run):
         assert evaluated[protocol] == pytest.approx(trained[protocol], abs=1e-6)
 
 
+def test_evaluate_in_small_chunks_reproduces_the_training_metrics(repo_root, trained_run, tmp_path):
+    """--chunk_size=7 scores the catalogue 7 items at a time: the same ranks."""
+    out, _ = trained_run
+    output = tmp_path / "chunked.json"
+    result = _run(
+        repo_root,
+        "evaluate.py",
+        f"--run_dir={out}",
+        "--splits=test",
+        "--protocols=full,full-unseen",
+        "--chunk_size=7",
+        f"--output={output}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads(output.read_text())["test"]["protocols"]
+    trained = json.loads((out / "metrics.json").read_text())["test"]
+    for protocol in ("full", "full-unseen"):
+        if protocol in trained:
+            assert evaluated[protocol] == pytest.approx(trained[protocol], abs=1e-6)
+    assert "full" in trained
+
+
 def test_export_prints_only_the_exported_path(repo_root, trained_run, tmp_path):
     out, _ = trained_run
     result = _run(

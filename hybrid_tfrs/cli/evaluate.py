@@ -25,6 +25,13 @@ flags.DEFINE_list("protocols", list(PROTOCOLS), "Protocols to run.")
 flags.DEFINE_list("splits", list(SPLITS), "Splits to evaluate.")
 flags.DEFINE_integer("seed", None, "Seed of sampled negatives (default: the run's seed).")
 flags.DEFINE_integer("batch_size", 512, "Users per batch.", lower_bound=1)
+flags.DEFINE_integer(
+    "chunk_size",
+    None,
+    "Items scored at a time in full ranking; memory ~ batch_size x chunk_size "
+    "floats (default: 2**24 // batch_size).",
+    lower_bound=1,
+)
 flags.DEFINE_string("output", None, "Where to write the JSON (default <run_dir>/evaluation.json).")
 FLAGS = flags.FLAGS
 
@@ -76,6 +83,7 @@ def main(argv):
                 protocols=tuple(FLAGS.protocols),
                 seed=config.seed if FLAGS.seed is None else FLAGS.seed,
                 batch_size=FLAGS.batch_size,
+                chunk_size=FLAGS.chunk_size,
                 progress=sys.stdout.isatty(),
             )
             print(f"\n{part}:\n{format_table(results[part]['protocols'])}")
