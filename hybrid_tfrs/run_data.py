@@ -2,10 +2,20 @@
 
 from hybrid_tfrs.config import NUM_NEGATIVES
 from hybrid_tfrs.data import DATASETS, load_dataset
+from hybrid_tfrs.data.own import load_table_split
 
 
 def load_split(config):
     """The run's dataset: (SequenceData, leave-one-out Split)."""
+    if config.data_file:
+        return load_table_split(
+            config.data_file,
+            config.user_column,
+            config.item_column,
+            config.time_column,
+            sep=config.delimiter_char,
+            min_length=config.min_length,
+        )
     synthetic = (
         dict(num_users=config.synthetic_users, num_items=config.synthetic_items, seed=config.seed)
         if config.dataset == "synthetic"

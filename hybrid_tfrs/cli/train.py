@@ -4,6 +4,7 @@
     hybrid-tfrs-train --config=synthetic_hybrid                # a shipped flagfile, by name
     hybrid-tfrs-train --config=beauty_hybrid --data_dir=../shared/data --epochs=5
     hybrid-tfrs-train --flagfile=my.flags                      # or --config=my.flags
+    hybrid-tfrs-train --data_file=events.csv --time_column=ts  # your own interactions
 
 Flags after --config (or --flagfile) override it. Writes config.json,
 vocabulary.txt, model.keras (best on validation NDCG@10), checkpoints/,
@@ -21,11 +22,20 @@ from absl import flags
 
 from hybrid_tfrs.cli import common
 from hybrid_tfrs.cli.config import ConfigError, expand_config
-from hybrid_tfrs.config import TrainConfig
+from hybrid_tfrs.config import OWN_DATASET, TrainConfig
 
 FLAG_HELP = {
-    "dataset": "beauty, sports, toys, yelp, ml-1m or synthetic (generated, no download).",
+    "dataset": "beauty, sports, toys, yelp, ml-1m or synthetic (generated, no download); "
+    "own (the default with --data_file).",
     "data_dir": "Folder holding the dataset file; unset: download into the Keras cache.",
+    "data_file": "Your own interactions instead of --dataset: a CSV, TSV, Parquet or JSON-lines "
+    "(.jsonl) file, one event a row (see --user_column, --item_column, --time_column).",
+    "user_column": "--data_file: column of the user ids.",
+    "item_column": "--data_file: column of the item ids.",
+    "time_column": "--data_file: numeric column ordering each user's events, equal times in "
+    "file order; empty (--time_column=): file order.",
+    "delimiter": "--data_file: field separator of a text file (\\t or tab for a tab); "
+    "empty: by the extension (.csv comma, .tsv tab).",
     "model": "Encoder: hybrid, linrec, fmlp or sasrec.",
     "max_len": "Latest items of a history the model reads.",
     "hidden_dim": "Embedding and hidden size.",
@@ -97,10 +107,15 @@ FLAGS = flags.FLAGS
 
 
 def config_from_flags():
-    """The TrainConfig of the parsed flags (output_dir defaulting to runs/<dataset>_<model>)."""
+    """The TrainConfig of the parsed flags (output_dir defaulting to runs/<dataset>_<model>).
+
+    With --data_file and no --dataset, the dataset is ``own``.
+    """
     config = TrainConfig(
         **{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(TrainConfig)}
     )
+    if config.data_file and not FLAGS["dataset"].present:
+        config.dataset = OWN_DATASET
     if not FLAGS["output_dir"].present:
         config.output_dir = os.path.join("runs", f"{config.dataset}_{config.model}")
     return config
