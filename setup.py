@@ -49,7 +49,7 @@ setup(
         "serving": ["tensorflow-serving-api>=2.20,<2.22", "grpcio>=1.60", "requests>=2.31"],
         # setuptools and wheel: tests/test_package.py builds the wheel offline.
         # hybrid-tfrs-preprocess: own logs -> prepared TFRecord shards (hybrid_tfrs.preprocess).
-        "beam": ["apache-beam>=2.77,<3"],
+        "beam": ["apache-beam[tfrecord]>=2.77,<3", "google-crc32c>=1.5"],
         "dev": ["pytest>=8", "jax[cpu]>=0.6", "ruff>=0.6", "setuptools>=65", "wheel>=0.40"],
     },
     entry_points={

@@ -51,6 +51,8 @@ class TrainConfig:
     dataset: str = "synthetic"
     data_dir: str | None = None
     data_file: str | None = None
+    prepared_dir: str | None = None
+    shuffle_buffer: int = 100_000
     user_column: str = "user_id"
     item_column: str = "item_id"
     time_column: str = "timestamp"
@@ -155,15 +157,26 @@ class TrainConfig:
             )
 
     def _own_data_checks(self):
-        """``(ok, flag, message)`` checks of --data_file and its columns."""
-        own = self.data_file
+        """``(ok, flag, message)`` checks of --data_file / --prepared_dir and their settings."""
+        own = self.data_file or self.prepared_dir
         return [
+            (
+                not (self.data_file and self.prepared_dir),
+                "prepared_dir",
+                "cannot be combined with --data_file (a run reads one of them)",
+            ),
             (
                 not own or self.dataset == OWN_DATASET,
                 "dataset",
-                "cannot be combined with --data_file (a run reads one dataset); drop --dataset",
+                f"cannot be combined with --{'data_file' if self.data_file else 'prepared_dir'} "
+                "(a run reads one dataset); drop --dataset",
             ),
-            (own or self.dataset != OWN_DATASET, "dataset", "needs --data_file (the data to read)"),
+            (
+                own or self.dataset != OWN_DATASET,
+                "dataset",
+                "needs --data_file or --prepared_dir (the data to read)",
+            ),
+            (self.shuffle_buffer >= 1, "shuffle_buffer", "must be >= 1"),
             (bool(self.user_column.strip()), "user_column", "must name a column"),
             (bool(self.item_column.strip()), "item_column", "must name a column"),
             (
