@@ -92,35 +92,54 @@ def _row_widths(lengths, max_len, window_stride, causal):
     return widths
 
 
-def _user_rows(max_len, window_stride, causal):
-    """A user's train sequence t [n] -> its rows (inputs, targets), int32 [k, max_len] each."""
+def _batch_rows(max_len, window_stride, causal, bucket_limits=None):
+    """Parsed users -> their training rows, cut for a whole parse batch at once.
+
+    Maps ``train`` (ragged [B, None] int32) to ``(inputs, targets)`` int32
+    [R, max_len] (plus the length bucket of each row, int64 [R], with
+    ``bucket_limits``): the rows of ``pipeline.training_examples`` (causal) or
+    one row per prefix with the loss on its last position, users in batch order.
+    """
     positions = tf.range(max_len)
 
     def rows(train):
-        pairs = tf.shape(train)[0] - 1
+        pairs = tf.maximum(tf.cast(train.row_lengths(), tf.int32) - 1, 0)
         if causal:
             older = 0  # windows before the latest one
             if window_stride:
                 older = (tf.maximum(pairs - max_len, 0) + window_stride - 1) // window_stride
-            count = tf.where(pairs > 0, 1 + older, 0)
-            ends = pairs - tf.range(count) * window_stride
-            starts = tf.maximum(ends - max_len, 0)
-            keeps = tf.where((starts > 0) & (window_stride > 0), window_stride, ends - starts)
+            counts = tf.where(pairs > 0, 1 + older, 0)
         else:
-            ends = tf.range(1, tf.maximum(pairs, 0) + 1)
-            starts = tf.maximum(ends - max_len, 0)
-            keeps = tf.ones_like(ends)
+            counts = pairs
+        user = tf.repeat(tf.range(tf.shape(pairs)[0]), counts)  # [R]
+        window = tf.range(tf.reduce_sum(counts)) - tf.gather(
+            tf.cumsum(counts, exclusive=True), user
+        )
+        user_pairs = tf.gather(pairs, user)
+        # Causal: windows end at m, m - s, ...; bidirectional: at every prefix end 1..m.
+        ends = user_pairs - window * window_stride if causal else window + 1
+        starts = tf.maximum(ends - max_len, 0)
         widths = ends - starts
-        index = starts[:, None] + positions[None, :]
+        if causal:
+            keeps = tf.where((starts > 0) & (window_stride > 0), window_stride, widths)
+        else:
+            keeps = tf.ones_like(widths)
+        first = tf.gather(tf.cast(train.row_splits[:-1], tf.int32), user) + starts
+        last = tf.gather(tf.cast(train.row_splits[:-1], tf.int32), user) + user_pairs
+        index = first[:, None] + positions[None, :]
         inside = positions[None, :] < widths[:, None]
-        last = tf.maximum(pairs, 0)
-        inputs = tf.where(inside, tf.gather(train, tf.minimum(index, last)), 0)
+        values = train.values
+        inputs = tf.where(inside, tf.gather(values, tf.minimum(index, last[:, None])), 0)
         targets = tf.where(
             inside & (positions[None, :] >= (widths - keeps)[:, None]),
-            tf.gather(train, tf.minimum(index + 1, last)),
+            tf.gather(values, tf.minimum(index + 1, last[:, None])),
             0,
         )
-        return inputs, targets, widths
+        if bucket_limits is None:
+            return inputs, targets
+        limits = tf.constant(bucket_limits, tf.int32)
+        buckets = tf.reduce_sum(tf.cast(limits[None, :] < widths[:, None], tf.int64), axis=1)
+        return inputs, targets, buckets
 
     return rows
 
@@ -157,32 +176,21 @@ def streamed_training_dataset(
         raise DataError("no training examples: every training sequence has fewer than 2 items")
     buffer = min(len(widths), shuffle_buffer)
     shard_seed = seed if shuffle and buffer < len(widths) else None
+    bucketed = causal and bucket_by_length
+    limits = bucket_widths(max_len)
+    cut = _batch_rows(max_len, window_stride, causal, limits[:-1] if bucketed else None)
     rows = (
         _parsed_batches(prepared.shards, shard_seed)
-        .unbatch()
         .map(
-            lambda user: _user_rows(max_len, window_stride, causal)(user["train"]),
+            lambda users: cut(users["train"]),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
         .unbatch()
     )
-    bucketed = causal and bucket_by_length
-    if bucketed:
-        bucket_limits = tf.constant(bucket_widths(max_len)[:-1], tf.int32)
-        rows = rows.map(
-            lambda inputs, targets, width: (
-                inputs,
-                targets,
-                tf.reduce_sum(tf.cast(bucket_limits < width, tf.int64)),
-            )
-        )
-    else:
-        rows = rows.map(lambda inputs, targets, width: (inputs, targets))
     if shuffle:
         rows = rows.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if bucketed:
-        limits = bucket_widths(max_len)
         rows = rows.group_by_window(
             lambda inputs, targets, bucket: bucket,
             lambda _, window: window.batch(batch_size),
