@@ -5,10 +5,11 @@
         --train_steps=200                                  # writes results/preprocess.md
 
 1. Generates a CSV log (hybrid_tfrs.data.event_log: Zipf items, tied times).
-2. Runs the Beam pipeline (hybrid_tfrs.preprocess.pipeline) on the DirectRunner in
-   a child process under /usr/bin/time -v: wall minutes, peak resident memory, and
-   the time of each stage from Beam's own per-transform execution-time counters
-   (the rest is the runner: grouping, encoding between stages, side inputs).
+2. Runs the Beam pipeline (hybrid_tfrs.preprocess.pipeline, 8 shards as the command
+   writes) on the DirectRunner in a child process under /usr/bin/time -v: wall
+   minutes, peak resident memory, and the time of each stage from Beam's own
+   per-transform execution-time counters (the rest is the runner: grouping,
+   encoding between stages, side inputs).
 3. With --train_steps: a hybrid model's seconds per training step on the same
    users, batches from memory (pipeline.training_dataset on read_split's users)
    against batches streamed from the shards (--prepared_dir), and both input
@@ -115,9 +116,8 @@ def _pipeline_child():
 
     started = time.perf_counter()
     pipeline = beam.Pipeline()
-    build_pipeline(
-        pipeline, [_log_path()], Columns("user_id", "item_id", "timestamp"), _prepared_path()
-    )
+    columns = Columns("user_id", "item_id", "timestamp")
+    build_pipeline(pipeline, [_log_path()], columns, _prepared_path(), num_shards=8)
     result = pipeline.run()
     result.wait_until_finish()
     wall = time.perf_counter() - started

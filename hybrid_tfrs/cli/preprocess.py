@@ -45,7 +45,11 @@ flags.DEFINE_integer("min_length", 3, "Users with fewer events are dropped (and 
 flags.DEFINE_integer(
     "min_item_count", 0, "Events of items seen fewer times are dropped first (0: keep all)."
 )
-flags.DEFINE_integer("num_shards", 0, "User shards to write; 0: the runner chooses.")
+flags.DEFINE_integer(
+    "num_shards",
+    8,
+    "User shards to write (the trainer reads them in parallel); 0: the runner chooses.",
+)
 flags.DEFINE_string(
     "pipeline_options",
     "",
