@@ -73,7 +73,7 @@ def _time(value):
 
 
 def _event(path, where, user, item, time, columns, text):
-    """``("event", (user, item, time))`` or ``("dead", dead letter)`` of one row's fields."""
+    """``("event", (user, item, time, where))`` or ``("dead", dead letter)`` of one row."""
     user = "" if user is None else str(user).strip()
     item = "" if item is None else str(item).strip()
     if not user:
@@ -86,7 +86,7 @@ def _event(path, where, user, item, time, columns, text):
             detail = f"{columns.time} {time!r} is not a number"
             return "dead", _dead(path, where, "bad_time", detail, text)
         time = parsed
-    return "event", (user, item, time)
+    return "event", (user, item, time, where)
 
 
 def parse_rows(path, f, columns, sep=None):
@@ -124,7 +124,7 @@ def parse_rows(path, f, columns, sep=None):
                 detail = f"expected {len(names)} fields, got {len(fields)}"
                 yield "dead", _dead(path, line, "field_count", detail, text)
                 continue
-            values = [fields[i] for i in positions] + [None]
+            values = [fields[i] for i in positions]
         else:
             try:
                 record = json.loads(text)
@@ -134,9 +134,9 @@ def parse_rows(path, f, columns, sep=None):
             if not isinstance(record, dict):
                 yield "dead", _dead(path, line, "not_json", "not a JSON object", text)
                 continue
-            values = [record.get(name) for name in columns.names] + [None]
-        kind_out, value = _event(path, line, *values[:3], columns, text)
-        yield kind_out, (*value, line) if kind_out == "event" else value
+            values = [record.get(name) for name in columns.names]
+        user, item, time = values if columns.time else (*values, None)
+        yield _event(path, line, user, item, time, columns, text)
 
 
 def _positions(path, names, columns):
@@ -170,5 +170,4 @@ def _parquet_rows(path, f, columns):
             values.append([None] * len(batch))
         for user, item, time in zip(*values):
             row += 1
-            kind_out, value = _event(path, row, user, item, time, columns, "")
-            yield kind_out, (*value, row) if kind_out == "event" else value
+            yield _event(path, row, user, item, time, columns, "")
