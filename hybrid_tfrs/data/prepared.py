@@ -2,7 +2,9 @@
 
 A prepared folder holds::
 
-    users-SSSSS-of-NNNNN.tfrecord   one tf.train.Example per kept user (FEATURES)
+    users-SSSSS-of-NNNNN.tfrecord   one tf.train.Example per kept user: user_id (bytes),
+                                    train (int64 list, seq[:-2]), valid_target (int64,
+                                    seq[-2]), test_target (int64, seq[-1])
     vocabulary.txt                  raw item id of index i on line i (most frequent first)
     item_popularity.txt             training count of item i on line i
     stats.json                      users, items, interactions, dropped rows and why
@@ -21,7 +23,7 @@ from hybrid_tfrs.data.readers import DataError
 from hybrid_tfrs.data.vocabulary import Vocabulary
 
 __all__ = [
-    "FEATURES",
+    "DEAD_LETTER_PREFIX",
     "POPULARITY_FILE",
     "PreparedData",
     "SHARD_PREFIX",
@@ -29,6 +31,7 @@ __all__ = [
     "STATS_FILE",
     "VOCABULARY_FILE",
     "load_prepared",
+    "shard_pattern",
 ]
 
 SHARD_PREFIX = "users"
@@ -37,13 +40,6 @@ DEAD_LETTER_PREFIX = "dead_letter"
 VOCABULARY_FILE = "vocabulary.txt"
 POPULARITY_FILE = "item_popularity.txt"
 STATS_FILE = "stats.json"
-# Features of a user's Example: the leave-one-out split of its time-ordered items (indices 1..N).
-FEATURES = {
-    "user_id": "bytes, the raw user id",
-    "train": "int64 list, seq[:-2] (the validation history too)",
-    "valid_target": "int64, seq[-2]",
-    "test_target": "int64, seq[-1] (its history: train + valid_target)",
-}
 
 
 class PreparedData:

@@ -34,7 +34,7 @@ def _int64_feature(values):
 
 
 def user_example(user_id, train, valid_target, test_target):
-    """Serialized Example with the features of hybrid_tfrs.data.prepared.FEATURES.
+    """Serialized Example of a user (the features hybrid_tfrs.data.prepared describes).
 
     Args:
         user_id: raw user id (str).
