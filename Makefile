@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.py requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c requirements.lock -e ".[tfrs,serving,dev]"
+	$(VENV)/bin/pip install --quiet -c requirements.lock -e ".[tfrs,serving,dev,beam]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -2,7 +2,9 @@
 
 ``install_requires`` states the versions the package supports; the exact set
 tested together (what ``make`` and CI install) is pinned in
-``requirements.lock``: ``pip install -c requirements.lock ".[tfrs,serving]"``.
+``requirements.lock``: ``pip install -c requirements.lock ".[tfrs,serving,beam]"``.
+apache-beam (the ``beam`` extra, for hybrid-tfrs-preprocess) caps protobuf
+below 7, pyarrow below 26 and python-dateutil below 3; the lock satisfies both.
 """
 
 from setuptools import find_packages, setup
@@ -46,6 +48,8 @@ setup(
         "tfrs": ["tensorflow-recommenders>=0.7.3,<0.8", "tf-keras>=2.20,<2.22"],
         "serving": ["tensorflow-serving-api>=2.20,<2.22", "grpcio>=1.60", "requests>=2.31"],
         # setuptools and wheel: tests/test_package.py builds the wheel offline.
+        # hybrid-tfrs-preprocess: own logs -> prepared TFRecord shards (hybrid_tfrs.preprocess).
+        "beam": ["apache-beam[tfrecord]>=2.77,<3", "google-crc32c>=1.5"],
         "dev": ["pytest>=8", "jax[cpu]>=0.6", "ruff>=0.6", "setuptools>=65", "wheel>=0.40"],
     },
     entry_points={
@@ -53,6 +57,7 @@ setup(
             "hybrid-tfrs-train = hybrid_tfrs.cli.train:run",
             "hybrid-tfrs-evaluate = hybrid_tfrs.cli.evaluate:run",
             "hybrid-tfrs-export = hybrid_tfrs.cli.export:run",
+            "hybrid-tfrs-preprocess = hybrid_tfrs.cli.preprocess:run",
             "hybrid-tfrs-serve = hybrid_tfrs.serving.server:run",
             "hybrid-tfrs-client = hybrid_tfrs.serving.client:run",
         ]

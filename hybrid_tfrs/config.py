@@ -19,6 +19,10 @@ NUM_NEGATIVES = {"uniform-99": 99, "pop-100": 100}
 LOSS_NORMALIZATIONS = ("batch", "target")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 DISTRIBUTION_STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored")
+# The --dataset of a run on the user's own data (--data_file or --prepared_dir).
+OWN_DATASET = "own"
+# --delimiter spellings of the tab, which a shell or flagfile cannot pass as such.
+TAB_NAMES = ("\\t", "tab", "\t")
 
 # Settings that change neither the model nor how it is trained: a run may be
 # resumed with other values (where files go, how long to go on, final evaluation).
@@ -46,6 +50,13 @@ class TrainConfig:
 
     dataset: str = "synthetic"
     data_dir: str | None = None
+    data_file: str | None = None
+    prepared_dir: str | None = None
+    shuffle_buffer: int = 100_000
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    time_column: str = "timestamp"
+    delimiter: str = ""
     model: str = "hybrid"
     max_len: int = 50
     hidden_dim: int = 64
@@ -131,6 +142,7 @@ class TrainConfig:
             ),
             (self.min_length >= 3, "min_length", "must be >= 3 (train, valid and test items)"),
         ]
+        checks += self._own_data_checks()
         unknown = set(self.protocol_list) - set(PROTOCOLS)
         checks.append((not unknown, "protocols", f"unknown {sorted(unknown)}; use {PROTOCOLS}"))
         for ok, flag, message in checks:
@@ -143,6 +155,43 @@ class TrainConfig:
                 f"--hidden_dim={self.hidden_dim}: must be divisible by "
                 f"--num_heads={self.num_heads} (the {self.model} encoder splits it into heads)"
             )
+
+    def _own_data_checks(self):
+        """``(ok, flag, message)`` checks of --data_file / --prepared_dir and their settings."""
+        own = self.data_file or self.prepared_dir
+        return [
+            (
+                not (self.data_file and self.prepared_dir),
+                "prepared_dir",
+                "cannot be combined with --data_file (a run reads one of them)",
+            ),
+            (
+                not own or self.dataset == OWN_DATASET,
+                "dataset",
+                f"cannot be combined with --{'data_file' if self.data_file else 'prepared_dir'} "
+                "(a run reads one dataset); drop --dataset",
+            ),
+            (
+                own or self.dataset != OWN_DATASET,
+                "dataset",
+                "needs --data_file or --prepared_dir (the data to read)",
+            ),
+            (self.shuffle_buffer >= 1, "shuffle_buffer", "must be >= 1"),
+            (bool(self.user_column.strip()), "user_column", "must name a column"),
+            (bool(self.item_column.strip()), "item_column", "must name a column"),
+            (
+                len(self.delimiter_char or ",") == 1,
+                "delimiter",
+                "must be one character (or \\t / tab); empty: by the file's extension",
+            ),
+        ]
+
+    @property
+    def delimiter_char(self):
+        """The field separator of a text --data_file; None: by its extension."""
+        if self.delimiter in TAB_NAMES:
+            return "\t"
+        return self.delimiter or None
 
     @property
     def protocol_list(self):

@@ -2,10 +2,29 @@
 
 from hybrid_tfrs.config import NUM_NEGATIVES
 from hybrid_tfrs.data import DATASETS, load_dataset
+from hybrid_tfrs.data.own import load_table_split
+from hybrid_tfrs.data.prepared import load_prepared
 
 
 def load_split(config):
-    """The run's dataset: (SequenceData, leave-one-out Split)."""
+    """The run's dataset: (SequenceData, leave-one-out Split).
+
+    With --prepared_dir: (PreparedData, Split), read with tf.data (imports TensorFlow).
+    """
+    if config.prepared_dir:
+        from hybrid_tfrs.data.prepared_pipeline import read_split
+
+        prepared = load_prepared(config.prepared_dir)
+        return prepared, read_split(prepared)
+    if config.data_file:
+        return load_table_split(
+            config.data_file,
+            config.user_column,
+            config.item_column,
+            config.time_column,
+            sep=config.delimiter_char,
+            min_length=config.min_length,
+        )
     synthetic = (
         dict(num_users=config.synthetic_users, num_items=config.synthetic_items, seed=config.seed)
         if config.dataset == "synthetic"

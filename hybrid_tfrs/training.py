@@ -221,9 +221,26 @@ def _stop_reason(state, config):
     return None
 
 
-def _training_data(config, split):
-    """The epoch's batches, the number of batches and the mean number of targets in one."""
-    if config.causal:
+def _training_data(config, data, split):
+    """The epoch's batches, the number of batches and the mean number of targets in one.
+
+    With --prepared_dir the batches stream from the shards (``data`` is a PreparedData).
+    """
+    if config.prepared_dir:
+        from hybrid_tfrs.data.prepared_pipeline import streamed_training_dataset, train_lengths
+
+        dataset, num_targets = streamed_training_dataset(
+            data,
+            train_lengths(data),
+            config.max_len,
+            config.batch_size,
+            seed=config.seed,
+            bucket_by_length=config.bucket_by_length,
+            window_stride=config.window_stride,
+            causal=config.causal,
+            shuffle_buffer=config.shuffle_buffer,
+        )
+    elif config.causal:
         dataset = training_dataset(
             split.train,
             config.max_len,
@@ -266,7 +283,7 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False):
         config.distribution_strategy, config.collective_timeout_seconds
     )
     chief = distribution.is_chief(strategy)  # the only process that writes files
-    dataset, steps_per_epoch, targets_per_batch = _training_data(config, split)
+    dataset, steps_per_epoch, targets_per_batch = _training_data(config, data, split)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         if state is None:

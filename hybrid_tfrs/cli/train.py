@@ -4,6 +4,8 @@
     hybrid-tfrs-train --config=synthetic_hybrid                # a shipped flagfile, by name
     hybrid-tfrs-train --config=beauty_hybrid --data_dir=../shared/data --epochs=5
     hybrid-tfrs-train --flagfile=my.flags                      # or --config=my.flags
+    hybrid-tfrs-train --data_file=events.csv --time_column=ts  # your own interactions
+    hybrid-tfrs-train --prepared_dir=prepared                  # ... from hybrid-tfrs-preprocess
 
 Flags after --config (or --flagfile) override it. Writes config.json,
 vocabulary.txt, model.keras (best on validation NDCG@10), checkpoints/,
@@ -21,11 +23,24 @@ from absl import flags
 
 from hybrid_tfrs.cli import common
 from hybrid_tfrs.cli.config import ConfigError, expand_config
-from hybrid_tfrs.config import TrainConfig
+from hybrid_tfrs.config import OWN_DATASET, TrainConfig
 
 FLAG_HELP = {
-    "dataset": "beauty, sports, toys, yelp, ml-1m or synthetic (generated, no download).",
+    "dataset": "beauty, sports, toys, yelp, ml-1m or synthetic (generated, no download); "
+    "own (the default with --data_file or --prepared_dir).",
     "data_dir": "Folder holding the dataset file; unset: download into the Keras cache.",
+    "data_file": "Your own interactions instead of --dataset: a CSV, TSV, Parquet or JSON-lines "
+    "(.jsonl) file, one event a row (see --user_column, --item_column, --time_column).",
+    "prepared_dir": "Your own interactions prepared by hybrid-tfrs-preprocess: its "
+    "--output_dir, streamed from the TFRecord shards.",
+    "shuffle_buffer": "--prepared_dir: training rows shuffled together (all of them when "
+    "fewer; then the shard order stays fixed, else it is shuffled each epoch too).",
+    "user_column": "--data_file: column of the user ids.",
+    "item_column": "--data_file: column of the item ids.",
+    "time_column": "--data_file: numeric column ordering each user's events, equal times in "
+    "file order; empty (--time_column=): file order.",
+    "delimiter": "--data_file: field separator of a text file (\\t or tab for a tab); "
+    "empty: by the extension (.csv comma, .tsv tab).",
     "model": "Encoder: hybrid, linrec, fmlp or sasrec.",
     "max_len": "Latest items of a history the model reads.",
     "hidden_dim": "Embedding and hidden size.",
@@ -97,10 +112,15 @@ FLAGS = flags.FLAGS
 
 
 def config_from_flags():
-    """The TrainConfig of the parsed flags (output_dir defaulting to runs/<dataset>_<model>)."""
+    """The TrainConfig of the parsed flags (output_dir defaulting to runs/<dataset>_<model>).
+
+    With --data_file or --prepared_dir and no --dataset, the dataset is ``own``.
+    """
     config = TrainConfig(
         **{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(TrainConfig)}
     )
+    if (config.data_file or config.prepared_dir) and not FLAGS["dataset"].present:
+        config.dataset = OWN_DATASET
     if not FLAGS["output_dir"].present:
         config.output_dir = os.path.join("runs", f"{config.dataset}_{config.model}")
     return config
@@ -110,13 +130,16 @@ def main(argv):
     """Checks settings, output folder and data before TensorFlow is imported, then trains."""
     from hybrid_tfrs import run_dir
     from hybrid_tfrs.data import DataError
+    from hybrid_tfrs.data.prepared import load_prepared
     from hybrid_tfrs.run_data import check_sampled_protocols, load_split, uses_keras_cache
 
     config = config_from_flags()
     try:
         config.validate()
         run_dir.check_run_dir(config)
-        if uses_keras_cache(config):
+        if config.prepared_dir:
+            load_prepared(config.prepared_dir)  # its metadata, before TensorFlow
+        if uses_keras_cache(config) or config.prepared_dir:
             common.quiet_tensorflow()
         dataset = load_split(config)
         check_sampled_protocols(config, dataset[1])

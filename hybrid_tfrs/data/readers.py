@@ -7,6 +7,7 @@ file and the line (or row) and field at fault.
 """
 
 import csv
+import json
 import os
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
 
 _CSV_SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _PARQUET_EXTENSIONS = (".parquet", ".pq")
+_JSON_LINES_EXTENSIONS = (".jsonl", ".ndjson", ".json")
+TABLE_EXTENSIONS = (*_CSV_SEPARATORS, *_PARQUET_EXTENSIONS, *_JSON_LINES_EXTENSIONS)
 
 
 class DataError(ValueError):
@@ -161,14 +164,16 @@ def read_movielens_ratings(path):
 
 
 def read_table(path, user_col, item_col, time_col=None, sep=None):
-    """Reads a CSV / TSV (with a header row) or Parquet table of interactions.
+    """Reads a CSV / TSV (with a header row), Parquet or JSON-lines table of interactions.
 
     Args:
-        path: ``.csv`` / ``.tsv`` / ``.tab`` / ``.parquet`` / ``.pq`` file; any
-            other extension is read as delimited text when ``sep`` is given.
+        path: ``.csv`` / ``.tsv`` / ``.tab`` / ``.parquet`` / ``.pq`` /
+            ``.jsonl`` / ``.ndjson`` / ``.json`` (one JSON object a line) file;
+            any other extension is read as delimited text when ``sep`` is given.
         user_col, item_col: names of the user and item columns.
         time_col: optional numeric column; each user's items are stably sorted
-            by it. Without it, file order is the time order.
+            by it (equal times keep file order). Without it, file order is the
+            time order.
         sep: field separator of a text table; overrides the extension.
 
     Returns:
@@ -179,11 +184,14 @@ def read_table(path, user_col, item_col, time_col=None, sep=None):
     columns = [user_col, item_col] + ([time_col] if time_col is not None else [])
     if sep is None and ext in _PARQUET_EXTENSIONS:
         rows = _parquet_rows(path, columns)
+    elif sep is None and ext in _JSON_LINES_EXTENSIONS:
+        rows = _json_lines_rows(path, columns)
     elif sep is not None or ext in _CSV_SEPARATORS:
         rows = _csv_rows(path, columns, sep or _CSV_SEPARATORS[ext])
     else:
         raise DataError(
-            f"{path}: unknown table extension {ext!r}; use .csv, .tsv, .parquet or pass sep="
+            f"{path}: unknown table extension {ext!r}; use .csv, .tsv, .parquet, .jsonl "
+            "or pass sep="
         )
     if time_col is None:
         return _group(path, ((user, item) for _, user, item in rows))
@@ -243,6 +251,31 @@ def _csv_rows(path, columns, sep):
             raise DataError(f"{path}:{lineno}: not UTF-8 text ({err.reason})") from None
         except csv.Error as err:
             raise DataError(f"{path}:{reader.line_num}: {err}") from None
+
+
+def _json_lines_rows(path, columns):
+    """Yields ``(where, user, item[, time])`` from a file of JSON objects, one a line."""
+    for lineno, line in _lines(path):
+        where = f"{lineno}"
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise DataError(f"{path}:{where}: not a JSON object ({err})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{where}: not a JSON object, got {type(record).__name__}")
+        missing = [column for column in columns if column not in record]
+        if missing:
+            raise DataError(
+                f"{path}:{where}: no field {missing[0]!r}; the line has "
+                + ", ".join(repr(name) for name in record)
+            )
+        user, item, *time = (record[column] for column in columns)
+        yield (
+            where,
+            _check_id(user, path, where, columns[0]),
+            _check_id(item, path, where, columns[1]),
+            *time,
+        )
 
 
 def _parquet_rows(path, columns):

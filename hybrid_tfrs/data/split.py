@@ -35,8 +35,11 @@ class SequenceData:
         return int(sum(len(sequence) for sequence in self.sequences))
 
 
-def encode_dataset(raw, name):
-    """Encodes reader output ``[(user, [item, ...]), ...]`` into :class:`SequenceData`."""
+def encode_dataset(raw, name, vocabulary=None):
+    """Encodes reader output ``[(user, [item, ...]), ...]`` into :class:`SequenceData`.
+
+    ``vocabulary``: the item numbering; None numbers items in first-appearance order.
+    """
     if not raw:
         raise DataError(f"dataset {name!r}: no users")
     seen = set()
@@ -46,7 +49,8 @@ def encode_dataset(raw, name):
         if len(items) == 0:
             raise DataError(f"dataset {name!r}: user {user!r} has no items")
         seen.add(user)
-    vocabulary = Vocabulary.from_sequences(items for _, items in raw)
+    if vocabulary is None:
+        vocabulary = Vocabulary.from_sequences(items for _, items in raw)
     sequences = [vocabulary.encode(items) for _, items in raw]
     return SequenceData([user for user, _ in raw], sequences, vocabulary, name)
 

@@ -1,5 +1,7 @@
 """Raw item id <-> integer index mapping."""
 
+import collections
+
 import numpy as np
 
 from hybrid_tfrs.data.readers import DataError
@@ -10,7 +12,11 @@ PADDING_INDEX = 0
 
 
 class Vocabulary:
-    """Maps raw string item ids to indices ``1..N`` in first-appearance order.
+    """Maps raw string item ids to indices ``1..N``.
+
+    The named datasets number items in first-appearance order
+    (:meth:`from_sequences`); own data (``--data_file``, ``--prepared_dir``) by
+    frequency (:meth:`by_frequency`), which a distributed pipeline can compute.
 
     Index 0 is padding and never an item. The saved form is a UTF-8 text file
     with one raw id a line, line ``i`` holding the id of index ``i``; it is also
@@ -37,6 +43,16 @@ class Vocabulary:
                     _check_id(raw, "item id")
                     index[raw] = None
         return cls(index)
+
+    @classmethod
+    def by_frequency(cls, raw_sequences):
+        """Builds from item-id sequences, the most frequent item first, ties by raw id."""
+        counts = collections.Counter()
+        for sequence in raw_sequences:
+            counts.update(sequence)
+        for raw in counts:
+            _check_id(raw, "item id")
+        return cls(sorted(counts, key=lambda raw: (-counts[raw], raw)))
 
     @property
     def ids(self):

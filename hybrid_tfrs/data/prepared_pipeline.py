@@ -1,0 +1,219 @@
+"""tf.data over prepared shards (hybrid-tfrs-preprocess output): streamed training batches.
+
+The training examples and batches are those of hybrid_tfrs.data.pipeline
+(same windows, same length buckets, same padding), cut from each user's
+sequence inside the tf.data graph: no array of all examples is built in Python.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from hybrid_tfrs.data.pipeline import _pad_rows_to, _trim_to_bucket, bucket_widths
+from hybrid_tfrs.data.readers import DataError
+from hybrid_tfrs.data.split import Split
+
+__all__ = ["read_split", "streamed_training_dataset", "train_lengths"]
+
+_SPEC = {
+    "user_id": tf.io.FixedLenFeature([], tf.string),
+    "train": tf.io.RaggedFeature(tf.int64),
+    "valid_target": tf.io.FixedLenFeature([], tf.int64),
+    "test_target": tf.io.FixedLenFeature([], tf.int64),
+}
+_PARSE_BATCH = 1024
+
+
+def _parsed_batches(shards, shuffle_seed=None):
+    """Batches of parsed users: user_id [B], train ragged [B, None] int32, targets [B].
+
+    Shards are read in parallel (interleaved); with ``shuffle_seed`` their order
+    changes every iteration, otherwise the users come in shard order.
+    """
+    files = tf.data.Dataset.from_tensor_slices(list(shards))
+    if shuffle_seed is not None:
+        files = files.shuffle(len(shards), seed=shuffle_seed, reshuffle_each_iteration=True)
+    records = files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(shards), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+    def parse(serialized):
+        users = tf.io.parse_example(serialized, _SPEC)
+        users["train"] = tf.cast(users["train"], tf.int32)
+        return users
+
+    return records.batch(_PARSE_BATCH).map(
+        parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+
+
+def read_split(prepared):
+    """The leave-one-out :class:`Split` of a prepared folder, users in shard order (numpy)."""
+    user_ids, train, valid, test = [], [], [], []
+    for batch in _parsed_batches(prepared.shards).as_numpy_iterator():
+        user_ids.extend(raw.decode("utf-8") for raw in batch["user_id"])
+        train.extend(batch["train"])  # ragged -> an object array of int32 rows
+        valid.append(batch["valid_target"])
+        test.append(batch["test_target"])
+    if not user_ids:
+        raise DataError(f"{prepared.path}: the shards hold no users")
+    valid = np.concatenate(valid).astype(np.int32)
+    test = np.concatenate(test).astype(np.int32)
+    return Split(
+        user_ids=user_ids,
+        train=train,
+        valid_histories=train,
+        valid_targets=valid,
+        test_histories=[np.append(t, v).astype(np.int32) for t, v in zip(train, valid)],
+        test_targets=test,
+        user_items=[np.unique(np.append(t, [v, s])) for t, v, s in zip(train, valid, test)],
+        item_popularity=prepared.item_popularity,
+        num_items=prepared.num_items,
+        skipped_users=int(prepared.stats["dropped"]["users_below_min_length"]),
+        name=prepared.path,
+    )
+
+
+def _row_widths(lengths, max_len, window_stride, causal):
+    """int64 [R]: the number of items of every training row (pipeline.training_examples)."""
+    pairs = np.maximum(np.asarray(lengths, np.int64) - 1, 0)
+    if not causal:  # one row per prefix t[:j], j = 1..pairs
+        return np.concatenate([np.minimum(np.arange(1, m + 1), max_len) for m in pairs if m])
+    pairs = pairs[pairs > 0]
+    if not window_stride:
+        return np.minimum(pairs, max_len)
+    rows = 1 + -(-np.maximum(pairs - max_len, 0) // window_stride)
+    # Windows end at m, m - s, ...: all max_len wide but the oldest, m - (rows - 1) s.
+    oldest = np.minimum(pairs - (rows - 1) * window_stride, max_len)
+    widths = np.full(rows.sum(), max_len, dtype=np.int64)
+    widths[np.cumsum(rows) - 1] = oldest
+    return widths
+
+
+def _batch_rows(max_len, window_stride, causal, bucket_limits=None):
+    """Parsed users -> their training rows, cut for a whole parse batch at once.
+
+    Maps ``train`` (ragged [B, None] int32) to ``(inputs, targets)`` int32
+    [R, max_len] (plus the length bucket of each row, int64 [R], with
+    ``bucket_limits``): the rows of ``pipeline.training_examples`` (causal) or
+    one row per prefix with the loss on its last position, users in batch order.
+    """
+    positions = tf.range(max_len)
+
+    def rows(train):
+        pairs = tf.maximum(tf.cast(train.row_lengths(), tf.int32) - 1, 0)
+        if causal:
+            older = 0  # windows before the latest one
+            if window_stride:
+                older = (tf.maximum(pairs - max_len, 0) + window_stride - 1) // window_stride
+            counts = tf.where(pairs > 0, 1 + older, 0)
+        else:
+            counts = pairs
+        user = tf.repeat(tf.range(tf.shape(pairs)[0]), counts)  # [R]
+        window = tf.range(tf.reduce_sum(counts)) - tf.gather(
+            tf.cumsum(counts, exclusive=True), user
+        )
+        user_pairs = tf.gather(pairs, user)
+        # Causal: windows end at m, m - s, ...; bidirectional: at every prefix end 1..m.
+        ends = user_pairs - window * window_stride if causal else window + 1
+        starts = tf.maximum(ends - max_len, 0)
+        widths = ends - starts
+        if causal:
+            keeps = tf.where((starts > 0) & (window_stride > 0), window_stride, widths)
+        else:
+            keeps = tf.ones_like(widths)
+        first = tf.gather(tf.cast(train.row_splits[:-1], tf.int32), user) + starts
+        last = tf.gather(tf.cast(train.row_splits[:-1], tf.int32), user) + user_pairs
+        index = first[:, None] + positions[None, :]
+        inside = positions[None, :] < widths[:, None]
+        values = train.values
+        inputs = tf.where(inside, tf.gather(values, tf.minimum(index, last[:, None])), 0)
+        targets = tf.where(
+            inside & (positions[None, :] >= (widths - keeps)[:, None]),
+            tf.gather(values, tf.minimum(index + 1, last[:, None])),
+            0,
+        )
+        if bucket_limits is None:
+            return inputs, targets
+        limits = tf.constant(bucket_limits, tf.int32)
+        buckets = tf.reduce_sum(tf.cast(limits[None, :] < widths[:, None], tf.int64), axis=1)
+        return inputs, targets, buckets
+
+    return rows
+
+
+def streamed_training_dataset(
+    prepared,
+    lengths,
+    max_len,
+    batch_size,
+    seed=0,
+    shuffle=True,
+    bucket_by_length=False,
+    window_stride=0,
+    causal=True,
+    shuffle_buffer=100_000,
+):
+    """The batches of pipeline.training_dataset (causal) or last_position_dataset, streamed.
+
+    Args:
+        prepared: :class:`hybrid_tfrs.data.prepared.PreparedData`.
+        lengths: int64 [U], the users' training lengths (:func:`train_lengths`),
+            for the number of batches.
+        shuffle_buffer: rows shuffled together. When it holds every row, the
+            order of the users is the shard order, and the batches are exactly
+            those of the in-memory pipeline on :func:`read_split`'s users;
+            larger data also shuffles the shard order each epoch.
+
+    Returns:
+        ``(dataset, num_targets)``: tf.data.Dataset of ``(inputs, targets)``
+        int32 batches [B, L'] (its cardinality set), and the targets of an epoch.
+    """
+    widths = _row_widths(lengths, max_len, window_stride, causal)
+    if len(widths) == 0:
+        raise DataError("no training examples: every training sequence has fewer than 2 items")
+    buffer = min(len(widths), shuffle_buffer)
+    shard_seed = seed if shuffle and buffer < len(widths) else None
+    bucketed = causal and bucket_by_length
+    limits = bucket_widths(max_len)
+    cut = _batch_rows(max_len, window_stride, causal, limits[:-1] if bucketed else None)
+    rows = (
+        _parsed_batches(prepared.shards, shard_seed)
+        .map(
+            lambda users: cut(users["train"]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        .unbatch()
+    )
+    if shuffle:
+        rows = rows.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if bucketed:
+        rows = rows.group_by_window(
+            lambda inputs, targets, bucket: bucket,
+            lambda _, window: window.batch(batch_size),
+            window_size=batch_size,
+        ).map(_trim_to_bucket(limits))
+        per_bucket = np.bincount(np.searchsorted(limits[:-1], widths))
+        num_batches = int(np.ceil(per_bucket / batch_size).sum())
+        rows = rows.apply(tf.data.experimental.assert_cardinality(num_batches))
+        rows = rows.map(_pad_rows_to(batch_size))
+    else:
+        num_batches = int(np.ceil(len(widths) / batch_size))
+        rows = rows.batch(batch_size).apply(tf.data.experimental.assert_cardinality(num_batches))
+    pairs = np.maximum(np.asarray(lengths, np.int64) - 1, 0)
+    if not causal:
+        num_targets = len(widths)  # one target a row
+    elif window_stride:
+        num_targets = int(pairs.sum())  # every target once
+    else:
+        num_targets = int(widths.sum())  # the latest max_len targets
+    return rows.prefetch(tf.data.AUTOTUNE), num_targets
+
+
+def train_lengths(prepared):
+    """int64 [U]: the length of every user's training sequence, in one pass over the shards."""
+    lengths = _parsed_batches(prepared.shards).map(lambda users: users["train"].row_lengths())
+    return np.concatenate(list(lengths.as_numpy_iterator())).astype(np.int64)

@@ -1,0 +1,173 @@
+"""Rows of one interaction file -> events, or dead letters for the malformed ones (no Beam).
+
+The formats and column rules are those of hybrid_tfrs.data.readers.read_table,
+but a malformed row does not stop the job: it becomes a dead letter
+``{"file", "line", "reason", "detail", "text"}`` and is counted by ``reason``.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+
+from hybrid_tfrs.data.readers import _CSV_SEPARATORS, _JSON_LINES_EXTENSIONS, _PARQUET_EXTENSIONS
+
+__all__ = ["Columns", "file_format", "header_columns", "parse_rows"]
+
+# Why a row is a dead letter (stats.json counts them under these names).
+REASONS = ("not_utf8", "field_count", "empty_user", "empty_item", "bad_time", "not_json")
+
+
+class Columns:
+    """Column names of user, item and (optional, None = file order) time."""
+
+    def __init__(self, user, item, time=None):
+        self.user, self.item, self.time = user, item, time or None
+
+    @property
+    def names(self):
+        return [self.user, self.item] + ([self.time] if self.time else [])
+
+
+def file_format(path, sep=None):
+    """``("text", sep)``, ``("jsonl", None)`` or ``("parquet", None)``; ValueError otherwise."""
+    ext = os.path.splitext(path)[1].lower()
+    if sep:
+        return "text", sep
+    if ext in _CSV_SEPARATORS:
+        return "text", _CSV_SEPARATORS[ext]
+    if ext in _JSON_LINES_EXTENSIONS:
+        return "jsonl", None
+    if ext in _PARQUET_EXTENSIONS:
+        return "parquet", None
+    raise ValueError(
+        f"{path}: unknown table extension {ext!r}; use .csv, .tsv, .parquet, .jsonl or --delimiter"
+    )
+
+
+def header_columns(first_line, sep):
+    """The column names of a text file's header line (bytes)."""
+    return [name.strip() for name in next(csv.reader([first_line.decode("utf-8")], delimiter=sep))]
+
+
+def _dead(path, where, reason, detail, text=""):
+    return {"file": path, "line": where, "reason": reason, "detail": detail, "text": text}
+
+
+def _time(value):
+    """A numeric time, or None when it is not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return None if isinstance(value, float) and math.isnan(value) else value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        time = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(time) else time
+
+
+def _event(path, where, user, item, time, columns, text):
+    """``("event", (user, item, time, where))`` or ``("dead", dead letter)`` of one row."""
+    user = "" if user is None else str(user).strip()
+    item = "" if item is None else str(item).strip()
+    if not user:
+        return "dead", _dead(path, where, "empty_user", f"empty {columns.user}", text)
+    if not item:
+        return "dead", _dead(path, where, "empty_item", f"empty {columns.item}", text)
+    if columns.time:
+        parsed = _time(time)
+        if parsed is None:
+            detail = f"{columns.time} {time!r} is not a number"
+            return "dead", _dead(path, where, "bad_time", detail, text)
+        time = parsed
+    return "event", (user, item, time, where)
+
+
+def parse_rows(path, f, columns, sep=None):
+    """Yields ``("event", (user, item, time, line))`` or ``("dead", letter)`` for each row.
+
+    Args:
+        path: the file's name, for dead letters and its format.
+        f: the file opened in binary mode.
+        columns: :class:`Columns`.
+        sep: field separator of a text file; None: by the extension.
+
+    ``line`` is the 1-based line (text, JSON lines) or row (Parquet); with the
+    file it orders events of equal time. A missing column raises ValueError.
+    """
+    kind, sep = file_format(path, sep)
+    if kind == "parquet":
+        yield from _parquet_rows(path, f, columns)
+        return
+    names = None
+    for line, raw in enumerate(f, start=1):
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            yield "dead", _dead(path, line, "not_utf8", err.reason, repr(raw))
+            continue
+        if not text.strip():
+            continue
+        if kind == "text":
+            if names is None:
+                names = header_columns(raw, sep)
+                positions = _positions(path, names, columns)
+                continue
+            fields = next(csv.reader([text], delimiter=sep))
+            if len(fields) != len(names):
+                detail = f"expected {len(names)} fields, got {len(fields)}"
+                yield "dead", _dead(path, line, "field_count", detail, text)
+                continue
+            values = [fields[i] for i in positions]
+        else:
+            try:
+                record = json.loads(text)
+            except ValueError as err:
+                yield "dead", _dead(path, line, "not_json", str(err), text)
+                continue
+            if not isinstance(record, dict):
+                yield "dead", _dead(path, line, "not_json", "not a JSON object", text)
+                continue
+            values = [record.get(name) for name in columns.names]
+        user, item, time = values if columns.time else (*values, None)
+        yield _event(path, line, user, item, time, columns, text)
+
+
+def _positions(path, names, columns):
+    missing = [name for name in columns.names if name not in names]
+    if missing:
+        raise ValueError(
+            f"{path}: no column {missing[0]!r}; available columns: "
+            + ", ".join(repr(name) for name in names)
+        )
+    return [names.index(name) for name in columns.names]
+
+
+def _parquet_rows(path, f, columns):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(io.BytesIO(f.read()) if not f.seekable() else f)
+    _positions(path, parquet.schema_arrow.names, columns)
+    row = 0
+    for batch in parquet.iter_batches(columns=columns.names):
+        arrays = [batch.column(name) for name in columns.names]
+        if columns.time:
+            time = arrays[2]
+            if pa.types.is_date(time.type):
+                time = time.cast(pa.timestamp("s"))
+            if pa.types.is_timestamp(time.type):
+                time = time.cast(pa.int64())
+            arrays[2] = time
+        values = [array.to_pylist() for array in arrays]
+        if not columns.time:
+            values.append([None] * len(batch))
+        for user, item, time in zip(*values):
+            row += 1
+            yield _event(path, row, user, item, time, columns, "")
