@@ -47,10 +47,20 @@ setup(
     extras_require={
         "tfrs": ["tensorflow-recommenders>=0.7.3,<0.8", "tf-keras>=2.20,<2.22"],
         "serving": ["tensorflow-serving-api>=2.20,<2.22", "grpcio>=1.60", "requests>=2.31"],
-        # setuptools and wheel: tests/test_package.py builds the wheel offline.
         # hybrid-tfrs-preprocess: own logs -> prepared TFRecord shards (hybrid_tfrs.preprocess).
         "beam": ["apache-beam[tfrecord]>=2.77,<3", "google-crc32c>=1.5"],
-        "dev": ["pytest>=8", "jax[cpu]>=0.6", "ruff>=0.6", "setuptools>=65", "wheel>=0.40"],
+        # An approximate item index from an export (hybrid_tfrs.ann).
+        "ann": ["faiss-cpu>=1.9,<2"],
+        # setuptools and wheel: tests/test_package.py builds the wheel offline;
+        # faiss-cpu so that tests/test_ann.py runs whole.
+        "dev": [
+            "pytest>=8",
+            "jax[cpu]>=0.6",
+            "ruff>=0.6",
+            "setuptools>=65",
+            "wheel>=0.40",
+            "faiss-cpu>=1.9,<2",
+        ],
     },
     entry_points={
         "console_scripts": [

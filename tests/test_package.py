@@ -16,7 +16,14 @@ import sysconfig
 import pytest
 
 SOURCES = ("setup.py", "README.md", "LICENSE", "hybrid_tfrs", "flags")
-OWN_SCRIPTS = {"hybrid-tfrs-train", "hybrid-tfrs-evaluate", "hybrid-tfrs-export"}
+OWN_SCRIPTS = {
+    "hybrid-tfrs-train",
+    "hybrid-tfrs-evaluate",
+    "hybrid-tfrs-export",
+    "hybrid-tfrs-preprocess",
+    "hybrid-tfrs-serve",
+    "hybrid-tfrs-client",
+}
 
 
 def _check(command, cwd, env, timeout=300):
