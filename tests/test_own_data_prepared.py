@@ -12,10 +12,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 beam = pytest.importorskip("apache_beam")
 
-from hybrid_tfrs.config import TrainConfig  # noqa: E402
 from hybrid_tfrs.data.event_log import generate_events, write_csv  # noqa: E402
 from hybrid_tfrs.data.prepared import load_prepared  # noqa: E402
 from hybrid_tfrs.preprocess.pipeline import build_pipeline  # noqa: E402
@@ -90,9 +90,6 @@ def test_streamed_batches_are_the_in_memory_batches(
 
 
 def test_a_run_from_shards_equals_the_in_memory_run(repo_root, prepared_dir, tmp_path):
-    from hybrid_tfrs.data.prepared_pipeline import read_split
-    from hybrid_tfrs.training import train
-
     args = dict(
         max_len=10,
         hidden_dim=16,
@@ -123,13 +120,23 @@ def test_a_run_from_shards_equals_the_in_memory_run(repo_root, prepared_dir, tmp
     assert streamed["config"]["prepared_dir"] == str(prepared_dir)
     assert (run / "vocabulary.txt").read_text() == (prepared_dir / "vocabulary.txt").read_text()
 
-    prepared = load_prepared(prepared_dir)
-    in_memory_config = TrainConfig(
-        dataset="own", data_file="(in memory)", output_dir=str(tmp_path / "memory"), **args
-    )
-    in_memory = train(
-        in_memory_config, log=lambda _: None, dataset=(prepared, read_split(prepared))
-    )
+    # The in-memory run gets a fresh process too: what earlier tests left in this
+    # one (seed generators, traced functions) must not decide the comparison.
+    in_memory_run = f"""
+from hybrid_tfrs.config import TrainConfig
+from hybrid_tfrs.data.prepared import load_prepared
+from hybrid_tfrs.data.prepared_pipeline import read_split
+from hybrid_tfrs.training import train
+
+prepared = load_prepared({str(prepared_dir)!r})
+config = TrainConfig(
+    dataset="own", data_file="(in memory)", output_dir={str(tmp_path / "memory")!r}, **{args!r}
+)
+train(config, log=lambda _: None, dataset=(prepared, read_split(prepared)))
+"""
+    result = run_python(in_memory_run, {"PYTHONPATH": str(repo_root)}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    in_memory = json.loads((tmp_path / "memory" / "metrics.json").read_text())
     assert streamed["history"][-1]["loss"] == pytest.approx(in_memory["history"][-1]["loss"])
     for part in ("valid", "test"):
         for protocol in ("full", "pop-100"):
