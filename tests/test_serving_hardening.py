@@ -139,7 +139,8 @@ def test_grpc_garbage_message_and_oversized_message(server):
     big = predict_request({"history": string_tensor([1, 1], [b"x" * (MAX_BYTES + 10)]), "k": K})
     started = time.monotonic()
     assert server.raw_grpc(big)[0] == "RESOURCE_EXHAUSTED"
-    assert time.monotonic() - started < 1.0
+    # 16 MiB really travel over loopback first: a bound against hanging, not a speed test.
+    assert time.monotonic() - started < 10.0
     server.assert_serving()
 
 
@@ -397,7 +398,7 @@ def test_a_client_hanging_up_early_is_one_quiet_log_line(server):
 
 
 def test_admission_queue_is_bounded_and_waits_are_timed():
-    admission = Admission(max_running=1, max_queued=1, timeout_s=0.3)
+    admission = Admission(max_running=1, max_queued=1, timeout_s=2.0)
     outcomes, entered = [], threading.Event()
 
     def wait_for_slot():
@@ -420,7 +421,8 @@ def test_admission_queue_is_bounded_and_waits_are_timed():
         assert caught.value.code == "RESOURCE_EXHAUSTED" and "--max_queued_requests" in (
             caught.value.message
         )
-        assert time.monotonic() - started < 0.1 and not entered.is_set()
+        # Refused at once, not after the 2 s wait a queued request would get.
+        assert time.monotonic() - started < 1.0 and not entered.is_set()
         waiter.join(timeout=5)
     assert outcomes == ["DEADLINE_EXCEEDED"]
     with admission:  # the slot is free again
