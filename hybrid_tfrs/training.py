@@ -261,16 +261,22 @@ def _training_data(config, data, split):
     return dataset, steps, num_targets / steps
 
 
-def train(config, log=print, dataset=None, callbacks=(), eval_progress=False):
+def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, strategy=None):
     """Runs a whole training job and returns the metrics dict (see module doc).
 
     ``dataset``: ``load_split(config)`` if the caller has loaded it already;
     ``callbacks`` join ``fit`` (e.g. a terminal progress bar); ``eval_progress``
-    shows a progress bar during the final evaluation. Bad settings, data or
-    output folder raise ValueError (DataError, RunDirError) before anything is written.
+    shows a progress bar during the final evaluation; ``strategy``: the run's
+    ``tf.distribute`` strategy if the caller made it (a multi-worker one must
+    exist before TensorFlow runs any op, e.g. reading prepared shards). Bad
+    settings, data or output folder raise ValueError (DataError, RunDirError)
+    before anything is written.
     """
     config.validate()
     state = run_dir.check_run_dir(config)
+    strategy = strategy or distribution.make_strategy(
+        config.distribution_strategy, config.collective_timeout_seconds
+    )
     data, split = dataset or load_split(config)
     check_sampled_protocols(config, split)
     stats = split.stats()
@@ -278,9 +284,6 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False):
         f"{config.dataset}: {stats['users']} users, {stats['items']} items, "
         f"{stats['interactions']} interactions (mean length {stats['mean_length']:.1f}), "
         f"{stats['skipped_users']} users skipped"
-    )
-    strategy = distribution.make_strategy(
-        config.distribution_strategy, config.collective_timeout_seconds
     )
     chief = distribution.is_chief(strategy)  # the only process that writes files
     dataset, steps_per_epoch, targets_per_batch = _training_data(config, data, split)

@@ -1,6 +1,8 @@
-"""Shared test settings: quiet TensorFlow, the real-data folder, subprocess helper."""
+"""Shared test settings: quiet TensorFlow, the real-data folder, subprocess helpers."""
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +55,25 @@ def most_popular_scores(split, seed=0):
     popularity = split.item_popularity.astype("float64")
     popularity += np.random.default_rng(seed).random(popularity.shape) * 1e-6
     return lambda h: np.tile(popularity, (len(h), 1))
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def start_worker(index, ports, flags, log_path):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    env = dict(
+        os.environ,
+        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+    )
+    env.pop("PYTEST_CURRENT_TEST", None)
+    command = [sys.executable, "-m", "hybrid_tfrs.cli.train", *flags]
+    with open(log_path, "w") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,15 +1,13 @@
 """tf.distribute: a replicated step updates the weights as one device does."""
 
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import run_python
+from conftest import free_ports, run_python, start_worker
 
 # One SGD step on the same global batch, on one device and mirrored over two
 # logical CPUs; prints the largest weight difference. SGD (not Adam) so that a
@@ -74,28 +72,6 @@ SMALL_RUN = [
     "--protocols=full",
     "--seed=0",
 ]
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-def start_worker(index, ports, flags, log_path):
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    env = dict(
-        os.environ,
-        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-    )
-    env.pop("PYTEST_CURRENT_TEST", None)
-    command = [sys.executable, "-m", "hybrid_tfrs.cli.train", *flags]
-    with open(log_path, "w") as log:
-        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def test_the_trainer_runs_mirrored_over_two_logical_cpus(tmp_path):

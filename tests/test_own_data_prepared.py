@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_python
+from conftest import free_ports, run_python, start_worker
 
 beam = pytest.importorskip("apache_beam")
 
@@ -174,3 +174,23 @@ def test_bad_prepared_dir_fails_in_one_line_before_tensorflow(repo_root, tmp_pat
     assert result.stdout.strip() == "exit 2 False", result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_two_workers_train_from_prepared_shards(prepared_dir, tmp_path):
+    """A multi-worker strategy made before the shards are read (TensorFlow ops)."""
+    ports = free_ports(2)
+    flags = [
+        f"--prepared_dir={prepared_dir}",
+        "--max_len=10",
+        "--hidden_dim=16",
+        "--epochs=1",
+        "--protocols=full",
+        "--distribution_strategy=multi_worker_mirrored",
+        f"--output_dir={tmp_path / 'run'}",
+    ]
+    workers = [start_worker(i, ports, flags, tmp_path / f"worker{i}.log") for i in range(2)]
+    codes = [worker.wait(timeout=600) for worker in workers]
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], logs
+    assert "Traceback" not in logs[0] + logs[1]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_trained"] == 1

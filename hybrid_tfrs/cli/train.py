@@ -139,8 +139,11 @@ def main(argv):
         run_dir.check_run_dir(config)
         if config.prepared_dir:
             load_prepared(config.prepared_dir)  # its metadata, before TensorFlow
+        strategy = None
         if uses_keras_cache(config) or config.prepared_dir:
             common.quiet_tensorflow()
+            # Reading shards runs TensorFlow ops; a multi-worker strategy must come first.
+            strategy = _multi_worker_strategy(config)
         dataset = load_split(config)
         check_sampled_protocols(config, dataset[1])
     except (DataError, ValueError) as error:
@@ -156,6 +159,7 @@ def main(argv):
             dataset=dataset,
             callbacks=[progress] if progress else [],
             eval_progress=progress is not None,
+            strategy=strategy,
         )
     except (DataError, ValueError) as error:
         return common.fail(error)
@@ -165,6 +169,15 @@ def main(argv):
         print(f"\ninterrupted; the same command resumes from {config.output_dir}", file=sys.stderr)
         return 130
     return 0
+
+
+def _multi_worker_strategy(config):
+    """The run's MultiWorkerMirroredStrategy, made now (before any TensorFlow op), or None."""
+    if config.distribution_strategy != "multi_worker_mirrored":
+        return None
+    from hybrid_tfrs.distribution import make_strategy
+
+    return make_strategy(config.distribution_strategy, config.collective_timeout_seconds)
 
 
 def _print_line(message):
