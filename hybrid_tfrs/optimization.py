@@ -47,8 +47,6 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warmup = ops.minimum((step + 1.0) / max(self.warmup_steps, 1), 1.0)
-        if self.warmup_steps == 0:
-            warmup = ops.ones_like(step)
         progress = ops.clip((step - self.warmup_steps) / self.decay_steps, 0.0, 1.0)
         if self.kind == "cosine":
             shape = 0.5 * (1.0 + ops.cos(math.pi * progress))

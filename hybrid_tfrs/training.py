@@ -26,7 +26,7 @@ import numpy as np
 from hybrid_tfrs import distribution, run_dir
 from hybrid_tfrs.config import PROTOCOLS, TrainConfig  # noqa: F401  (TrainConfig re-exported)
 from hybrid_tfrs.data import pad_latest
-from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset, training_examples
+from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset
 from hybrid_tfrs.encoders import build_encoder
 from hybrid_tfrs.evaluation import evaluate, format_table
 from hybrid_tfrs.optimization import make_optimizer
@@ -249,8 +249,9 @@ def _training_data(config, data, split):
             bucket_by_length=config.bucket_by_length,
             window_stride=config.window_stride,
         )
-        _, targets = training_examples(split.train, config.max_len, config.window_stride)
-        num_targets = int((targets > 0).sum())
+        # Each target once; without windows only a history's latest max_len.
+        cap = None if config.window_stride else config.max_len
+        num_targets = sum(min(max(len(s) - 1, 0), cap or len(s)) for s in split.train)
     else:
         # Bidirectional encoders would see later targets: one example per prefix.
         dataset = last_position_dataset(
