@@ -10,7 +10,11 @@ import os
 
 ENCODER_KINDS = ("hybrid", "linrec", "fmlp", "sasrec")
 ENCODERS_WITH_HEADS = ("hybrid", "linrec", "sasrec")
-GATE_MODES = ("statistics", "learned", "fixed", "hidden_state")
+GATE_MODES = ("statistics", "learned", "fixed", "hidden_state", "statistics_hidden")
+# Feature groups the statistics gate can read (hybrid_tfrs/layers/sequence_features.py).
+GATE_FEATURE_GROUPS = ("basic", "trend", "recency", "diversity", "spectrum")
+GATE_OUTPUTS = ("scalar", "vector")
+FUSIONS = ("blend", "blend_norm")
 LOSSES = ("softmax", "sampled_softmax", "bce")
 NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
 PROTOCOLS = ("full", "full-unseen", "uniform-99", "pop-100")
@@ -66,6 +70,10 @@ class TrainConfig:
     causal: bool = True
     chunk_size: int = 64
     gate_mode: str = "statistics"
+    gate_features: str = "basic"
+    gate_output: str = "scalar"
+    fusion: str = "blend"
+    share_ffn: bool = False
     loss: str = "softmax"
     num_negatives: int = 256
     sampler: str = "mixed"
@@ -103,6 +111,14 @@ class TrainConfig:
             (self.loss in LOSSES, "loss", f"must be one of {LOSSES}"),
             (self.sampler in NEGATIVE_SAMPLERS, "sampler", f"must be one of {NEGATIVE_SAMPLERS}"),
             (self.gate_mode in GATE_MODES, "gate_mode", f"must be one of {GATE_MODES}"),
+            (self.gate_output in GATE_OUTPUTS, "gate_output", f"must be one of {GATE_OUTPUTS}"),
+            (self.fusion in FUSIONS, "fusion", f"must be one of {FUSIONS}"),
+            (
+                bool(self.gate_feature_list)
+                and set(self.gate_feature_list) <= set(GATE_FEATURE_GROUPS),
+                "gate_features",
+                f"must be a comma-separated list of {GATE_FEATURE_GROUPS}",
+            ),
             (self.max_len >= 1, "max_len", "must be >= 1"),
             (self.hidden_dim >= 1, "hidden_dim", "must be >= 1"),
             (self.num_layers >= 1, "num_layers", "must be >= 1"),
@@ -192,6 +208,10 @@ class TrainConfig:
         if self.delimiter in TAB_NAMES:
             return "\t"
         return self.delimiter or None
+
+    @property
+    def gate_feature_list(self):
+        return tuple(g.strip() for g in self.gate_features.split(",") if g.strip())
 
     @property
     def protocol_list(self):

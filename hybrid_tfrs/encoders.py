@@ -3,8 +3,8 @@
 import numpy as np
 
 from hybrid_tfrs.backend import keras, ops, register_serializable
-from hybrid_tfrs.config import ENCODER_KINDS, GATE_MODES
-from hybrid_tfrs.layers.blocks import MixerBlock
+from hybrid_tfrs.config import ENCODER_KINDS, FUSIONS, GATE_FEATURE_GROUPS, GATE_MODES, GATE_OUTPUTS
+from hybrid_tfrs.layers.blocks import FeedForward, MixerBlock
 from hybrid_tfrs.layers.embedding import SequenceEmbedding
 from hybrid_tfrs.layers.gate import HiddenStateGate, SequenceStatsGate
 
@@ -15,13 +15,17 @@ class SequenceEncoder(keras.layers.Layer):
 
     ``kind="hybrid"`` runs a LinRec stack and an FMLP-Rec stack over a shared
     item + position embedding and blends them with ``SequenceStatsGate``:
-    ``h = alpha * h_linrec + (1 - alpha) * h_fmlp``. ``"linrec"``, ``"fmlp"`` and
-    ``"sasrec"`` are the single-stack baselines. Use ``build_encoder`` to make one.
+    ``h = alpha * h_linrec + (1 - alpha) * h_fmlp`` (``fusion="blend_norm"``:
+    LayerNorm of that). ``"linrec"``, ``"fmlp"`` and ``"sasrec"`` are the
+    single-stack baselines. Use ``build_encoder`` to make one.
 
     Call args:
         item_ids: [B, L] int, ids 1..num_items, 0 = padding; sequences
             left-aligned and padded on the right; L <= max_len.
-        return_alpha: hybrid only: also return the gate value alpha [B, L].
+        return_alpha: hybrid only: also return the gate value alpha [B, L]
+            (a vector gate's mean over hidden units).
+        return_branches: hybrid only: return ``{"linrec": [B, L, d],
+            "fmlp": [B, L, d], "alpha": [B, L, 1 or d], "hidden": [B, L, d]}``.
 
     Returns:
         [B, L, hidden_dim] (and alpha [B, L] when asked).
@@ -41,6 +45,10 @@ class SequenceEncoder(keras.layers.Layer):
         inner_dim=None,
         gate_units=16,
         gate_mode="statistics",
+        gate_features=("basic",),
+        gate_output="scalar",
+        fusion="blend",
+        share_ffn=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -56,6 +64,10 @@ class SequenceEncoder(keras.layers.Layer):
         self.inner_dim = inner_dim or 4 * hidden_dim
         self.gate_units = gate_units
         self.gate_mode = gate_mode
+        self.gate_features = tuple(gate_features)
+        self.gate_output = gate_output
+        self.fusion = fusion
+        self.share_ffn = bool(share_ffn and kind == "hybrid")
 
         self.embedding = SequenceEmbedding(
             num_items, max_len, hidden_dim, dropout_rate, name="embedding"
@@ -71,21 +83,33 @@ class SequenceEncoder(keras.layers.Layer):
                     dropout_rate=dropout_rate,
                     causal=causal,
                     chunk_size=chunk_size,
+                    use_ffn=not self.share_ffn,
                     name=f"{mixer}_block_{i}",
                 )
                 for i in range(num_layers)
             ]
             for mixer in mixers
         }
+        self.shared_ffns = [
+            FeedForward(self.inner_dim, dropout_rate, name=f"shared_ffn_{i}")
+            for i in range(num_layers if self.share_ffn else 0)
+        ]
+        self.fusion_norm = None
+        if kind == "hybrid" and fusion == "blend_norm":
+            self.fusion_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="fusion_norm")
         self.gate = None
+        gate_width = hidden_dim if gate_output == "vector" else 1
         if kind == "hybrid" and gate_mode == "hidden_state":
-            self.gate = HiddenStateGate(gate_units, name="gate")
+            self.gate = HiddenStateGate(gate_units, output_units=gate_width, name="gate")
         elif kind == "hybrid":
             self.gate = SequenceStatsGate(
                 num_items,
                 max_len,
                 hidden_units=gate_units,
-                use_statistics=gate_mode == "statistics",
+                use_statistics=gate_mode in ("statistics", "statistics_hidden"),
+                features=self.gate_features,
+                output_units=gate_width,
+                context_dim=2 * hidden_dim if gate_mode == "statistics_hidden" else 0,
                 name="gate",
             )
 
@@ -96,6 +120,10 @@ class SequenceEncoder(keras.layers.Layer):
         for blocks in self.stacks.values():
             for block in blocks:
                 block.build(hidden_shape)
+        for ffn in self.shared_ffns:
+            ffn.build(hidden_shape)
+        if self.fusion_norm is not None:
+            self.fusion_norm.build(hidden_shape)
         if isinstance(self.gate, HiddenStateGate):
             self.gate.build(hidden_shape, hidden_shape)
         elif self.gate is not None:
@@ -115,25 +143,40 @@ class SequenceEncoder(keras.layers.Layer):
         if isinstance(self.gate, SequenceStatsGate):
             self.gate.set_item_popularity(counts)
 
-    def call(self, item_ids, training=None, return_alpha=False):
+    def _gate_alpha(self, item_ids, outputs):
+        """The gate's alpha [B, L, 1 or d] for the branch outputs."""
+        if isinstance(self.gate, HiddenStateGate):
+            return self.gate(outputs["linrec"], outputs["fmlp"])
+        item_vectors = None
+        if self.gate.needs_item_vectors:
+            item_vectors = ops.take(self.item_embeddings, item_ids, axis=0)
+        context = None
+        if self.gate_mode == "statistics_hidden":
+            context = ops.concatenate([outputs["linrec"], outputs["fmlp"]], axis=-1)
+        return self.gate(item_ids, item_vectors=item_vectors, context=context)
+
+    def call(self, item_ids, training=None, return_alpha=False, return_branches=False):
         item_ids = ops.cast(item_ids, "int32")
         mask = ops.not_equal(item_ids, 0)
         x = self.embedding(item_ids, training=training)
         outputs = {}
         for mixer, blocks in self.stacks.items():
             h = x
-            for block in blocks:
+            for i, block in enumerate(blocks):
                 h = block(h, mask=mask, training=training)
+                if self.shared_ffns:
+                    h = self.shared_ffns[i](h, training=training)
             outputs[mixer] = h
         if self.gate is None:
             hidden = outputs[self.kind]
             return (hidden, None) if return_alpha else hidden
-        if isinstance(self.gate, HiddenStateGate):
-            alpha = self.gate(outputs["linrec"], outputs["fmlp"])
-        else:
-            alpha = self.gate(item_ids)
+        alpha = self._gate_alpha(item_ids, outputs)
         hidden = alpha * outputs["linrec"] + (1.0 - alpha) * outputs["fmlp"]
-        return (hidden, alpha[:, :, 0]) if return_alpha else hidden
+        if self.fusion_norm is not None:
+            hidden = self.fusion_norm(hidden)
+        if return_branches:
+            return dict(outputs, alpha=alpha, hidden=hidden)
+        return (hidden, ops.mean(alpha, axis=-1)) if return_alpha else hidden
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.hidden_dim,)
@@ -153,6 +196,10 @@ class SequenceEncoder(keras.layers.Layer):
             inner_dim=self.inner_dim,
             gate_units=self.gate_units,
             gate_mode=self.gate_mode,
+            gate_features=list(self.gate_features),
+            gate_output=self.gate_output,
+            fusion=self.fusion,
+            share_ffn=self.share_ffn,
         )
         return config
 
@@ -176,6 +223,10 @@ def build_encoder(
     inner_dim=None,
     gate_units=16,
     gate_mode="statistics",
+    gate_features=("basic",),
+    gate_output="scalar",
+    fusion="blend",
+    share_ffn=False,
     item_popularity=None,
     name=None,
 ):
@@ -194,7 +245,15 @@ def build_encoder(
             ``"learned"`` (one learned alpha, ignoring them), ``"fixed"``
             (alpha = 0.5, not trained) or ``"hidden_state"`` (a per-user,
             per-position alpha learned from the branch outputs, ignoring the
-            statistics); ablations of the hybrid.
+            statistics) or ``"statistics_hidden"`` (statistics and branch outputs).
+        gate_features: statistics groups the gate reads (a tuple or a
+            comma-separated string of ``basic``, ``trend``, ``recency``,
+            ``diversity``, ``spectrum``).
+        gate_output: ``"scalar"`` (one alpha a position) or ``"vector"`` (one
+            alpha per hidden unit).
+        fusion: ``"blend"`` or ``"blend_norm"`` (LayerNorm after the blend,
+            restoring the norm a blend of weakly correlated outputs loses).
+        share_ffn: the two branches share each layer's feed-forward network.
         item_popularity: optional training counts [num_items + 1] for the gate.
 
     Returns:
@@ -216,6 +275,19 @@ def build_encoder(
     _require(
         gate_mode in GATE_MODES, "gate_mode", f"must be one of {GATE_MODES}, got {gate_mode!r}"
     )
+    if isinstance(gate_features, str):
+        gate_features = tuple(g.strip() for g in gate_features.split(",") if g.strip())
+    _require(
+        bool(gate_features) and set(gate_features) <= set(GATE_FEATURE_GROUPS),
+        "gate_features",
+        f"must be groups of {GATE_FEATURE_GROUPS}, got {gate_features!r}",
+    )
+    _require(
+        gate_output in GATE_OUTPUTS,
+        "gate_output",
+        f"must be one of {GATE_OUTPUTS}, got {gate_output!r}",
+    )
+    _require(fusion in FUSIONS, "fusion", f"must be one of {FUSIONS}, got {fusion!r}")
     if kind != "fmlp":
         _require(
             hidden_dim % num_heads == 0,
@@ -235,6 +307,10 @@ def build_encoder(
         inner_dim=inner_dim,
         gate_units=int(gate_units),
         gate_mode=gate_mode,
+        gate_features=tuple(gate_features),
+        gate_output=gate_output,
+        fusion=fusion,
+        share_ffn=bool(share_ffn),
         name=name or f"{kind}_encoder",
     )
     encoder.build((None, int(max_len)))

@@ -54,6 +54,10 @@ def build_model(config, num_items, item_popularity, targets_per_batch=None):
         causal=config.causal,
         chunk_size=config.chunk_size,
         gate_mode=config.gate_mode,
+        gate_features=config.gate_feature_list,
+        gate_output=config.gate_output,
+        fusion=config.fusion,
+        share_ffn=config.share_ffn,
     )
     model = SequentialRetrievalModel(
         encoder,

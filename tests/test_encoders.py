@@ -170,3 +170,92 @@ def test_fixed_gate_stays_at_one_half_through_training():
     _, alpha = model.encoder(ids, return_alpha=True)
     np.testing.assert_allclose(np.asarray(alpha), 0.5, atol=1e-6)
     assert not [w for w in model.trainable_weights if "gate" in w.path]
+
+
+ALL_FEATURES = "basic,trend,recency,diversity,spectrum"
+FUSION_VARIANTS = {
+    "all-features": dict(gate_features=ALL_FEATURES),
+    "vector-gate": dict(gate_output="vector"),
+    "blend-norm": dict(fusion="blend_norm"),
+    "statistics-hidden": dict(gate_mode="statistics_hidden", gate_features=ALL_FEATURES),
+    "hidden-vector": dict(gate_mode="hidden_state", gate_output="vector"),
+    "shared-ffn": dict(share_ffn=True),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(FUSION_VARIANTS))
+def test_fusion_variants_are_causal_train_every_weight_and_save(variant, tmp_path):
+    import tensorflow as tf
+
+    encoder = _encoder("hybrid", dropout_rate=0.0, **FUSION_VARIANTS[variant])
+    ids = _histories(batch=4)
+    branches = encoder(ids, return_branches=True)
+    out, alpha = np.asarray(branches["hidden"]), np.asarray(branches["alpha"])
+    width = 16 if encoder.gate_output == "vector" else 1
+    assert out.shape == (4, MAX_LEN, 16) and alpha.shape == (4, MAX_LEN, width)
+    assert np.all((alpha > 0) & (alpha < 1))
+    # Causal: changing what follows position 5 changes nothing up to it.
+    changed = ids.copy()
+    changed[:, 6:] = RNG.integers(1, NUM_ITEMS + 1, size=changed[:, 6:].shape)
+    changed_branches = encoder(changed, return_branches=True)
+    np.testing.assert_allclose(np.asarray(changed_branches["hidden"])[:, :6], out[:, :6], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(changed_branches["alpha"])[:, :6], alpha[:, :6], atol=1e-5)
+    # Every trainable weight gets a gradient.
+    model = SequentialRetrievalModel(encoder)
+    targets = np.roll(ids, -1, axis=1)
+    targets[ids == 0] = 0
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(y=targets, y_pred=model(ids, training=True))
+    grads = tape.gradient(loss, [w.value for w in model.trainable_weights])
+    starved = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(g)]
+    assert not starved
+    # Saved and loaded, the same scores.
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_array_equal(
+        np.asarray(restored.score_items(ids)), np.asarray(model.score_items(ids))
+    )
+    assert restored.encoder.get_config() == encoder.get_config()
+
+
+def test_statistics_gate_users_differ_and_blend_norm_restores_unit_scale():
+    encoder = _encoder("hybrid", gate_features=ALL_FEATURES, fusion="blend_norm")
+    ids = _histories(batch=6)
+    branches = encoder(ids, return_branches=True)
+    assert np.ptp(np.asarray(branches["alpha"])[:, 5, 0]) > 1e-4  # per-user alpha
+    hidden = np.asarray(branches["hidden"])[:, :9]  # LayerNorm: mean 0, variance 1 per position
+    np.testing.assert_allclose(hidden.mean(-1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(hidden.var(-1), 1.0, atol=1e-3)
+
+
+def test_shared_ffn_halves_the_feed_forward_weights():
+    plain = _encoder("hybrid")
+    shared = _encoder("hybrid", share_ffn=True)
+    ffn = 2 * (16 * 64 + 64 + 64 * 16 + 16 + 2 * 16)  # 2 layers: inner, outer, LayerNorm
+    assert plain.count_params() - shared.count_params() == ffn
+    assert [w.path for w in shared.weights if "shared_ffn" in w.path]
+    assert _encoder("fmlp", share_ffn=True).count_params() == _encoder("fmlp").count_params()
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        (dict(gate_features="basic,season"), "gate_features"),
+        (dict(gate_output="matrix"), "gate_output"),
+        (dict(fusion="concat"), "fusion"),
+    ],
+)
+def test_bad_fusion_arguments_name_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=f"^{argument}"):
+        build_encoder("hybrid", num_items=NUM_ITEMS, max_len=MAX_LEN, **kwargs)
+
+
+def test_score_level_fusion_equals_the_blend_for_a_vector_gate():
+    encoder = _encoder("hybrid", gate_output="vector")
+    branches = {k: np.asarray(v) for k, v in encoder(_histories(), return_branches=True).items()}
+    table = np.asarray(encoder.item_embeddings)
+    alpha = branches["alpha"]
+    blended = branches["hidden"] @ table.T
+    mixed = (alpha * branches["linrec"]) @ table.T + ((1 - alpha) * branches["fmlp"]) @ table.T
+    np.testing.assert_allclose(blended, mixed, rtol=1e-4, atol=1e-4)

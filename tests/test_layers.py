@@ -171,3 +171,34 @@ def test_layers_in_a_user_built_functional_model(tmp_path):
         np.asarray(model.predict(data, verbose=0)),
         atol=1e-6,
     )
+
+
+def test_extra_gate_features_by_hand():
+    from hybrid_tfrs.layers.sequence_features import feature_names, sequence_features
+
+    ids = np.array([[3, 5, 3, 3, 7, 0]])
+    log_pop = np.linspace(0.0, 1.0, 10).astype("float32")
+    # Items 3 and 5 point the same way, 7 the opposite way: unit vectors in 2-D.
+    vectors = np.zeros((1, 6, 2), "float32")
+    vectors[0, :5] = [[1, 0], [2, 0], [1, 0], [1, 0], [-3, 0]]
+    groups = ("trend", "recency", "diversity", "spectrum")
+    feats = np.asarray(sequence_features(ids, log_pop, 9, groups, vectors, window=2))[0]
+    names = feature_names(groups)
+    col = {name: feats[:, names.index(name)] for name in names}
+    pops = log_pop[[3, 5, 3, 3, 7]]
+    recent = [pops[0], pops[:2].mean(), pops[1:3].mean(), pops[2:4].mean(), pops[3:5].mean()]
+    np.testing.assert_allclose(col["recent_log_popularity"][:5], recent, rtol=1e-5)
+    means = np.cumsum(pops) / np.arange(1, 6)
+    np.testing.assert_allclose(col["popularity_trend"][:5], np.array(recent) - means, atol=1e-6)
+    # 3 recurs at t=2 (gap 2) and t=3 (gap 1); scaled by log1p(max_len).
+    gaps = np.log1p([0, 0, 2, 1, 0]) / np.log1p(9)
+    np.testing.assert_allclose(col["previous_occurrence_gap"][:5], gaps, rtol=1e-5)
+    np.testing.assert_allclose(col["recent_repeat_ratio"][:5], [0, 0, 0.5, 1, 0.5], atol=1e-6)
+    # Window of 2: same direction -> 0, opposite directions -> 1.
+    np.testing.assert_allclose(col["recent_diversity"][:5], [0, 0, 0, 0, 1], atol=2e-3)
+    # Lag 1 cosines: t=1: 1; t=2: 1; t=3: 1; t=4: -1 -> running means.
+    np.testing.assert_allclose(col["lag1_similarity"][:5], [0, 1, 1, 1, 0.5], atol=1e-6)
+    np.testing.assert_allclose(col["lag2_similarity"][:5], [0, 0, 1, 1, 1 / 3], atol=1e-6)
+    np.testing.assert_array_equal(feats[5], 0.0)
+    with pytest.raises(ValueError, match="need item_vectors"):
+        sequence_features(ids, log_pop, 9, ("spectrum",))

@@ -50,8 +50,13 @@ FLAG_HELP = {
     "causal": "Causal layers trained at every position; false: papers' bidirectional "
     "layers trained on the last position of each prefix.",
     "chunk_size": "Chunk length of causal linear attention.",
-    "gate_mode": "Hybrid gate: statistics, learned (one alpha), fixed (0.5) or hidden_state "
-    "(per-user alpha from the branch outputs).",
+    "gate_mode": "Hybrid gate: statistics, learned (one alpha), fixed (0.5), hidden_state "
+    "(per-user alpha from the branch outputs) or statistics_hidden (both).",
+    "gate_features": "Statistics the gate reads, comma-separated groups: basic, trend, "
+    "recency, diversity, spectrum (docs/model.md#the-gate).",
+    "gate_output": "scalar (one alpha per position) or vector (one per hidden unit).",
+    "fusion": "blend: alpha h_linrec + (1 - alpha) h_fmlp; blend_norm: LayerNorm after it.",
+    "share_ffn": "Hybrid: the two branches share each layer's feed-forward network.",
     "loss": "softmax (full cross-entropy), sampled_softmax or bce.",
     "num_negatives": "Negatives per batch for sampled_softmax.",
     "sampler": "Negatives for sampled_softmax: in-batch, uniform or mixed.",

@@ -3,13 +3,9 @@
 from hybrid_tfrs.layers.blocks import MIXERS, FeedForward, MixerBlock
 from hybrid_tfrs.layers.embedding import SequenceEmbedding
 from hybrid_tfrs.layers.frequency_filter import FrequencyFilter
-from hybrid_tfrs.layers.gate import (
-    FEATURE_NAMES,
-    HiddenStateGate,
-    SequenceStatsGate,
-    repeat_flags,
-)
+from hybrid_tfrs.layers.gate import FEATURE_NAMES, HiddenStateGate, SequenceStatsGate
 from hybrid_tfrs.layers.linear_attention import LinearAttention, causal_linear_attention
+from hybrid_tfrs.layers.sequence_features import repeat_flags, sequence_features
 
 __all__ = [
     "FEATURE_NAMES",
@@ -23,4 +19,5 @@ __all__ = [
     "SequenceStatsGate",
     "causal_linear_attention",
     "repeat_flags",
+    "sequence_features",
 ]

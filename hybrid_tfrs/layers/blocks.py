@@ -59,6 +59,8 @@ class MixerBlock(keras.layers.Layer):
         inner_dim: FFN width; dropout_rate: dropout after mixer and FFN.
         causal: causal forms (default) or the papers' bidirectional ones.
         chunk_size: chunk length of causal linear attention.
+        use_ffn: False leaves out the FFN (for an FFN shared between blocks,
+            applied by the caller).
 
     Call args:
         inputs: [B, L, d]. mask: optional [B, L] (1 = item, 0 = padding);
@@ -78,6 +80,7 @@ class MixerBlock(keras.layers.Layer):
         dropout_rate=0.0,
         causal=True,
         chunk_size=64,
+        use_ffn=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -90,6 +93,7 @@ class MixerBlock(keras.layers.Layer):
         self.dropout_rate = dropout_rate
         self.causal = causal
         self.chunk_size = chunk_size
+        self.use_ffn = use_ffn
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -117,8 +121,10 @@ class MixerBlock(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(self.dropout_rate)
         self.norm = keras.layers.LayerNormalization(epsilon=1e-12, name="norm")
         self.norm.build(input_shape)
-        self.ffn = FeedForward(self.inner_dim, self.dropout_rate, name="ffn")
-        self.ffn.build(input_shape)
+        self.ffn = None
+        if self.use_ffn:
+            self.ffn = FeedForward(self.inner_dim, self.dropout_rate, name="ffn")
+            self.ffn.build(input_shape)
         super().build(input_shape)
 
     def _attention_mask(self, mask):
@@ -139,7 +145,7 @@ class MixerBlock(keras.layers.Layer):
         else:
             y = self.mix(x, mask=mask)
         x = self.norm(x + self.dropout(y, training=training))
-        return self.ffn(x, training=training)
+        return self.ffn(x, training=training) if self.ffn is not None else x
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -154,5 +160,6 @@ class MixerBlock(keras.layers.Layer):
             dropout_rate=self.dropout_rate,
             causal=self.causal,
             chunk_size=self.chunk_size,
+            use_ffn=self.use_ffn,
         )
         return config

@@ -1,54 +1,35 @@
 """The gate that blends the two branches per user and position."""
 
-import math
-
 from hybrid_tfrs.backend import keras, ops, register_serializable
-
-_EPS = 1e-6
-FEATURE_NAMES = (
-    "log_length",
-    "mean_log_popularity",
-    "std_log_popularity",
-    "repeat_ratio",
-    "latest_log_popularity",
+from hybrid_tfrs.layers.sequence_features import (
+    EPS,
+    GROUPS_NEEDING_VECTORS,
+    feature_names,
+    sequence_features,
 )
 
-
-def repeat_flags(item_ids):
-    """1 where an item already occurred earlier in the row, else 0.
-
-    Compares every position with the positions before it: O(L^2) boolean
-    comparisons with no hidden-size factor, which XLA fuses into one pass.
-    (A sort-based O(L log L) version was 5-7x slower per training step on
-    CPU under XLA at L=200..800, measured with dropout in the model.)
-
-    Args:
-        item_ids: [B, L] int.
-
-    Returns:
-        [B, L] float32.
-    """
-    length = ops.shape(item_ids)[1]
-    earlier = ops.tril(ops.ones((length, length), dtype="int32"), k=-1) > 0  # s < t
-    same = ops.equal(item_ids[:, :, None], item_ids[:, None, :])  # [B, t, s]
-    return ops.cast(ops.any(ops.logical_and(same, earlier[None, :, :]), axis=2), "float32")
+FEATURE_NAMES = feature_names(("basic",))
 
 
 @register_serializable()
 class SequenceStatsGate(keras.layers.Layer):
     """alpha in (0, 1) per position, from statistics of the history so far.
 
-    Features at position t use positions s <= t only (so the gate is causal)
-    and ignore padding (item id 0):
+    The features (``hybrid_tfrs.layers.sequence_features``) at position t use
+    positions s <= t only, so the gate is causal, and ignore padding (item id
+    0). The default group, ``basic``:
 
     - ``log_length``: log(1 + t') / log(1 + max_len), t' = items so far;
     - mean and standard deviation of the items' log popularity;
     - ``repeat_ratio``: share of items so far that repeat an earlier item;
     - ``latest_log_popularity``: log popularity of the item at t.
 
-    Log popularity is ``log(1 + count) / log(1 + max count)`` with training
-    counts held in a non-trainable weight (``set_item_popularity``), so an
-    exported model computes the same features. A small MLP maps the features
+    ``trend``, ``recency``, ``diversity`` and ``spectrum`` add popularity drift,
+    repeat gaps, embedding spread and the autocorrelation of the embedding
+    sequence. Log popularity is ``log(1 + count) / log(1 + max count)`` with
+    training counts held in a non-trainable weight (``set_item_popularity``),
+    so an exported model computes the same features. A small MLP maps the
+    features (and, with ``context_dim``, a context such as the branch outputs)
     to ``alpha = sigmoid(...)``.
 
     Args:
@@ -57,12 +38,19 @@ class SequenceStatsGate(keras.layers.Layer):
         hidden_units: width of the gate's hidden layer.
         use_statistics: if False the features are replaced by a constant, so
             the gate learns one global alpha (an ablation).
+        features: feature groups, in order (default ``("basic",)``).
+        output_units: 1 (one alpha a position) or d (one per hidden unit).
+        context_dim: width of the optional ``context`` input (0 = none).
+        window: latest items the ``recent_*`` features cover.
 
     Call args:
         item_ids: [B, L] int.
+        item_vectors: [B, L, d] item embeddings; needed by ``diversity`` and
+            ``spectrum`` (their gradient is stopped: they are statistics).
+        context: [B, L, context_dim], read with the features when set.
 
     Returns:
-        alpha: [B, L, 1] float in (0, 1).
+        alpha: [B, L, output_units] float in (0, 1).
 
     Example:
     >>> gate = SequenceStatsGate(num_items=100, max_len=10)
@@ -70,26 +58,48 @@ class SequenceStatsGate(keras.layers.Layer):
     (2, 10, 1)
     """
 
-    def __init__(self, num_items, max_len, hidden_units=16, use_statistics=True, **kwargs):
+    def __init__(
+        self,
+        num_items,
+        max_len,
+        hidden_units=16,
+        use_statistics=True,
+        features=("basic",),
+        output_units=1,
+        context_dim=0,
+        window=8,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_items = num_items
         self.max_len = max_len
         self.hidden_units = hidden_units
         self.use_statistics = use_statistics
+        self.feature_groups = tuple(features)
+        self.output_units = output_units
+        self.context_dim = context_dim
+        self.window = window
+        self.feature_names = feature_names(self.feature_groups)
 
-    def build(self, input_shape):
+    @property
+    def needs_item_vectors(self):
+        return self.use_statistics and any(
+            g in GROUPS_NEEDING_VECTORS for g in self.feature_groups
+        )
+
+    def build(self, item_ids_shape, item_vectors_shape=None, context_shape=None):
         self.item_counts = self.add_weight(
             name="item_counts",
             shape=(self.num_items + 1,),
             initializer="zeros",
             trainable=False,
         )
-        num_features = len(FEATURE_NAMES)
+        width = len(self.feature_names) + self.context_dim
         self.hidden = keras.layers.Dense(self.hidden_units, activation="relu", name="hidden")
-        self.hidden.build((None, None, num_features))
-        self.out = keras.layers.Dense(1, name="alpha_logit")
+        self.hidden.build((None, None, width))
+        self.out = keras.layers.Dense(self.output_units, name="alpha_logit")
         self.out.build((None, None, self.hidden_units))
-        super().build(input_shape)
+        super().build(item_ids_shape)
 
     def set_item_popularity(self, counts):
         """Sets training counts: array [num_items + 1], index 0 ignored."""
@@ -103,29 +113,33 @@ class SequenceStatsGate(keras.layers.Layer):
             )
         self.item_counts.assign(counts)
 
-    def features(self, item_ids):
-        """The gate's input features: [B, L, 5] (see ``FEATURE_NAMES``)."""
-        mask = ops.cast(ops.not_equal(item_ids, 0), "float32")
-        count = ops.cumsum(mask, axis=1)
-        safe_count = ops.maximum(count, 1.0)
+    def features(self, item_ids, item_vectors=None):
+        """The gate's input features: [B, L, F] (see ``feature_names``)."""
         log_counts = ops.log1p(self.item_counts)
-        log_pop = ops.take(log_counts / ops.maximum(ops.max(log_counts), _EPS), item_ids) * mask
-        mean_pop = ops.cumsum(log_pop, axis=1) / safe_count
-        mean_sq = ops.cumsum(ops.square(log_pop), axis=1) / safe_count
-        std_pop = ops.sqrt(ops.maximum(mean_sq - ops.square(mean_pop), 0.0) + _EPS)
-        repeats = ops.cumsum(repeat_flags(item_ids) * mask, axis=1) / safe_count
-        log_length = ops.log1p(count) / math.log1p(self.max_len)
-        feats = ops.stack([log_length, mean_pop, std_pop, repeats, log_pop], axis=-1)
-        return feats * mask[:, :, None]
+        log_popularity = log_counts / ops.maximum(ops.max(log_counts), EPS)
+        if item_vectors is not None:
+            item_vectors = ops.stop_gradient(item_vectors)
+        return sequence_features(
+            item_ids,
+            log_popularity,
+            self.max_len,
+            self.feature_groups,
+            item_vectors=item_vectors,
+            window=self.window,
+        )
 
-    def call(self, item_ids):
-        feats = self.features(item_ids)
-        if not self.use_statistics:
-            feats = ops.zeros_like(feats)
-        return ops.sigmoid(self.out(self.hidden(feats)))
+    def call(self, item_ids, item_vectors=None, context=None):
+        if self.use_statistics:
+            inputs = self.features(item_ids, item_vectors)
+        else:
+            zeros = ops.zeros_like(ops.cast(item_ids, "float32"))[:, :, None]
+            inputs = zeros + ops.zeros((len(self.feature_names),))
+        if self.context_dim:
+            inputs = ops.concatenate([inputs, ops.cast(context, inputs.dtype)], axis=-1)
+        return ops.sigmoid(self.out(self.hidden(inputs)))
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape) + (1,)
+    def compute_output_shape(self, item_ids_shape, item_vectors_shape=None, context_shape=None):
+        return tuple(item_ids_shape) + (self.output_units,)
 
     def get_config(self):
         config = super().get_config()
@@ -134,6 +148,10 @@ class SequenceStatsGate(keras.layers.Layer):
             max_len=self.max_len,
             hidden_units=self.hidden_units,
             use_statistics=self.use_statistics,
+            features=list(self.feature_groups),
+            output_units=self.output_units,
+            context_dim=self.context_dim,
+            window=self.window,
         )
         return config
 
@@ -148,12 +166,13 @@ class HiddenStateGate(keras.layers.Layer):
 
     Args:
         hidden_units: width of the gate's hidden layer.
+        output_units: 1 (one alpha a position) or d (one per hidden unit).
 
     Call args:
         first, second: [B, L, d] branch outputs.
 
     Returns:
-        alpha: [B, L, 1] float in (0, 1).
+        alpha: [B, L, output_units] float in (0, 1).
 
     Example:
     >>> gate = HiddenStateGate()
@@ -161,16 +180,17 @@ class HiddenStateGate(keras.layers.Layer):
     (2, 10, 1)
     """
 
-    def __init__(self, hidden_units=16, **kwargs):
+    def __init__(self, hidden_units=16, output_units=1, **kwargs):
         super().__init__(**kwargs)
         self.hidden_units = hidden_units
+        self.output_units = output_units
         self.supports_masking = True  # one alpha per position: the padding mask still holds
 
     def build(self, first_shape, second_shape=None):
         width = first_shape[-1] * 2
         self.hidden = keras.layers.Dense(self.hidden_units, activation="relu", name="hidden")
         self.hidden.build((None, None, width))
-        self.out = keras.layers.Dense(1, name="alpha_logit")
+        self.out = keras.layers.Dense(self.output_units, name="alpha_logit")
         self.out.build((None, None, self.hidden_units))
         super().build(first_shape)
 
@@ -178,9 +198,9 @@ class HiddenStateGate(keras.layers.Layer):
         return ops.sigmoid(self.out(self.hidden(ops.concatenate([first, second], axis=-1))))
 
     def compute_output_shape(self, first_shape, second_shape=None):
-        return tuple(first_shape[:-1]) + (1,)
+        return tuple(first_shape[:-1]) + (self.output_units,)
 
     def get_config(self):
         config = super().get_config()
-        config.update(hidden_units=self.hidden_units)
+        config.update(hidden_units=self.hidden_units, output_units=self.output_units)
         return config

@@ -1,0 +1,295 @@
+"""What the hybrid's gate does on real data: each branch's share, alpha by length and feature.
+
+For every trained hybrid run given, on its test users (the query at each
+user's last item):
+
+1. each branch alone: NDCG@10 when the target is ranked with the LinRec
+   branch's output alone, the FMLP branch's alone, and the blend (the model),
+   under ``full`` and ``full-unseen`` (hybrid_tfrs.evaluation.target_ranks);
+2. each branch's share of the query and of the target's score: norms
+   |alpha * h_lin| and |(1 - alpha) * h_fmlp|, the target's score split into
+   (alpha * h_lin) . e and ((1 - alpha) * h_fmlp) . e, and the cosine between
+   the two branch outputs (a blend of weakly correlated outputs is shorter
+   than either);
+3. alpha and each branch's NDCG@10 by true history length;
+4. the gate's input features: their spread on this data and how alpha
+   follows them (Pearson correlation, mean alpha in the lowest and highest
+   quartile).
+
+    python benchmarks/gate_diagnosis.py --data_dir=../shared/data \
+        --run_dirs=runs/beauty_hybrid,runs/ml-1m_hybrid \
+        --output=benchmarks/results/gate_diagnosis.md
+
+With ``fusion=blend_norm`` the decomposition of item 2 is of the blend before
+its LayerNorm (the norm is one affine map of it per user).
+"""
+
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_list("run_dirs", None, "Output folders of hybrid runs (hybrid-tfrs-train).")
+flags.DEFINE_string("data_dir", None, "Folder of the dataset files (as for training).")
+flags.DEFINE_integer("batch_size", 256, "Test users per batch.")
+flags.DEFINE_string("output", None, "Markdown file to write (a .json with the numbers beside it).")
+flags.mark_flag_as_required("run_dirs")
+FLAGS = flags.FLAGS
+
+LENGTH_EDGES = (5, 10, 20, 50, 100, 200)
+PROTOCOLS = ("full", "full-unseen")
+
+
+def branch_outputs(model, histories, batch_size):
+    """Per user, at the last item: {"linrec", "fmlp", "hidden": [U, d], "alpha": [U, k],
+    "features": [U, F] or None}."""
+    import numpy as np
+    from keras import ops
+
+    from hybrid_tfrs.layers.gate import SequenceStatsGate
+
+    encoder = model.encoder
+    gate = encoder.gate
+    parts = {"linrec": [], "fmlp": [], "hidden": [], "alpha": [], "features": []}
+    with_features = isinstance(gate, SequenceStatsGate) and gate.use_statistics
+    for start in range(0, len(histories), batch_size):
+        ids = histories[start : start + batch_size]
+        last = np.count_nonzero(ids, axis=1) - 1
+        rows = np.arange(len(ids))
+        branches = encoder(ids, training=False, return_branches=True)
+        for name in ("linrec", "fmlp", "hidden", "alpha"):
+            parts[name].append(ops.convert_to_numpy(branches[name])[rows, last])
+        if with_features:
+            vectors = ops.take(encoder.item_embeddings, ids, axis=0)
+            parts["features"].append(ops.convert_to_numpy(gate.features(ids, vectors))[rows, last])
+    out = {name: np.concatenate(values) for name, values in parts.items() if values}
+    out.setdefault("features", None)
+    return out
+
+
+def stored_query_fn(histories, queries):
+    """A ``score_fn`` that returns precomputed queries, batch by batch, in order."""
+    import numpy as np
+
+    offset = [0]
+
+    def score(batch):
+        start = offset[0]
+        stop = start + len(batch)
+        if not np.array_equal(batch, histories[start:stop]):
+            raise AssertionError("target_ranks visited the users out of order")
+        offset[0] = stop
+        return {"query": queries[start:stop]}
+
+    return score
+
+
+def diagnose(run_dir, data_dir, batch_size):
+    import numpy as np
+
+    from hybrid_tfrs import run_dir as runs
+    from hybrid_tfrs.data.pipeline import pad_latest
+    from hybrid_tfrs.evaluation import metrics_from_ranks, target_ranks
+    from hybrid_tfrs.run_data import load_split
+    from hybrid_tfrs.training import item_embeddings, load_run_model
+
+    config = runs.read_config(run_dir)
+    if config.model != "hybrid":
+        raise SystemExit(f"{run_dir}: a {config.model} run; the diagnosis needs a hybrid")
+    if data_dir:
+        config.data_dir = data_dir
+    _, split = load_split(config)
+    model = load_run_model(os.path.join(run_dir, runs.BEST_MODEL_FILE))
+    seen = split.test_histories
+    histories = pad_latest(seen, config.max_len)
+    targets = np.asarray(split.test_targets)
+    lengths = np.array([len(h) for h in seen])
+    table = item_embeddings(model)
+    started = time.time()
+    out = branch_outputs(model, histories, batch_size)
+    alpha = out["alpha"]
+    lin, fmlp = alpha * out["linrec"], (1.0 - alpha) * out["fmlp"]
+
+    ranks = {}
+    for name, queries in (("linrec", out["linrec"]), ("fmlp", out["fmlp"]), ("model", out["hidden"])):
+        ranks[name], _ = target_ranks(
+            stored_query_fn(histories, queries),
+            histories,
+            targets,
+            split.user_items,
+            split.num_items,
+            protocols=PROTOCOLS,
+            batch_size=batch_size,
+            seen_items=seen,
+            item_embeddings=table,
+        )
+
+    target_vectors = table[targets]
+    lin_norm, fmlp_norm = np.linalg.norm(lin, axis=1), np.linalg.norm(fmlp, axis=1)
+    raw_lin, raw_fmlp = np.linalg.norm(out["linrec"], axis=1), np.linalg.norm(out["fmlp"], axis=1)
+    cosine = np.sum(out["linrec"] * out["fmlp"], axis=1) / np.maximum(raw_lin * raw_fmlp, 1e-12)
+    lin_score = np.sum(lin * target_vectors, axis=1)
+    fmlp_score = np.sum(fmlp * target_vectors, axis=1)
+    mean_alpha = alpha.mean(axis=1)
+    result = {
+        "run_dir": run_dir,
+        "dataset": config.dataset,
+        "gate_mode": config.gate_mode,
+        "gate_features": getattr(config, "gate_features", "basic"),
+        "gate_output": getattr(config, "gate_output", "scalar"),
+        "fusion": getattr(config, "fusion", "blend"),
+        "users": int(len(targets)),
+        "ndcg10": {
+            name: {p: metrics_from_ranks(r[p])["NDCG@10"] for p in PROTOCOLS}
+            for name, r in ranks.items()
+        },
+        "shares": {
+            "alpha_mean": float(mean_alpha.mean()),
+            "alpha_std_over_users": float(mean_alpha.std()),
+            "alpha_unit_spread": float(alpha.std(axis=1).mean()),
+            "norm_linrec_raw": float(raw_lin.mean()),
+            "norm_fmlp_raw": float(raw_fmlp.mean()),
+            "linrec_share_of_norm": float(np.mean(lin_norm / np.maximum(lin_norm + fmlp_norm, 1e-12))),
+            "blend_norm_over_branch_norm": float(
+                np.mean(np.linalg.norm(lin + fmlp, axis=1) / np.maximum((raw_lin + raw_fmlp) / 2, 1e-12))
+            ),
+            "branch_cosine": float(cosine.mean()),
+            "target_score_linrec": float(lin_score.mean()),
+            "target_score_fmlp": float(fmlp_score.mean()),
+            "users_linrec_larger_score_part": float(np.mean(np.abs(lin_score) > np.abs(fmlp_score))),
+        },
+        "buckets": [],
+        "features": [],
+        "seconds": round(time.time() - started, 1),
+    }
+    edges = (0,) + LENGTH_EDGES + (np.inf,)
+    for low, high in zip(edges[:-1], edges[1:]):
+        members = (lengths > low) & (lengths <= high)
+        if not members.any():
+            continue
+        label = f"{low + 1}-{int(high)}" if np.isfinite(high) else f"{low + 1}+"
+        result["buckets"].append(
+            {
+                "bucket": label,
+                "users": int(members.sum()),
+                "alpha_mean": float(mean_alpha[members].mean()),
+                "alpha_std": float(mean_alpha[members].std()),
+                **{
+                    f"ndcg10_{name}": metrics_from_ranks(r["full-unseen"][members])["NDCG@10"]
+                    for name, r in ranks.items()
+                },
+            }
+        )
+    if out["features"] is not None:
+        for i, name in enumerate(model.encoder.gate.feature_names):
+            values = out["features"][:, i]
+            low_q, high_q = np.quantile(values, [0.25, 0.75])
+            varies = values.std() > 1e-9 and mean_alpha.std() > 1e-12
+            result["features"].append(
+                {
+                    "feature": name,
+                    "mean": float(values.mean()),
+                    "std": float(values.std()),
+                    "min": float(values.min()),
+                    "max": float(values.max()),
+                    "share_zero": float(np.mean(values == 0)),
+                    "corr_with_alpha": float(np.corrcoef(values, mean_alpha)[0, 1]) if varies else None,
+                    "alpha_low_quartile": float(mean_alpha[values <= low_q].mean()),
+                    "alpha_high_quartile": float(mean_alpha[values >= high_q].mean()),
+                }
+            )
+    return result
+
+
+def _fmt(value, digits=4):
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+
+
+def markdown(result):
+    shares = result["shares"]
+    lines = [
+        f"## {result['dataset']}: {result['run_dir']}",
+        "",
+        f"gate_mode={result['gate_mode']}, gate_features={result['gate_features']}, "
+        f"gate_output={result['gate_output']}, fusion={result['fusion']}; "
+        f"{result['users']} test users; {result['seconds']} s.",
+        "",
+        "| query | full NDCG@10 | full-unseen NDCG@10 |",
+        "|---|---|---|",
+    ]
+    names = {"linrec": "LinRec branch alone", "fmlp": "FMLP branch alone", "model": "blend (the model)"}
+    for key, label in names.items():
+        ndcg = result["ndcg10"][key]
+        lines.append(f"| {label} | {ndcg['full']:.4f} | {ndcg['full-unseen']:.4f} |")
+    lines += [
+        "",
+        "| share | value |",
+        "|---|---|",
+        f"| mean alpha (LinRec's weight) | {_fmt(shares['alpha_mean'])} |",
+        f"| std of alpha over users | {_fmt(shares['alpha_std_over_users'])} |",
+        f"| std of alpha over hidden units (vector gate) | {_fmt(shares['alpha_unit_spread'])} |",
+        f"| mean norm, LinRec / FMLP output | {shares['norm_linrec_raw']:.2f} / "
+        f"{shares['norm_fmlp_raw']:.2f} |",
+        f"| LinRec's share of the blended query's norm | {_fmt(shares['linrec_share_of_norm'])} |",
+        f"| mean cosine between the branch outputs | {_fmt(shares['branch_cosine'])} |",
+        f"| norm of the blend / mean branch norm | {_fmt(shares['blend_norm_over_branch_norm'])} |",
+        f"| target score from LinRec / FMLP part | {shares['target_score_linrec']:.3f} / "
+        f"{shares['target_score_fmlp']:.3f} |",
+        f"| users whose LinRec part of the target score is larger | "
+        f"{_fmt(shares['users_linrec_larger_score_part'])} |",
+        "",
+        "| history length | users | mean alpha | std alpha | full-unseen NDCG@10 LinRec / FMLP / blend |",
+        "|---|---|---|---|---|",
+    ]
+    for b in result["buckets"]:
+        lines.append(
+            f"| {b['bucket']} | {b['users']} | {_fmt(b['alpha_mean'])} | {_fmt(b['alpha_std'])} | "
+            f"{b['ndcg10_linrec']:.4f} / {b['ndcg10_fmlp']:.4f} / {b['ndcg10_model']:.4f} |"
+        )
+    if result["features"]:
+        lines += [
+            "",
+            "| gate feature | mean | std | min | max | share = 0 | corr. with alpha | "
+            "alpha, lowest / highest quartile |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for f in result["features"]:
+            lines.append(
+                f"| {f['feature']} | {_fmt(f['mean'])} | {_fmt(f['std'])} | {_fmt(f['min'])} | "
+                f"{_fmt(f['max'])} | {_fmt(f['share_zero'], 3)} | {_fmt(f['corr_with_alpha'], 3)} | "
+                f"{_fmt(f['alpha_low_quartile'])} / {_fmt(f['alpha_high_quartile'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(_):
+    from hybrid_tfrs.cli.common import quiet_tensorflow
+
+    quiet_tensorflow()
+    results = [diagnose(run, FLAGS.data_dir, FLAGS.batch_size) for run in FLAGS.run_dirs]
+    page = "".join(markdown(r) + "\n" for r in results)
+    print(page)
+    if FLAGS.output:
+        command = "python benchmarks/gate_diagnosis.py " + " ".join(
+            f"--{name}={value}"
+            for name, value in (
+                ("data_dir", FLAGS.data_dir),
+                ("run_dirs", ",".join(FLAGS.run_dirs)),
+                ("output", FLAGS.output),
+            )
+            if value
+        )
+        header = f"# Gate diagnosis\n\nCommand: `{command}`\n\n"
+        with open(FLAGS.output, "w") as handle:
+            handle.write(header + page)
+        with open(os.path.splitext(FLAGS.output)[0] + ".json", "w") as handle:
+            json.dump(results, handle, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)
