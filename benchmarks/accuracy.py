@@ -34,6 +34,14 @@ ABLATIONS = {
     "hybrid-fixed-alpha": {"gate_mode": "fixed"},  # alpha = 0.5 for everyone
     "hybrid-global-alpha": {"gate_mode": "learned"},  # one learned alpha for everyone
     "hybrid-hidden-alpha": {"gate_mode": "hidden_state"},  # per-user alpha, no statistics
+    # The fusion variants of docs/model.md#the-gate, one flag each.
+    "hybrid-blend-norm": {"fusion": "blend_norm"},  # LayerNorm after the blend
+    "hybrid-vector-gate": {"gate_output": "vector"},  # one alpha per hidden unit
+    "hybrid-all-features-hidden": {  # every statistic and the branch outputs
+        "gate_mode": "statistics_hidden",
+        "gate_features": "basic,trend,recency,diversity,spectrum",
+    },
+    "hybrid-shared-ffn": {"share_ffn": "true"},  # one FFN a layer for both branches
     # papers' layers trained on the last position of each prefix, for as long as the hybrid
     "hybrid-last-position": {"causal": "false", "max_train_minutes": "same as hybrid"},
     # only each history's latest max_len targets (the ML-1M flagfiles train them all)

@@ -433,3 +433,24 @@ def test_chunked_top_items_equal_brute_force_with_ties(chunk_size, tmp_path):
 def test_chunk_size_must_be_positive(model, tmp_path):
     with pytest.raises(ValueError, match="chunk_size must be a positive int, got 0"):
         export_saved_model(model, VOCABULARY, str(tmp_path), "hybrid", version=1, chunk_size=0)
+
+
+def test_a_gate_variant_exports_and_matches_the_in_memory_model(tmp_path):
+    keras.utils.set_random_seed(3)
+    encoder = build_encoder(
+        "hybrid",
+        num_items=NUM_ITEMS,
+        max_len=MAX_LEN,
+        hidden_dim=HIDDEN,
+        gate_mode="statistics_hidden",
+        gate_features="basic,trend,recency,diversity,spectrum",
+        gate_output="vector",
+        fusion="blend_norm",
+    )
+    model = SequentialRetrievalModel(encoder)
+    model.set_item_popularity(np.arange(NUM_ITEMS + 1))
+    path = export_saved_model(model, VOCABULARY, str(tmp_path), "hybrid", version=1, top_k=TOP_K)
+    result = recommend(tf.saved_model.load(path), HISTORIES, 5)
+    top, scores = model.recommend(encode(HISTORIES), k=5)
+    assert decoded(result["item_ids"]) == [VOCABULARY.decode(row) for row in np.asarray(top)]
+    np.testing.assert_allclose(result["scores"].numpy(), np.asarray(scores), rtol=1e-5, atol=1e-5)
