@@ -7,7 +7,8 @@
 Each run is ``trainers/train.py --flagfile=flags/<dataset>_<model>.flags`` in its
 own process (its log in ``<runs_dir>/<dataset>/<name>/seed<s>/train.log``); a run
 whose folder already holds a finished training is evaluated again, not retrained.
-Ablations are the hybrid's flagfile plus one change (see ``ABLATIONS``).
+Ablations are the hybrid's flagfile plus one change, capacity-matched baselines a
+baseline's flagfile with more layers (see ``ABLATIONS``).
 
 Writes ``<output>.json``: a list of rows ``{"dataset", "model", "variant",
 "protocol", "split": "test", "seeds", "metrics": {metric: mean}, "std": {metric:
@@ -42,6 +43,10 @@ ABLATIONS = {
         "gate_features": "basic,trend,recency,diversity,spectrum",
     },
     "hybrid-shared-ffn": {"share_ffn": "true"},  # one FFN a layer for both branches
+    # Capacity-matched baselines ("model" picks the flagfile): about the hybrid's
+    # parameters outside the item table (benchmarks/parameters.py --num_layers=4).
+    "fmlp-4-layers": {"model": "fmlp", "num_layers": "4"},
+    "sasrec-4-layers": {"model": "sasrec", "num_layers": "4"},
     # papers' layers trained on the last position of each prefix, for as long as the hybrid
     "hybrid-last-position": {"causal": "false", "max_train_minutes": "same as hybrid"},
     # only each history's latest max_len targets (the ML-1M flagfiles train them all)
@@ -80,7 +85,7 @@ flags.DEFINE_list("models", list(MODELS), "Models, each from its own flagfile.")
 flags.DEFINE_list(
     "ablations",
     ["hybrid-fixed-alpha", "hybrid-hidden-alpha", "hybrid-last-position"],
-    f"Hybrid ablations among {', '.join(ABLATIONS)}.",
+    f"Hybrid ablations and capacity-matched baselines among {', '.join(ABLATIONS)}.",
 )
 flags.DEFINE_list("seeds", ["0"], "Seeds; the tables give the mean and standard deviation.")
 flags.DEFINE_list("override", [], "Extra flags for every run, e.g. epochs=2 (for smoke runs).")
@@ -96,7 +101,9 @@ def run_plan(datasets, models, ablations, seeds):
     plan = []
     for dataset in datasets:
         named = [(m, m, {}) for m in models]
-        named += [(a, "hybrid", ABLATIONS[a]) for a in ablations]
+        for name in ablations:
+            overrides = dict(ABLATIONS[name])
+            named.append((name, overrides.pop("model", "hybrid"), overrides))
         for name, model, overrides in named:
             flagfile = os.path.join("flags", f"{dataset}_{model}.flags")
             if not os.path.exists(os.path.join(REPO, flagfile)):

@@ -114,7 +114,11 @@ def diagnose(run_dir, data_dir, batch_size):
     lin, fmlp = alpha * out["linrec"], (1.0 - alpha) * out["fmlp"]
 
     ranks = {}
-    for name, queries in (("linrec", out["linrec"]), ("fmlp", out["fmlp"]), ("model", out["hidden"])):
+    for name, queries in (
+        ("linrec", out["linrec"]),
+        ("fmlp", out["fmlp"]),
+        ("model", out["hidden"]),
+    ):
         ranks[name], _ = target_ranks(
             stored_query_fn(histories, queries),
             histories,
@@ -152,14 +156,20 @@ def diagnose(run_dir, data_dir, batch_size):
             "alpha_unit_spread": float(alpha.std(axis=1).mean()),
             "norm_linrec_raw": float(raw_lin.mean()),
             "norm_fmlp_raw": float(raw_fmlp.mean()),
-            "linrec_share_of_norm": float(np.mean(lin_norm / np.maximum(lin_norm + fmlp_norm, 1e-12))),
+            "linrec_share_of_norm": float(
+                np.mean(lin_norm / np.maximum(lin_norm + fmlp_norm, 1e-12))
+            ),
             "blend_norm_over_branch_norm": float(
-                np.mean(np.linalg.norm(lin + fmlp, axis=1) / np.maximum((raw_lin + raw_fmlp) / 2, 1e-12))
+                np.mean(
+                    np.linalg.norm(lin + fmlp, axis=1) / np.maximum((raw_lin + raw_fmlp) / 2, 1e-12)
+                )
             ),
             "branch_cosine": float(cosine.mean()),
             "target_score_linrec": float(lin_score.mean()),
             "target_score_fmlp": float(fmlp_score.mean()),
-            "users_linrec_larger_score_part": float(np.mean(np.abs(lin_score) > np.abs(fmlp_score))),
+            "users_linrec_larger_score_part": float(
+                np.mean(np.abs(lin_score) > np.abs(fmlp_score))
+            ),
         },
         "buckets": [],
         "features": [],
@@ -196,7 +206,9 @@ def diagnose(run_dir, data_dir, batch_size):
                     "min": float(values.min()),
                     "max": float(values.max()),
                     "share_zero": float(np.mean(values == 0)),
-                    "corr_with_alpha": float(np.corrcoef(values, mean_alpha)[0, 1]) if varies else None,
+                    "corr_with_alpha": float(np.corrcoef(values, mean_alpha)[0, 1])
+                    if varies
+                    else None,
                     "alpha_low_quartile": float(mean_alpha[values <= low_q].mean()),
                     "alpha_high_quartile": float(mean_alpha[values >= high_q].mean()),
                 }
@@ -222,7 +234,11 @@ def markdown(result):
         "| query | full NDCG@10 | full-unseen NDCG@10 |",
         "|---|---|---|",
     ]
-    names = {"linrec": "LinRec branch alone", "fmlp": "FMLP branch alone", "model": "blend (the model)"}
+    names = {
+        "linrec": "LinRec branch alone",
+        "fmlp": "FMLP branch alone",
+        "model": "blend (the model)",
+    }
     for key, label in names.items():
         ndcg = result["ndcg10"][key]
         lines.append(f"| {label} | {ndcg['full']:.4f} | {ndcg['full-unseen']:.4f} |")
@@ -243,7 +259,8 @@ def markdown(result):
         f"| users whose LinRec part of the target score is larger | "
         f"{_fmt(shares['users_linrec_larger_score_part'])} |",
         "",
-        "| history length | users | mean alpha | std alpha | full-unseen NDCG@10 LinRec / FMLP / blend |",
+        "| history length | users | mean alpha | std alpha | "
+        "full-unseen NDCG@10 LinRec / FMLP / blend |",
         "|---|---|---|---|---|",
     ]
     for b in result["buckets"]:
@@ -261,8 +278,8 @@ def markdown(result):
         for f in result["features"]:
             lines.append(
                 f"| {f['feature']} | {_fmt(f['mean'])} | {_fmt(f['std'])} | {_fmt(f['min'])} | "
-                f"{_fmt(f['max'])} | {_fmt(f['share_zero'], 3)} | {_fmt(f['corr_with_alpha'], 3)} | "
-                f"{_fmt(f['alpha_low_quartile'])} / {_fmt(f['alpha_high_quartile'])} |"
+                f"{_fmt(f['max'])} | {_fmt(f['share_zero'], 3)} | "
+                f"{_fmt(f['corr_with_alpha'], 3)} | {_fmt(f['alpha_low_quartile'])} / {_fmt(f['alpha_high_quartile'])} |"
             )
     return "\n".join(lines) + "\n"
 

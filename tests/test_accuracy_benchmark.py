@@ -134,3 +134,25 @@ def test_an_ablation_its_flagfile_already_is_is_skipped_not_trained(repo_root, t
     assert "beauty hybrid-latest-window: skipped" in result.stdout
     assert "ml-1m hybrid-latest-window: skipped" not in result.stdout
     assert "[1/1] ml-1m hybrid-latest-window seed 0" in result.stdout
+
+
+def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers(repo_root):
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import accuracy; "
+        "print(accuracy.run_plan(['ml-1m'], [], ['fmlp-4-layers', 'hybrid-vector-gate'], ['1']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == str(
+        [
+            ("ml-1m", "fmlp-4-layers", "flags/ml-1m_fmlp.flags", {"num_layers": "4"}, 1),
+            (
+                "ml-1m",
+                "hybrid-vector-gate",
+                "flags/ml-1m_hybrid.flags",
+                {"gate_output": "vector"},
+                1,
+            ),
+        ]
+    )

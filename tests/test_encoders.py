@@ -199,7 +199,9 @@ def test_fusion_variants_are_causal_train_every_weight_and_save(variant, tmp_pat
     changed[:, 6:] = RNG.integers(1, NUM_ITEMS + 1, size=changed[:, 6:].shape)
     changed_branches = encoder(changed, return_branches=True)
     np.testing.assert_allclose(np.asarray(changed_branches["hidden"])[:, :6], out[:, :6], atol=1e-5)
-    np.testing.assert_allclose(np.asarray(changed_branches["alpha"])[:, :6], alpha[:, :6], atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(changed_branches["alpha"])[:, :6], alpha[:, :6], atol=1e-5
+    )
     # Every trainable weight gets a gradient.
     model = SequentialRetrievalModel(encoder)
     targets = np.roll(ids, -1, axis=1)

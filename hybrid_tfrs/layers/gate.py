@@ -83,9 +83,7 @@ class SequenceStatsGate(keras.layers.Layer):
 
     @property
     def needs_item_vectors(self):
-        return self.use_statistics and any(
-            g in GROUPS_NEEDING_VECTORS for g in self.feature_groups
-        )
+        return self.use_statistics and any(g in GROUPS_NEEDING_VECTORS for g in self.feature_groups)
 
     def build(self, item_ids_shape, item_vectors_shape=None, context_shape=None):
         self.item_counts = self.add_weight(
