@@ -279,7 +279,8 @@ def markdown(result):
             lines.append(
                 f"| {f['feature']} | {_fmt(f['mean'])} | {_fmt(f['std'])} | {_fmt(f['min'])} | "
                 f"{_fmt(f['max'])} | {_fmt(f['share_zero'], 3)} | "
-                f"{_fmt(f['corr_with_alpha'], 3)} | {_fmt(f['alpha_low_quartile'])} / {_fmt(f['alpha_high_quartile'])} |"
+                f"{_fmt(f['corr_with_alpha'], 3)} | {_fmt(f['alpha_low_quartile'])} / "
+                f"{_fmt(f['alpha_high_quartile'])} |"
             )
     return "\n".join(lines) + "\n"
 
