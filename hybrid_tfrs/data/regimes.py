@@ -65,7 +65,8 @@ def generate_regimes(
             items = [f"f{playlist[(phase + t) % period]}" for t in range(length)]
             users.append((f"periodic-{user + 1}", items))
         else:
-            users.append((f"episodic-{user + 1}", _episodes(rng, length, partner, num_fillers, max_gap)))
+            items = _episodes(rng, length, partner, num_fillers, max_gap)
+            users.append((f"episodic-{user + 1}", items))
     return users
 
 
