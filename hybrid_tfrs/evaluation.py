@@ -22,6 +22,14 @@ float32 matrix product may round another item's equal score differently by a
 last bit, so exact ties are guaranteed where the products are exact, as in the
 tests.) Sampled protocols score only their 1 + n candidates.
 
+Streaming (:func:`evaluate_batches`): users may come a batch at a time, e.g.
+read from prepared shards by tf.data
+(``hybrid_tfrs.data.prepared_pipeline.streamed_eval_dataset``). Each batch is
+ranked and added to exact metric sums, so nothing per user is kept and the
+metrics do not depend on the batching; sampled negatives come from one random
+stream per user number, so they are those of an in-memory evaluation of the
+same users in the same order.
+
 Protocols (their numbers are not comparable with each other):
 
 - ``full``: the target ranked among all items 1..N (RecBole's full sort for
