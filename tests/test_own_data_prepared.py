@@ -209,6 +209,19 @@ def test_a_run_from_shards_equals_the_in_memory_run(repo_root, prepared_dir, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     streamed = json.loads((run / "metrics.json").read_text())
     assert streamed["dataset"] == "own"
+    # hybrid-tfrs-evaluate streams the shards too, and gives the run's own numbers.
+    result = subprocess.run(
+        [sys.executable, str(repo_root / "trainers" / "evaluate.py"), f"--run_dir={run}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(repo_root)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads((run / "evaluation.json").read_text())
+    assert {part: evaluated[part]["protocols"] for part in ("valid", "test")} == {
+        part: streamed[part] for part in ("valid", "test")
+    }
     assert streamed["config"]["prepared_dir"] == str(prepared_dir)
     assert (run / "vocabulary.txt").read_text() == (prepared_dir / "vocabulary.txt").read_text()
 
