@@ -181,15 +181,15 @@ def _train_comparison(steps):
     from hybrid_tfrs.data.prepared import load_prepared
     from hybrid_tfrs.data.prepared_pipeline import (
         read_split,
+        streamed_split,
         streamed_training_dataset,
-        train_lengths,
     )
     from hybrid_tfrs.training import build_model, compile_model
 
     config = TrainConfig(dataset="own", prepared_dir=_prepared_path())
     prepared = load_prepared(_prepared_path())
     split = read_split(prepared)
-    lengths = train_lengths(prepared)
+    lengths = streamed_split(prepared).train_lengths
 
     def datasets(bucket_by_length):
         settings = dict(seed=0, bucket_by_length=bucket_by_length)

@@ -22,6 +22,14 @@ float32 matrix product may round another item's equal score differently by a
 last bit, so exact ties are guaranteed where the products are exact, as in the
 tests.) Sampled protocols score only their 1 + n candidates.
 
+Streaming (:func:`evaluate_batches`): users may come a batch at a time, e.g.
+read from prepared shards by tf.data
+(``hybrid_tfrs.data.prepared_pipeline.streamed_eval_dataset``). Each batch is
+ranked and added to exact metric sums, so nothing per user is kept and the
+metrics do not depend on the batching; sampled negatives come from one random
+stream per user number, so they are those of an in-memory evaluation of the
+same users in the same order.
+
 Protocols (their numbers are not comparable with each other):
 
 - ``full``: the target ranked among all items 1..N (RecBole's full sort for
@@ -45,11 +53,14 @@ by a random shuffle). The tests cross-check against keras-rs on tie-free
 scores.
 """
 
+import math
+
 import keras
 import numpy as np
 
 from hybrid_tfrs.config import METRICS, NUM_NEGATIVES, PROTOCOLS  # noqa: F401  (METRICS re-exported)
 from hybrid_tfrs.negatives import (
+    check_item_range,
     flatten_user_items,
     popularity_from_flat,
     uniform_from_flat,
@@ -101,36 +112,77 @@ def rank_of_target(scores, target_col, valid=None):
     return at_or_above.astype(np.int64)  # includes the target itself: 1 + higher + other equal
 
 
-def metrics_from_ranks(ranks, ks=(1, 5, 10, 20)):
-    """Mean HR@k, NDCG@k (k > 1), MRR and MRR@10 from 1-based ranks.
+def metric_values(ranks, ks=(1, 5, 10, 20)):
+    """Every user's HR@k, NDCG@k (k > 1), MRR and MRR@10 from its 1-based rank.
 
     With one relevant item: HR@k = [rank <= k], NDCG@k = [rank <= k] /
     log2(rank + 1), MRR = 1 / rank, MRR@10 = [rank <= 10] / rank. NDCG@1
     equals HR@1 and is left out. The default ``ks`` give exactly ``METRICS``.
 
     Args:
-      ranks: int [U], ranks >= 1.
+      ranks: int [U], ranks >= 1 (U may be 0).
       ks: cut-offs, positive ints.
 
     Returns:
-      dict metric name -> float.
+      dict metric name -> float64 [U].
     """
     ranks = np.asarray(ranks).reshape(-1)
-    if ranks.size == 0:
-        raise ValueError("ranks is empty")
-    if ranks.min() < 1:
+    if ranks.size and ranks.min() < 1:
         raise ValueError(f"ranks must be >= 1, got min {ranks.min()}")
     if any(not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
         raise ValueError(f"ks must be positive ints, got {ks}")
     ranks = ranks.astype(np.float64)
     gain = 1.0 / np.log2(ranks + 1.0)
-    metrics = {f"HR@{k}": float(np.mean(ranks <= k)) for k in ks}
-    metrics.update(
-        {f"NDCG@{k}": float(np.mean(np.where(ranks <= k, gain, 0.0))) for k in ks if k > 1}
-    )
-    metrics["MRR"] = float(np.mean(1.0 / ranks))
-    metrics["MRR@10"] = float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))
-    return metrics
+    values = {f"HR@{k}": (ranks <= k).astype(np.float64) for k in ks}
+    values.update({f"NDCG@{k}": np.where(ranks <= k, gain, 0.0) for k in ks if k > 1})
+    values["MRR"] = 1.0 / ranks
+    values["MRR@10"] = np.where(ranks <= 10, 1.0 / ranks, 0.0)
+    return values
+
+
+def metrics_from_ranks(ranks, ks=(1, 5, 10, 20)):
+    """Means of :func:`metric_values` over the users: dict metric name -> float."""
+    sums = MetricSums(ks)
+    sums.add(ranks)
+    return sums.means()
+
+
+class MetricSums:
+    """Sums of :func:`metric_values`, added a batch of users at a time.
+
+    The sums are exact (each kept as a few floats whose exact sum it is, and
+    rounded once by ``math.fsum``), so the means do not depend on how the
+    users were batched.
+    """
+
+    def __init__(self, ks=(1, 5, 10, 20)):
+        self.ks = ks
+        self.users = 0
+        self.terms = {}  # metric -> floats whose exact sum is the metric's sum
+
+    def add(self, ranks):
+        """Adds the users of ``ranks``, int [B] (B may be 0)."""
+        for name, values in metric_values(ranks, self.ks).items():
+            self.terms[name] = _exact_terms(self.terms.get(name, []), values)
+        self.users += np.size(ranks)
+
+    def means(self):
+        """dict metric name -> mean over the users added."""
+        if not self.users:
+            raise ValueError("ranks is empty")
+        return {name: math.fsum(terms) / self.users for name, terms in self.terms.items()}
+
+
+def _exact_terms(terms, values):
+    """A few floats whose exact sum is that of ``terms`` and ``values`` (float [n])."""
+    rest = [*terms, *np.asarray(values, dtype=np.float64).tolist()]
+    exact = []
+    while True:  # each round keeps the correctly rounded remainder: about 53 more bits
+        total = math.fsum(rest)
+        if total == 0.0:  # fsum is correctly rounded: 0 only for an exact 0
+            return exact
+        exact.append(total)
+        rest.append(-total)
 
 
 def evaluate(
@@ -152,6 +204,9 @@ def evaluate(
 ):
     """Ranks every user's target under each protocol and averages the metrics.
 
+    In-memory users; :func:`evaluate_batches` (which this calls) takes users
+    that come a batch at a time.
+
     Args:
       score_fn: histories int32 [B, L] -> {"query": [B, d]} or
         {"scores": [B, N + 1]}, plus "alpha": [B] optionally.
@@ -162,7 +217,7 @@ def evaluate(
       num_items: N.
       item_popularity: float [N + 1] training counts; needed for ``pop-100``.
       protocols: names from ``PROTOCOLS``.
-      seed: seeds the sampled negatives (drawn once, before batching, so they
+      seed: seeds the sampled negatives (one random stream per user, so they
         do not depend on ``batch_size``).
       batch_size: users per ``score_fn`` call.
       seen_items: U sequences, the items ``full-unseen`` drops from each
@@ -188,45 +243,108 @@ def evaluate(
        "alpha": mean gate over all users or None,
        "users": U}
     """
-    histories = _check_histories(histories, num_items)
-    if history_lengths is None:
-        history_lengths = np.count_nonzero(histories, axis=1)
-    history_lengths = _check_vector(history_lengths, "history_lengths", histories.shape[0])
-    bucket_ids, bucket_labels = _bucketize(history_lengths, length_buckets)
-    ranks, alpha = target_ranks(
+    batches = _array_batches(
+        histories, targets, user_items, num_items, batch_size, seen_items, history_lengths
+    )
+    return evaluate_batches(
         score_fn,
-        histories,
-        targets,
-        user_items,
+        batches,
         num_items,
         item_popularity,
         protocols=protocols,
         seed=seed,
         batch_size=batch_size,
-        seen_items=seen_items,
+        length_buckets=length_buckets,
         progress=progress,
+        num_users=len(targets),
         item_embeddings=item_embeddings,
         chunk_size=chunk_size,
     )
-    has_alpha = alpha is not None
-    buckets = []
-    for bucket, label in enumerate(bucket_labels):
-        members = bucket_ids == bucket
-        if not members.any():
-            continue
-        buckets.append(
+
+
+def evaluate_batches(
+    score_fn,
+    batches,
+    num_items,
+    item_popularity=None,
+    protocols=PROTOCOLS,
+    seed=0,
+    batch_size=256,
+    length_buckets=(5, 10, 20, 50, 100, 200),
+    progress=False,
+    num_users=None,
+    item_embeddings=None,
+    chunk_size=None,
+):
+    """:func:`evaluate` on users that come a batch at a time (e.g. streamed from shards).
+
+    Each batch is scored, ranked and added to the metric sums, then dropped:
+    memory is O(B x L + B x chunk_size) plus one batch's item lists. Users
+    are numbered in the order they come (the number seeds their sampled
+    negatives), so the same users in the same order give the same results,
+    however they are batched.
+
+    Args:
+      batches: iterable of dicts of numpy arrays, B users each:
+        ``histories`` int [B, L], left-aligned, 0-padded model inputs;
+        ``targets`` int [B], in 1..N; ``lengths`` int [B], the history
+        lengths the buckets use; ``items`` int [P] and ``item_offsets``
+        int [B + 1]: user b's items are ``items[item_offsets[b]:
+        item_offsets[b + 1]]``, which its sampled negatives avoid (as they
+        avoid its target); ``seen`` int [S] and ``seen_offsets`` int [B + 1]:
+        likewise the items ``full-unseen`` drops.
+      batch_size: the batches' size (the last may be smaller); sets the
+        default ``chunk_size``.
+      num_users: U, for the progress bar, if known.
+      Other arguments: as :func:`evaluate`.
+
+    Returns:
+      As :func:`evaluate`.
+    """
+    ranker = _Ranker(
+        score_fn,
+        num_items,
+        item_popularity,
+        protocols,
+        seed,
+        batch_size,
+        item_embeddings,
+        chunk_size,
+    )
+    _, labels = _bucketize(np.zeros(0, dtype=np.int64), length_buckets)
+    overall = _Totals(ranker.protocols)
+    buckets = [_Totals(ranker.protocols) for _ in labels]
+    progbar = keras.utils.Progbar(num_users, unit_name="user") if progress else None
+    users = 0
+    for batch in batches:
+        ranks, alpha = ranker.ranks(batch, users)
+        size = len(batch["targets"])
+        lengths = _check_vector(batch["lengths"], "lengths", size)
+        bucket_ids, _ = _bucketize(lengths, length_buckets)
+        overall.add(ranks, alpha)
+        for bucket in np.unique(bucket_ids):
+            members = bucket_ids == bucket
+            buckets[bucket].add(
+                {p: r[members] for p, r in ranks.items()},
+                None if alpha is None else alpha[members],
+            )
+        users += size
+        if progbar is not None:
+            progbar.update(users)
+    return {
+        "protocols": overall.metrics(),
+        "buckets": [
             {
                 "bucket": label,
-                "users": int(members.sum()),
-                "metrics": {p: metrics_from_ranks(ranks[p][members]) for p in protocols},
-                "alpha": float(alpha[members].mean()) if has_alpha else None,
+                "users": totals.users,
+                "metrics": totals.metrics(),
+                "alpha": totals.alpha(ranker.has_alpha),
             }
-        )
-    return {
-        "protocols": {p: metrics_from_ranks(ranks[p]) for p in protocols},
-        "buckets": buckets,
-        "alpha": float(alpha.mean()) if has_alpha else None,
-        "users": histories.shape[0],
+            for label, totals in zip(labels, buckets)
+            if totals.users
+        ],
+        "alpha": overall.alpha(ranker.has_alpha),
+        "users": users,
     }
 
 
@@ -241,7 +359,6 @@ def target_ranks(
     seed=0,
     batch_size=256,
     seen_items=None,
-    progress=False,
     item_embeddings=None,
     chunk_size=None,
 ):
@@ -252,74 +369,186 @@ def target_ranks(
     Returns:
       ({protocol: int64 [U] ranks >= 1}, alpha float64 [U] or None).
     """
-    unknown = [p for p in protocols if p not in PROTOCOLS]
-    if unknown or not protocols:
-        raise ValueError(f"unknown protocol(s) {unknown}; valid protocols are {list(PROTOCOLS)}")
+    batches = _array_batches(histories, targets, user_items, num_items, batch_size, seen_items)
+    ranker = _Ranker(
+        score_fn,
+        num_items,
+        item_popularity,
+        protocols,
+        seed,
+        batch_size,
+        item_embeddings,
+        chunk_size,
+    )
+    ranks, alphas = {p: [] for p in ranker.protocols}, []
+    users = 0
+    for batch in batches:
+        batch_ranks, alpha = ranker.ranks(batch, users)
+        for protocol, values in batch_ranks.items():
+            ranks[protocol].append(values)
+        alphas.append(alpha)
+        users += len(batch["targets"])
+    ranks = {p: np.concatenate(values) for p, values in ranks.items()}
+    return ranks, (np.concatenate(alphas).astype(np.float64) if ranker.has_alpha else None)
+
+
+def _array_batches(
+    histories, targets, user_items, num_items, batch_size, seen_items=None, history_lengths=None
+):
+    """Checks in-memory users (see :func:`evaluate`); a generator of their batches."""
     histories = _check_histories(histories, num_items)
     num_users = histories.shape[0]
-    targets = _check_vector(targets, "targets", num_users).astype(np.int64)
-    if targets.size and (targets.min() < 1 or targets.max() > num_items):
-        raise ValueError(f"targets must lie in 1..{num_items}")
+    targets = _check_vector(targets, "targets", num_users)
     if len(user_items) != num_users:
         raise ValueError(f"user_items has {len(user_items)} users, histories has {num_users}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if chunk_size is None:
-        chunk_size = max(1, SCORES_PER_CHUNK // batch_size)
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    if item_embeddings is not None:
-        item_embeddings = np.asarray(item_embeddings)
-        if item_embeddings.ndim != 2 or item_embeddings.shape[0] != num_items + 1:
-            raise ValueError(
-                f"item_embeddings must have shape ({num_items + 1}, d) [num_items + 1, d], "
-                f"got {item_embeddings.shape}"
-            )
+    if seen_items is None:
+        seen_items = [row[row > 0] for row in histories]
+    if len(seen_items) != num_users:
+        raise ValueError(f"seen_items has {len(seen_items)} users, histories has {num_users}")
+    if history_lengths is None:
+        history_lengths = np.count_nonzero(histories, axis=1)
+    history_lengths = _check_vector(history_lengths, "history_lengths", num_users)
+    _check_positive(batch_size, "batch_size")
+    items, item_offsets = flatten_user_items(user_items, num_items)
+    seen, seen_offsets = flatten_user_items(seen_items, num_items)
 
-    candidates = _sample_candidates(
-        protocols, user_items, targets, num_items, item_popularity, seed
-    )
-    if "full-unseen" in protocols:
-        if seen_items is None:
-            seen_items = [row[row > 0] for row in histories]
-        if len(seen_items) != num_users:
-            raise ValueError(f"seen_items has {len(seen_items)} users, histories has {num_users}")
-        candidates["full-unseen"] = flatten_user_items(seen_items, num_items)
-    ranks = {p: np.empty(num_users, dtype=np.int64) for p in protocols}
-    alpha = np.empty(num_users, dtype=np.float64)
-    has_alpha = None
-    progbar = keras.utils.Progbar(num_users, unit_name="user") if progress else None
-    for start in range(0, num_users, batch_size):
-        stop = min(start + batch_size, num_users)
-        output = score_fn(histories[start:stop].astype(np.int32))
-        scorer = _BatchScorer(output, stop - start, num_items, item_embeddings)
-        batch_alpha = output.get("alpha")
-        if has_alpha is None:
-            has_alpha = batch_alpha is not None
-        if has_alpha != (batch_alpha is not None):
-            raise ValueError("score_fn returned 'alpha' for some batches but not others")
-        if has_alpha:
-            alpha[start:stop] = _check_vector(batch_alpha, "score_fn 'alpha'", stop - start)
-        batch_targets = targets[start:stop]
-        full = [p for p in protocols if p in ("full", "full-unseen")]
-        if full:
-            seen = (
-                _batch_pairs(*candidates["full-unseen"], start, stop)
-                if "full-unseen" in full
-                else None
+    def batches():
+        for start in range(0, num_users, batch_size):
+            stop = min(start + batch_size, num_users)
+            yield {
+                "histories": histories[start:stop],
+                "targets": targets[start:stop],
+                "lengths": history_lengths[start:stop],
+                "items": items[item_offsets[start] : item_offsets[stop]],
+                "item_offsets": item_offsets[start : stop + 1] - item_offsets[start],
+                "seen": seen[seen_offsets[start] : seen_offsets[stop]],
+                "seen_offsets": seen_offsets[start : stop + 1] - seen_offsets[start],
+            }
+
+    return batches()
+
+
+class _Ranker:
+    """The ranks of one batch of users at a time under the checked settings."""
+
+    def __init__(
+        self,
+        score_fn,
+        num_items,
+        item_popularity,
+        protocols,
+        seed,
+        batch_size,
+        item_embeddings,
+        chunk_size,
+    ):
+        self.protocols = tuple(protocols)
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        if unknown or not self.protocols:
+            raise ValueError(
+                f"unknown protocol(s) {unknown}; valid protocols are {list(PROTOCOLS)}"
             )
-            batch_ranks = _full_ranks(scorer, batch_targets, seen, num_items, chunk_size)
-            for protocol in full:
-                ranks[protocol][start:stop] = batch_ranks[protocol]
-        for protocol in protocols:
-            if protocol in NUM_NEGATIVES:
-                ranks[protocol][start:stop] = rank_of_target(
-                    scorer.candidate_scores(candidates[protocol][start:stop]),
-                    np.zeros_like(batch_targets),
+        _check_positive(batch_size, "batch_size")
+        if chunk_size is None:
+            chunk_size = max(1, SCORES_PER_CHUNK // batch_size)
+        _check_positive(chunk_size, "chunk_size")
+        if item_embeddings is not None:
+            item_embeddings = np.asarray(item_embeddings)
+            if item_embeddings.ndim != 2 or item_embeddings.shape[0] != num_items + 1:
+                raise ValueError(
+                    f"item_embeddings must have shape ({num_items + 1}, d) [num_items + 1, d], "
+                    f"got {item_embeddings.shape}"
                 )
-        if progbar is not None:
-            progbar.update(stop)
-    return ranks, (alpha if has_alpha else None)
+        popularity = None
+        if "pop-100" in self.protocols:
+            if item_popularity is None:
+                raise ValueError("item_popularity is required for the pop-100 protocol")
+            popularity = np.asarray(item_popularity, dtype=np.float64)
+            if popularity.shape != (num_items + 1,):
+                raise ValueError(
+                    f"item_popularity must have shape {(num_items + 1,)} [num_items + 1], "
+                    f"got {popularity.shape}"
+                )
+        self.score_fn = score_fn
+        self.num_items = num_items
+        self.popularity = popularity
+        self.seed = seed
+        self.item_embeddings = item_embeddings
+        self.chunk_size = chunk_size
+        self.has_alpha = None  # set by the first batch
+
+    def ranks(self, batch, first_user):
+        """({protocol: int64 [B]}, alpha float [B] or None) of a batch (see evaluate_batches).
+
+        ``first_user``: the number of the batch's first user (seeds its negatives).
+        """
+        histories = _check_histories(batch["histories"], self.num_items)
+        size = histories.shape[0]
+        targets = _check_vector(batch["targets"], "targets", size).astype(np.int64)
+        if targets.size and (targets.min() < 1 or targets.max() > self.num_items):
+            raise ValueError(f"targets must lie in 1..{self.num_items}")
+        output = self.score_fn(histories.astype(np.int32))
+        scorer = _BatchScorer(output, size, self.num_items, self.item_embeddings)
+        alpha = output.get("alpha")
+        if self.has_alpha is None:
+            self.has_alpha = alpha is not None
+        if self.has_alpha != (alpha is not None):
+            raise ValueError("score_fn returned 'alpha' for some batches but not others")
+        if alpha is not None:
+            alpha = _check_vector(alpha, "score_fn 'alpha'", size)
+        ranks = {}
+        if "full" in self.protocols or "full-unseen" in self.protocols:
+            seen = None
+            if "full-unseen" in self.protocols:
+                check_item_range(batch["seen"], self.num_items, "seen items")
+                seen = _batch_pairs(batch["seen"], batch["seen_offsets"])
+            ranks.update(_full_ranks(scorer, targets, seen, self.num_items, self.chunk_size))
+        for protocol in self.protocols:
+            if protocol in NUM_NEGATIVES:
+                candidates = self._candidates(protocol, batch, targets, first_user)
+                ranks[protocol] = rank_of_target(
+                    scorer.candidate_scores(candidates), np.zeros_like(targets)
+                )
+        return {p: ranks[p] for p in self.protocols}, alpha
+
+    def _candidates(self, protocol, batch, targets, first_user):
+        """int32 [B, 1 + n]: the target, then the negatives of a sampled protocol."""
+        check_item_range(batch["items"], self.num_items, "user_items")
+        offsets = np.asarray(batch["item_offsets"], dtype=np.int64)
+        # The target joins each user's items: never a negative, even if they omit it.
+        items = np.insert(np.asarray(batch["items"], dtype=np.int64), offsets[1:], targets)
+        offsets = offsets + np.arange(len(offsets))
+        n = NUM_NEGATIVES[protocol]
+        if protocol == "uniform-99":
+            negatives = uniform_from_flat(items, offsets, self.num_items, n, self.seed, first_user)
+        else:
+            negatives = popularity_from_flat(
+                items, offsets, self.popularity, n, self.seed, first_user
+            )
+        return np.concatenate([targets[:, None].astype(np.int32), negatives], axis=1)
+
+
+class _Totals:
+    """The metric sums of every protocol and the gate's sum over a group of users."""
+
+    def __init__(self, protocols):
+        self.sums = {p: MetricSums() for p in protocols}
+        self.alpha_terms = []
+        self.users = 0
+
+    def add(self, ranks, alpha):
+        """ranks: {protocol: int [B]}; alpha: float [B] or None."""
+        for protocol, sums in self.sums.items():
+            sums.add(ranks[protocol])
+        if alpha is not None:
+            self.alpha_terms = _exact_terms(self.alpha_terms, alpha)
+        self.users += len(next(iter(ranks.values())))
+
+    def metrics(self):
+        return {p: sums.means() for p, sums in self.sums.items()}
+
+    def alpha(self, has_alpha):
+        return math.fsum(self.alpha_terms) / self.users if has_alpha else None
 
 
 class _BatchScorer:
@@ -360,10 +589,9 @@ class _BatchScorer:
         return np.einsum("bd,bcd->bc", self.query, self.table[items])
 
 
-def _batch_pairs(flat, offsets, start, stop):
-    """(rows int [P], items int [P]): users start..stop-1's flattened items, rows 0-based."""
-    rows = np.repeat(np.arange(stop - start), np.diff(offsets[start : stop + 1]))
-    return rows, flat[offsets[start] : offsets[stop]]
+def _batch_pairs(flat, offsets):
+    """(rows int [P], items int [P]) of flattened items, int [P] and offsets int [B + 1]."""
+    return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)), np.asarray(flat)
 
 
 def _full_ranks(scorer, targets, seen, num_items, chunk_size):
@@ -420,33 +648,6 @@ def format_table(protocol_metrics):
     return "\n".join(lines)
 
 
-def _sample_candidates(protocols, user_items, targets, num_items, item_popularity, seed):
-    """{sampled protocol: int32 [U, 1 + n] candidate items, target in column 0}."""
-    sampled = [p for p in protocols if p in NUM_NEGATIVES]
-    if not sampled:
-        return {}
-    flat, offsets = flatten_user_items(user_items, num_items, extra=targets)
-    candidates = {}
-    for protocol in sampled:
-        n = NUM_NEGATIVES[protocol]
-        if protocol == "uniform-99":
-            negatives = uniform_from_flat(flat, offsets, num_items, n, seed)
-        else:
-            if item_popularity is None:
-                raise ValueError("item_popularity is required for the pop-100 protocol")
-            popularity = np.asarray(item_popularity, dtype=np.float64)
-            if popularity.shape != (num_items + 1,):
-                raise ValueError(
-                    f"item_popularity must have shape {(num_items + 1,)} [num_items + 1], "
-                    f"got {popularity.shape}"
-                )
-            negatives = popularity_from_flat(flat, offsets, popularity, n, seed)
-        candidates[protocol] = np.concatenate(
-            [targets[:, None].astype(np.int32), negatives], axis=1
-        )
-    return candidates
-
-
 def _bucketize(lengths, edges):
     """Bucket index per user and bucket labels ("0", "1-5", ..., "201+")."""
     edges = [int(e) for e in edges]
@@ -466,6 +667,11 @@ def _check_histories(histories, num_items):
     if histories.size and (histories.min() < 0 or histories.max() > num_items):
         raise ValueError(f"histories must hold item indices in 0..{num_items}")
     return histories
+
+
+def _check_positive(value, name):
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _check_vector(values, name, size):

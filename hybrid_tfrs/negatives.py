@@ -7,7 +7,9 @@ included), never the padding index 0.
 Determinism: user ``u``'s negatives come from its own random stream, seeded by
 ``(seed, sampler, u)``. They depend only on the seed, the user's index, its
 items and the catalogue, so they do not change with the evaluation batch size,
-the internal chunking, or the other users.
+the internal chunking, or the other users; a batch of users ``first_user``,
+``first_user + 1``, ... drawn alone (``first_user=``) gets the negatives those
+users get in a draw for all users at once.
 """
 
 import numpy as np
@@ -63,39 +65,42 @@ def popularity_negatives(user_items, item_popularity, n=100, seed=0):
     return popularity_from_flat(flat, offsets, item_popularity, n, seed)
 
 
-def flatten_user_items(user_items, num_items, extra=None):
-    """Concatenates per-user items (plus one ``extra[u]`` each, if given).
+def flatten_user_items(user_items, num_items):
+    """Concatenates per-user items.
 
     Returns:
       (flat int64 [total], offsets int64 [U + 1]): user u's items are
       ``flat[offsets[u]:offsets[u + 1]]``.
     """
     rows = [np.asarray(items, dtype=np.int64).reshape(-1) for items in user_items]
-    if extra is not None:
-        extra = np.asarray(extra, dtype=np.int64).reshape(-1)
-        if extra.shape[0] != len(rows):
-            raise ValueError(f"extra has {extra.shape[0]} entries for {len(rows)} users")
-        rows = [np.append(row, item) for row, item in zip(rows, extra)]
     lengths = np.array([row.shape[0] for row in rows], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     flat = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    if flat.size and (flat.min() < 0 or flat.max() > num_items):
-        raise ValueError(
-            f"user_items must hold item indices in 0..{num_items}, "
-            f"got values in {flat.min()}..{flat.max()}"
-        )
+    check_item_range(flat, num_items, "user_items")
     return flat, offsets
 
 
-def uniform_from_flat(flat, offsets, num_items, n, seed):
-    """``uniform_negatives`` on flattened user items; int32 [U, n]."""
+def check_item_range(items, num_items, name):
+    """ValueError naming ``name`` unless every entry of ``items`` lies in 0..num_items."""
+    if items.size and (items.min() < 0 or items.max() > num_items):
+        raise ValueError(
+            f"{name} must hold item indices in 0..{num_items}, "
+            f"got values in {items.min()}..{items.max()}"
+        )
+
+
+def uniform_from_flat(flat, offsets, num_items, n, seed, first_user=0):
+    """``uniform_negatives`` on flattened user items; int32 [U, n].
+
+    ``first_user``: the index of the first user of ``offsets`` (seeds its stream).
+    """
     _check_seed(seed)
-    num_seen = _check_enough_unseen(flat, offsets, num_items, n)
+    num_seen = _check_enough_unseen(flat, offsets, num_items, n, first_user)
     seen_row = np.zeros(num_items + 1, dtype=bool)
     negatives = np.empty((len(offsets) - 1, n), dtype=np.int32)
     for user in range(len(offsets) - 1):
         items = flat[offsets[user] : offsets[user + 1]]
-        rng = np.random.default_rng([seed, UNIFORM_STREAM, user])
+        rng = np.random.default_rng([seed, UNIFORM_STREAM, first_user + user])
         # A uniform ordered sample of n + |seen| distinct items is the prefix
         # of a uniform permutation; dropping seen items keeps it uniform and
         # leaves at least n.
@@ -106,8 +111,10 @@ def uniform_from_flat(flat, offsets, num_items, n, seed):
     return negatives
 
 
-def popularity_from_flat(flat, offsets, item_popularity, n, seed):
+def popularity_from_flat(flat, offsets, item_popularity, n, seed, first_user=0):
     """``popularity_negatives`` on flattened user items; int32 [U, n].
+
+    ``first_user``: the index of the first user of ``offsets`` (seeds its stream).
 
     Exponential-race form of the Gumbel-top-k trick: the n items with the
     smallest E_i / w_i (E_i ~ Exp(1)) are the n largest log w_i + Gumbel_i,
@@ -117,7 +124,7 @@ def popularity_from_flat(flat, offsets, item_popularity, n, seed):
     if not np.all(np.isfinite(item_popularity)) or np.any(item_popularity < 0):
         raise ValueError("item_popularity must be finite and non-negative")
     num_items = item_popularity.shape[0] - 1
-    _check_enough_unseen(flat, offsets, num_items, n)
+    _check_enough_unseen(flat, offsets, num_items, n, first_user)
     inverse_weight = _inverse_weights(item_popularity).astype(np.float32)
     num_users = len(offsets) - 1
     negatives = np.empty((num_users, n), dtype=np.int32)
@@ -126,7 +133,7 @@ def popularity_from_flat(flat, offsets, item_popularity, n, seed):
         stop = min(start + CHUNK_USERS, num_users)
         chunk = keys[: stop - start]
         for row, user in enumerate(range(start, stop)):
-            rng = np.random.default_rng([seed, POPULARITY_STREAM, user])
+            rng = np.random.default_rng([seed, POPULARITY_STREAM, first_user + user])
             rng.standard_exponential(num_items + 1, dtype=np.float32, out=chunk[row])
         chunk *= inverse_weight
         chunk[_seen_mask(flat, offsets, start, stop, num_items)] = np.inf
@@ -155,10 +162,11 @@ def _seen_mask(flat, offsets, start, stop, num_items):
     return mask
 
 
-def _check_enough_unseen(flat, offsets, num_items, n):
+def _check_enough_unseen(flat, offsets, num_items, n, first_user=0):
     """Returns the number of distinct seen items (1..N) per user, int64 [U].
 
-    Raises ValueError naming the first user with fewer than n unseen items.
+    Raises ValueError naming the first user with fewer than n unseen items
+    (its index counts from ``first_user``).
     """
     if n < 1:
         raise ValueError(f"n must be a positive number of negatives, got {n}")
@@ -171,7 +179,7 @@ def _check_enough_unseen(flat, offsets, num_items, n):
     if short.size:
         user = short[0]
         raise ValueError(
-            f"user {user} has {unseen[user]} unseen items ({num_seen[user]} of "
+            f"user {first_user + user} has {unseen[user]} unseen items ({num_seen[user]} of "
             f"{num_items} interacted), cannot draw {n} negatives "
             f"({short.size} user(s) affected)"
         )

@@ -9,13 +9,14 @@ from hybrid_tfrs.data.prepared import load_prepared
 def load_split(config):
     """The run's dataset: (SequenceData, leave-one-out Split).
 
-    With --prepared_dir: (PreparedData, Split), read with tf.data (imports TensorFlow).
+    With --prepared_dir: (PreparedData, PreparedSplit), the users' counts read
+    in one tf.data pass (imports TensorFlow); their sequences stay in the shards.
     """
     if config.prepared_dir:
-        from hybrid_tfrs.data.prepared_pipeline import read_split
+        from hybrid_tfrs.data.prepared_pipeline import streamed_split
 
         prepared = load_prepared(config.prepared_dir)
-        return prepared, read_split(prepared)
+        return prepared, streamed_split(prepared)
     if config.data_file:
         return load_table_split(
             config.data_file,
@@ -41,7 +42,7 @@ def uses_keras_cache(config):
 
 def check_sampled_protocols(config, split):
     """Fails before training if a sampled protocol cannot draw its negatives."""
-    fewest_unseen = split.num_items - max(len(items) for items in split.user_items)
+    fewest_unseen = split.num_items - split.most_user_items
     for protocol, needed in NUM_NEGATIVES.items():
         if protocol in config.protocol_list and fewest_unseen < needed:
             raise ValueError(

@@ -27,8 +27,9 @@ from hybrid_tfrs import distribution, run_dir
 from hybrid_tfrs.config import PROTOCOLS, TrainConfig  # noqa: F401  (TrainConfig re-exported)
 from hybrid_tfrs.data import pad_latest
 from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset
+from hybrid_tfrs.data.prepared import PreparedSplit
 from hybrid_tfrs.encoders import build_encoder
-from hybrid_tfrs.evaluation import evaluate, format_table
+from hybrid_tfrs.evaluation import evaluate, evaluate_batches, format_table
 from hybrid_tfrs.optimization import make_optimizer
 from hybrid_tfrs.report import write_report
 from hybrid_tfrs.retrieval import SequentialRetrievalModel
@@ -110,8 +111,28 @@ def item_embeddings(model):
     return keras.ops.convert_to_numpy(model.encoder.item_embeddings)
 
 
-def evaluate_split(model, split, part, max_len, protocols=PROTOCOLS, **kwargs):
-    """Evaluates ``part`` ("valid" or "test") of a leave-one-out split."""
+def evaluate_split(model, split, part, max_len, protocols=PROTOCOLS, batch_size=256, **kwargs):
+    """Evaluates ``part`` ("valid" or "test") of a leave-one-out split.
+
+    A :class:`PreparedSplit` (--prepared_dir) streams its users from the shards,
+    ``batch_size`` at a time; a :class:`Split` is evaluated from memory. Both
+    give the same metrics for the same users in the same order.
+    """
+    if isinstance(split, PreparedSplit):
+        from hybrid_tfrs.data.prepared_pipeline import streamed_eval_dataset
+
+        batches = streamed_eval_dataset(split.prepared, part, max_len, batch_size)
+        return evaluate_batches(
+            score_function(model),
+            batches.as_numpy_iterator(),
+            split.num_items,
+            split.item_popularity,
+            protocols=protocols,
+            batch_size=batch_size,
+            num_users=split.num_users,
+            item_embeddings=item_embeddings(model),
+            **kwargs,
+        )
     histories = split.valid_histories if part == "valid" else split.test_histories
     targets = split.valid_targets if part == "valid" else split.test_targets
     return evaluate(
@@ -122,6 +143,7 @@ def evaluate_split(model, split, part, max_len, protocols=PROTOCOLS, **kwargs):
         split.num_items,
         split.item_popularity,
         protocols=protocols,
+        batch_size=batch_size,
         seen_items=histories,
         history_lengths=np.array([len(h) for h in histories]),
         item_embeddings=item_embeddings(model),
@@ -228,14 +250,15 @@ def _stop_reason(state, config):
 def _training_data(config, data, split):
     """The epoch's batches, the number of batches and the mean number of targets in one.
 
-    With --prepared_dir the batches stream from the shards (``data`` is a PreparedData).
+    With --prepared_dir the batches stream from the shards (``data`` is a
+    PreparedData, ``split`` a PreparedSplit).
     """
     if config.prepared_dir:
-        from hybrid_tfrs.data.prepared_pipeline import streamed_training_dataset, train_lengths
+        from hybrid_tfrs.data.prepared_pipeline import streamed_training_dataset
 
         dataset, num_targets = streamed_training_dataset(
             data,
-            train_lengths(data),
+            split.train_lengths,
             config.max_len,
             config.batch_size,
             seed=config.seed,

@@ -51,15 +51,18 @@ def test_streamed_batches_are_the_in_memory_batches(
     from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset
     from hybrid_tfrs.data.prepared_pipeline import (
         read_split,
+        streamed_split,
         streamed_training_dataset,
-        train_lengths,
     )
 
     prepared = load_prepared(prepared_dir)
     assert len(prepared.shards) == 3
     split = read_split(prepared)
-    lengths = train_lengths(prepared)
+    streamed_users = streamed_split(prepared)
+    lengths = streamed_users.train_lengths
     assert lengths.tolist() == [len(train) for train in split.train]
+    assert streamed_users.stats() == split.stats()
+    assert streamed_users.most_user_items == split.most_user_items
     streamed, _ = streamed_training_dataset(
         prepared,
         lengths,
@@ -89,6 +92,95 @@ def test_streamed_batches_are_the_in_memory_batches(
             np.testing.assert_array_equal(targets, targets_ref)
 
 
+def _small_model(prepared):
+    import keras
+
+    from hybrid_tfrs.config import TrainConfig
+    from hybrid_tfrs.training import build_model
+
+    keras.utils.set_random_seed(2)
+    config = TrainConfig(dataset="own", max_len=8, hidden_dim=16, num_layers=1)
+    return build_model(config, prepared.num_items, prepared.item_popularity)
+
+
+@pytest.mark.parametrize("part", ["valid", "test"])
+def test_streamed_evaluation_equals_the_in_memory_evaluation(prepared_dir, part):
+    """Every protocol, bucket and the gate: the sampled negatives are the same too."""
+    from hybrid_tfrs.config import PROTOCOLS
+    from hybrid_tfrs.data.prepared import PreparedSplit
+    from hybrid_tfrs.data.prepared_pipeline import read_split, streamed_split
+    from hybrid_tfrs.training import evaluate_split
+
+    prepared = load_prepared(prepared_dir)
+    model = _small_model(prepared)
+    settings = dict(protocols=PROTOCOLS, seed=4, batch_size=16, progress=False)
+    users = streamed_split(prepared)
+    assert isinstance(users, PreparedSplit)
+    streamed = evaluate_split(model, users, part, 8, **settings)
+    in_memory = evaluate_split(model, read_split(prepared), part, 8, **settings)
+    assert streamed["users"] == prepared.num_users > 16  # several batches, the last one short
+    assert max(len(train) for train in read_split(prepared).train) > 8  # truncated histories
+    assert streamed == in_memory
+
+
+def test_prepared_evaluation_streams_users_batch_by_batch(prepared_dir, monkeypatch):
+    """No array of all users: each batch of --eval_batch_size is read, then scored."""
+    import tensorflow as tf
+
+    from hybrid_tfrs import training
+    from hybrid_tfrs.config import TrainConfig
+    from hybrid_tfrs.data import prepared_pipeline
+    from hybrid_tfrs.run_data import load_split
+
+    def materialise(*args, **kwargs):
+        raise AssertionError("every user's history was loaded into memory")
+
+    monkeypatch.setattr(prepared_pipeline, "read_split", materialise)
+    monkeypatch.setattr(training, "pad_latest", materialise)
+    events = []
+    streamed_eval_dataset = prepared_pipeline.streamed_eval_dataset
+
+    class LoggedBatches:
+        def __init__(self, dataset):
+            self.dataset = dataset
+
+        def as_numpy_iterator(self):
+            for batch in self.dataset.as_numpy_iterator():
+                events.append(("read", len(batch["targets"])))
+                yield batch
+
+    def logged_dataset(*args, **kwargs):
+        dataset = streamed_eval_dataset(*args, **kwargs)
+        assert isinstance(dataset, tf.data.Dataset)
+        return LoggedBatches(dataset)
+
+    score_function = training.score_function
+
+    def logged_score_function(model):
+        score = score_function(model)
+
+        def logged(histories):
+            events.append(("score", len(histories)))
+            return score(histories)
+
+        return logged
+
+    monkeypatch.setattr(prepared_pipeline, "streamed_eval_dataset", logged_dataset)
+    monkeypatch.setattr(training, "score_function", logged_score_function)
+    config = TrainConfig(
+        dataset="own", prepared_dir=str(prepared_dir), max_len=8, eval_batch_size=32
+    )
+    prepared, users = load_split(config)
+    result = training.evaluate_split(
+        _small_model(prepared), users, "test", 8, batch_size=32, progress=False
+    )
+    sizes = [size for kind, size in events if kind == "read"]
+    assert sizes == [32] * (len(sizes) - 1) + [prepared.num_users - 32 * (len(sizes) - 1)]
+    assert len(sizes) > 2
+    assert events == [(kind, size) for size in sizes for kind in ("read", "score")]
+    assert result["users"] == prepared.num_users
+
+
 def test_a_run_from_shards_equals_the_in_memory_run(repo_root, prepared_dir, tmp_path):
     args = dict(
         max_len=10,
@@ -97,7 +189,7 @@ def test_a_run_from_shards_equals_the_in_memory_run(repo_root, prepared_dir, tmp
         batch_size=32,
         epochs=2,
         seed=1,
-        protocols="full,pop-100",
+        protocols="full,full-unseen,uniform-99,pop-100",
     )
     flags = [f"--{name}={value}" for name, value in args.items()]
     run = tmp_path / "streamed"
@@ -117,6 +209,19 @@ def test_a_run_from_shards_equals_the_in_memory_run(repo_root, prepared_dir, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     streamed = json.loads((run / "metrics.json").read_text())
     assert streamed["dataset"] == "own"
+    # hybrid-tfrs-evaluate streams the shards too, and gives the run's own numbers.
+    result = subprocess.run(
+        [sys.executable, str(repo_root / "trainers" / "evaluate.py"), f"--run_dir={run}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(repo_root)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads((run / "evaluation.json").read_text())
+    assert {part: evaluated[part]["protocols"] for part in ("valid", "test")} == {
+        part: streamed[part] for part in ("valid", "test")
+    }
     assert streamed["config"]["prepared_dir"] == str(prepared_dir)
     assert (run / "vocabulary.txt").read_text() == (prepared_dir / "vocabulary.txt").read_text()
 
@@ -139,7 +244,7 @@ train(config, log=lambda _: None, dataset=(prepared, read_split(prepared)))
     in_memory = json.loads((tmp_path / "memory" / "metrics.json").read_text())
     assert streamed["history"][-1]["loss"] == pytest.approx(in_memory["history"][-1]["loss"])
     for part in ("valid", "test"):
-        for protocol in ("full", "pop-100"):
+        for protocol in ("full", "full-unseen", "uniform-99", "pop-100"):
             expected = in_memory[part][protocol]
             assert streamed[part][protocol] == pytest.approx(expected, abs=1e-9), (part, protocol)
 

@@ -6,6 +6,7 @@
 
 Rebuilds the run's dataset split from its config.json, loads model.keras, and
 prints and writes (--output, default <run_dir>/evaluation.json) the metrics.
+A --prepared_dir run's users stream from its shards, --batch_size at a time.
 Also `python -m hybrid_tfrs.cli.evaluate`.
 """
 
@@ -62,8 +63,8 @@ def main(argv):
             raise run_dir.RunDirError(f"{model_path} not found; has the run finished an epoch?")
         if FLAGS.data_dir:
             config.data_dir = FLAGS.data_dir
-        if uses_keras_cache(config):
-            common.quiet_tensorflow()
+        if uses_keras_cache(config) or config.prepared_dir:
+            common.quiet_tensorflow()  # reading shards runs TensorFlow ops
         _, split = load_split(config)
     except (DataError, ValueError) as error:
         return common.fail(error)

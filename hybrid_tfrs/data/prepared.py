@@ -20,12 +20,14 @@ import os
 import numpy as np
 
 from hybrid_tfrs.data.readers import DataError
+from hybrid_tfrs.data.split import sequence_stats
 from hybrid_tfrs.data.vocabulary import Vocabulary
 
 __all__ = [
     "DEAD_LETTER_PREFIX",
     "POPULARITY_FILE",
     "PreparedData",
+    "PreparedSplit",
     "SHARD_PREFIX",
     "SHARD_SUFFIX",
     "STATS_FILE",
@@ -67,6 +69,48 @@ class PreparedData:
     @property
     def num_users(self):
         return int(self.stats["users"])
+
+
+class PreparedSplit:
+    """A prepared folder's users as a run holds them: two counts per user, no sequences.
+
+    Training and evaluation stream the sequences from the shards
+    (``hybrid_tfrs.data.prepared_pipeline``); ``prepared_pipeline.streamed_split``
+    makes this in one pass. It stands in for a :class:`Split` where a run needs
+    the users' number, stats and ``most_user_items``.
+
+    Attributes:
+        prepared: the :class:`PreparedData`.
+        train_lengths: int64 [U], each user's ``len(train)``, in shard order.
+        distinct_items: int64 [U], each user's distinct items, targets included.
+    """
+
+    def __init__(self, prepared, train_lengths, distinct_items):
+        self.prepared = prepared
+        self.train_lengths = train_lengths
+        self.distinct_items = distinct_items
+
+    @property
+    def num_items(self):
+        return self.prepared.num_items
+
+    @property
+    def num_users(self):
+        return len(self.train_lengths)
+
+    @property
+    def item_popularity(self):
+        return self.prepared.item_popularity
+
+    @property
+    def most_user_items(self):
+        """The largest number of distinct items of one user (its targets included)."""
+        return int(self.distinct_items.max())
+
+    def stats(self):
+        """As :meth:`Split.stats` (the whole sequence is train + the two targets)."""
+        skipped = int(self.prepared.stats["dropped"]["users_below_min_length"])
+        return sequence_stats(self.prepared.path, self.train_lengths + 2, self.num_items, skipped)
 
 
 def shard_pattern(folder):

@@ -1,18 +1,22 @@
-"""tf.data over prepared shards (hybrid-tfrs-preprocess output): streamed training batches.
+"""tf.data over prepared shards (hybrid-tfrs-preprocess output): streamed training and evaluation.
 
 The training examples and batches are those of hybrid_tfrs.data.pipeline
 (same windows, same length buckets, same padding), cut from each user's
 sequence inside the tf.data graph: no array of all examples is built in Python.
+Evaluation reads the users in batches too (:func:`streamed_eval_dataset`, for
+``hybrid_tfrs.evaluation.evaluate_batches``); a run keeps only two counts per
+user (:func:`streamed_split`).
 """
 
 import numpy as np
 import tensorflow as tf
 
 from hybrid_tfrs.data.pipeline import _pad_rows_to, _trim_to_bucket, bucket_widths
+from hybrid_tfrs.data.prepared import PreparedSplit
 from hybrid_tfrs.data.readers import DataError
 from hybrid_tfrs.data.split import Split
 
-__all__ = ["read_split", "streamed_training_dataset", "train_lengths"]
+__all__ = ["read_split", "streamed_eval_dataset", "streamed_split", "streamed_training_dataset"]
 
 _SPEC = {
     "user_id": tf.io.FixedLenFeature([], tf.string),
@@ -23,7 +27,7 @@ _SPEC = {
 _PARSE_BATCH = 1024
 
 
-def _parsed_batches(shards, shuffle_seed=None):
+def _parsed_batches(shards, shuffle_seed=None, batch_size=_PARSE_BATCH):
     """Batches of parsed users: user_id [B], train ragged [B, None] int32, targets [B].
 
     Shards are read in parallel (interleaved); with ``shuffle_seed`` their order
@@ -44,13 +48,30 @@ def _parsed_batches(shards, shuffle_seed=None):
         users["train"] = tf.cast(users["train"], tf.int32)
         return users
 
-    return records.batch(_PARSE_BATCH).map(
+    return records.batch(batch_size).map(
         parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
 
 
+def _appended(rows, column):
+    """Ragged [B, None] ``rows`` with ``column`` [B] appended to each row."""
+    column = tf.RaggedTensor.from_tensor(
+        tf.cast(column, rows.dtype)[:, None], row_splits_dtype=rows.row_splits.dtype
+    )
+    return tf.concat([rows, column], axis=1)
+
+
+def _sequences(users):
+    """Ragged [B, None] int32: each parsed user's whole sequence, train + both targets."""
+    return _appended(_appended(users["train"], users["valid_target"]), users["test_target"])
+
+
 def read_split(prepared):
-    """The leave-one-out :class:`Split` of a prepared folder, users in shard order (numpy)."""
+    """The leave-one-out :class:`Split` of a prepared folder, users in shard order (numpy).
+
+    Every sequence in memory: runs use :func:`streamed_split` instead; this is the
+    in-memory reference that tests and benchmarks compare the streamed path with.
+    """
     user_ids, train, valid, test = [], [], [], []
     for batch in _parsed_batches(prepared.shards).as_numpy_iterator():
         user_ids.extend(raw.decode("utf-8") for raw in batch["user_id"])
@@ -160,8 +181,8 @@ def streamed_training_dataset(
 
     Args:
         prepared: :class:`hybrid_tfrs.data.prepared.PreparedData`.
-        lengths: int64 [U], the users' training lengths (:func:`train_lengths`),
-            for the number of batches.
+        lengths: int64 [U], the users' training lengths
+            (``streamed_split(prepared).train_lengths``), for the number of batches.
         shuffle_buffer: rows shuffled together. When it holds every row, the
             order of the users is the shard order, and the batches are exactly
             those of the in-memory pipeline on :func:`read_split`'s users;
@@ -213,7 +234,70 @@ def streamed_training_dataset(
     return rows.prefetch(tf.data.AUTOTUNE), num_targets
 
 
-def train_lengths(prepared):
-    """int64 [U]: the length of every user's training sequence, in one pass over the shards."""
-    lengths = _parsed_batches(prepared.shards).map(lambda users: users["train"].row_lengths())
-    return np.concatenate(list(lengths.as_numpy_iterator())).astype(np.int64)
+def streamed_split(prepared):
+    """The :class:`PreparedSplit` of a prepared folder, in one pass over its shards.
+
+    Keeps two int64 [U] counts (training lengths, distinct items), users in shard order.
+    """
+    keys = prepared.num_items + 1
+
+    def counts(users):
+        sequences = _sequences(users)
+        rows = tf.cast(sequences.value_rowids(), tf.int64)
+        pairs = tf.unique(rows * keys + tf.cast(sequences.values, tf.int64)).y
+        rows = tf.cast(pairs // keys, tf.int32)  # one per distinct (user, item)
+        size = tf.shape(users["valid_target"])[0]
+        distinct = tf.math.bincount(rows, minlength=size, maxlength=size, dtype=tf.int64)
+        return users["train"].row_lengths(), distinct
+
+    lengths, distinct = [], []
+    for batch_lengths, batch_distinct in (
+        _parsed_batches(prepared.shards).map(counts).as_numpy_iterator()
+    ):
+        lengths.append(batch_lengths)
+        distinct.append(batch_distinct)
+    if not lengths:
+        raise DataError(f"{prepared.path}: the shards hold no users")
+    return PreparedSplit(
+        prepared,
+        np.concatenate(lengths).astype(np.int64),
+        np.concatenate(distinct).astype(np.int64),
+    )
+
+
+def streamed_eval_dataset(prepared, part, max_len, batch_size):
+    """The users of ``part`` ("valid" or "test"), ``batch_size`` at a time, for evaluation.
+
+    The batches of ``hybrid_tfrs.evaluation.evaluate_batches``, users in shard
+    order (that of :func:`read_split`): the history is ``train`` (plus the
+    valid target for "test"), the target ``seq[-2]`` or ``seq[-1]``.
+
+    Returns:
+      tf.data.Dataset of dicts, B users each: ``histories`` int32 [B, max_len]
+      (the history's latest max_len items, left-aligned, 0-padded),
+      ``targets`` int64 [B], ``lengths`` int64 [B] (whole history),
+      ``items`` int32 [P] / ``item_offsets`` [B + 1] (whole sequence),
+      ``seen`` int32 [S] / ``seen_offsets`` [B + 1] (whole history).
+    """
+    if part not in ("valid", "test"):
+        raise ValueError(f"part must be 'valid' or 'test', got {part!r}")
+
+    def batch(users):
+        history = users["train"]
+        if part == "test":
+            history = _appended(history, users["valid_target"])
+        items = _sequences(users)
+        return {
+            "histories": history[:, -max_len:].to_tensor(0, shape=[None, max_len]),
+            "targets": users[f"{part}_target"],
+            "lengths": history.row_lengths(),
+            "items": items.values,
+            "item_offsets": items.row_splits,
+            "seen": history.values,
+            "seen_offsets": history.row_splits,
+        }
+
+    users = _parsed_batches(prepared.shards, batch_size=batch_size)
+    return users.map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
+        tf.data.AUTOTUNE
+    )

@@ -7,7 +7,7 @@ import numpy as np
 from hybrid_tfrs.data.readers import DataError
 from hybrid_tfrs.data.vocabulary import Vocabulary
 
-__all__ = ["SequenceData", "Split", "encode_dataset", "leave_one_out"]
+__all__ = ["SequenceData", "Split", "encode_dataset", "leave_one_out", "sequence_stats"]
 
 
 @dataclasses.dataclass
@@ -88,19 +88,29 @@ class Split:
     skipped_users: int
     name: str
 
+    @property
+    def most_user_items(self):
+        """The largest number of distinct items of one user (its targets included)."""
+        return max(len(items) for items in self.user_items)
+
     def stats(self):
         """Summary of the kept users' full sequences, JSON-ready."""
         lengths = np.array([len(history) + 1 for history in self.test_histories])
-        return {
-            "dataset": self.name,
-            "users": len(self.user_ids),
-            "items": self.num_items,
-            "interactions": int(lengths.sum()),
-            "min_length": int(lengths.min()),
-            "mean_length": float(lengths.mean()),
-            "max_length": int(lengths.max()),
-            "skipped_users": self.skipped_users,
-        }
+        return sequence_stats(self.name, lengths, self.num_items, self.skipped_users)
+
+
+def sequence_stats(name, lengths, num_items, skipped_users):
+    """The stats of a split whose users' whole sequences have ``lengths`` (int [U])."""
+    return {
+        "dataset": name,
+        "users": len(lengths),
+        "items": num_items,
+        "interactions": int(lengths.sum()),
+        "min_length": int(lengths.min()),
+        "mean_length": float(lengths.mean()),
+        "max_length": int(lengths.max()),
+        "skipped_users": skipped_users,
+    }
 
 
 def leave_one_out(data, min_length=3):
