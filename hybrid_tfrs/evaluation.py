@@ -54,6 +54,7 @@ from hybrid_tfrs.negatives import (
     popularity_from_flat,
     uniform_from_flat,
 )
+from hybrid_tfrs.rank_metrics import per_user_metrics
 
 # Scores per chunk by default (64 MiB of float32): chunk_size = this // batch_size.
 SCORES_PER_CHUNK = 2**24
@@ -115,22 +116,7 @@ def metrics_from_ranks(ranks, ks=(1, 5, 10, 20)):
     Returns:
       dict metric name -> float.
     """
-    ranks = np.asarray(ranks).reshape(-1)
-    if ranks.size == 0:
-        raise ValueError("ranks is empty")
-    if ranks.min() < 1:
-        raise ValueError(f"ranks must be >= 1, got min {ranks.min()}")
-    if any(not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive ints, got {ks}")
-    ranks = ranks.astype(np.float64)
-    gain = 1.0 / np.log2(ranks + 1.0)
-    metrics = {f"HR@{k}": float(np.mean(ranks <= k)) for k in ks}
-    metrics.update(
-        {f"NDCG@{k}": float(np.mean(np.where(ranks <= k, gain, 0.0))) for k in ks if k > 1}
-    )
-    metrics["MRR"] = float(np.mean(1.0 / ranks))
-    metrics["MRR@10"] = float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))
-    return metrics
+    return {name: float(np.mean(values)) for name, values in per_user_metrics(ranks, ks).items()}
 
 
 def evaluate(
@@ -149,6 +135,7 @@ def evaluate(
     progress=True,
     item_embeddings=None,
     chunk_size=None,
+    return_ranks=False,
 ):
     """Ranks every user's target under each protocol and averages the metrics.
 
@@ -222,12 +209,15 @@ def evaluate(
                 "alpha": float(alpha[members].mean()) if has_alpha else None,
             }
         )
-    return {
+    result = {
         "protocols": {p: metrics_from_ranks(ranks[p]) for p in protocols},
         "buckets": buckets,
         "alpha": float(alpha.mean()) if has_alpha else None,
         "users": histories.shape[0],
     }
+    if return_ranks:
+        result["ranks"] = ranks
+    return result
 
 
 def target_ranks(
