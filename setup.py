@@ -43,6 +43,7 @@ setup(
         "absl-py>=2.1,<3",
         "pyarrow>=16",
         "matplotlib>=3.8",  # the per-run report (hybrid_tfrs.report)
+        "scipy>=1.11",  # the Wilcoxon signed-rank test (hybrid_tfrs.significance)
     ],
     extras_require={
         "tfrs": ["tensorflow-recommenders>=0.7.3,<0.8", "tf-keras>=2.20,<2.22"],

@@ -13,7 +13,9 @@ baseline's flagfile with more layers (see ``ABLATIONS``).
 Writes ``<output>.json``: a list of rows ``{"dataset", "model", "variant",
 "protocol", "split": "test", "seeds", "metrics": {metric: mean}, "std": {metric:
 std}, "flagfile", "overrides", "train_minutes", ...}`` (one per dataset, model
-and protocol), ``<output>.md`` (tables beside the published numbers) and, with
+and protocol), ``<output>.md`` (tables beside the published numbers, and paired
+tests of the hybrid against each other model from the runs' test_ranks.npz,
+benchmarks/paired.py), ``<output>_paired.json`` (those tests) and, with
 ``--plots``, PNGs next to them.
 """
 
@@ -237,6 +239,47 @@ def aggregate(dataset, name, flagfile, overrides, runs):
     return rows
 
 
+def paired_tests(run_dirs):
+    """Paired tests of the hybrid against every other variant of its dataset (benchmarks/paired.py).
+
+    Args:
+      run_dirs: {(dataset, variant): [(seed, run folder)]}.
+
+    Returns:
+      (results, notes): results, one paired.compare result per dataset, variant
+      and protocol among ``paired.PROTOCOLS`` that all runs have, with
+      "dataset", "name" ("hybrid"), "baseline" (the variant) and "seeds";
+      notes, {dataset: [line]} naming the variants left out for want of
+      test_ranks.npz files.
+    """
+    from paired import PROTOCOLS, compare  # benchmarks/paired.py
+
+    from hybrid_tfrs.run_dir import TEST_RANKS_FILE
+    from hybrid_tfrs.significance import read_ranks
+
+    results, notes = [], {}
+    for (dataset, name), runs in run_dirs.items():
+        hybrid = run_dirs.get((dataset, "hybrid"))
+        if name == "hybrid" or hybrid is None:
+            continue
+        paths = [[os.path.join(d, TEST_RANKS_FILE) for _, d in side] for side in (hybrid, runs)]
+        missing = [path for path in paths[0] + paths[1] if not os.path.exists(path)]
+        if missing:
+            notes.setdefault(dataset, []).append(
+                f"hybrid against {name}: no paired test, {', '.join(missing)} not found "
+                "(hybrid-tfrs-evaluate --run_dir=DIR --splits=test --write_ranks writes it)"
+            )
+            continue
+        mine, theirs = ([read_ranks(path) for path in side] for side in paths)
+        protocols = [p for p in PROTOCOLS if all(p in r.ranks for r in mine + theirs)]
+        seeds = " / ".join(",".join(str(seed) for seed, _ in side) for side in (hybrid, runs))
+        for result in compare(mine, theirs, protocols):
+            results.append(
+                {"dataset": dataset, "name": "hybrid", "baseline": name, "seeds": seeds, **result}
+            )
+    return results, notes
+
+
 def _cell(row, metric):
     mean, std = row["metrics"].get(metric), row["std"].get(metric)
     if mean is None:
@@ -244,8 +287,9 @@ def _cell(row, metric):
     return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
-def markdown(rows, commands, machine):
-    """The results page: per dataset, protocol tables, published numbers, targets."""
+def markdown(rows, commands, machine, paired=(), paired_notes=None):
+    """The results page: per dataset, protocol tables, paired tests, published numbers, targets."""
+    paired_notes = paired_notes or {}
     lines = ["# Accuracy (test split, leave-one-out)", "", f"Machine: {machine}.", ""]
     lines += [
         "Protocols (docs/design.md#protocols, `hybrid_tfrs/evaluation.py`): `full` ranks the",
@@ -277,6 +321,9 @@ def markdown(rows, commands, machine):
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _paired_section(
+            [r for r in paired if r["dataset"] == dataset], paired_notes.get(dataset, [])
+        )
         published = [p for p in PUBLISHED if p[0] == dataset]
         if published:
             lines += [
@@ -309,6 +356,28 @@ def markdown(rows, commands, machine):
     return "\n".join(lines)
 
 
+def _paired_section(results, notes):
+    """Markdown lines: one dataset's paired-test table, how to read it, the tests left out."""
+    from paired import table  # benchmarks/paired.py
+
+    missing = [f"- {note}" for note in notes] + ([""] if notes else [])
+    if not results:
+        return missing
+    first = results[0]
+    return [
+        f"Paired test of the hybrid against each model: test {first['metric']} per user, "
+        f"the same {first['users']:,} test users, under each protocol named; each model's "
+        "per-user value is averaged over its seeds (runs column: hybrid / other) before the "
+        f"test; margin = hybrid minus the other; 95% interval and p-value from "
+        f"{first['num_bootstrap']:,} bootstrap resamples of the users; Wilcoxon signed-rank "
+        "on the users where the two differ. Two-sided, not corrected for multiple comparisons.",
+        "",
+        *table(results, "hybrid", "other"),
+        "",
+        *missing,
+    ]
+
+
 def machine_name():
     cpu = platform.processor() or platform.machine()
     try:
@@ -328,7 +397,7 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"--ablations: unknown {sorted(unknown)}; use {list(ABLATIONS)}")
     plan = run_plan(FLAGS.datasets, FLAGS.models, FLAGS.ablations, FLAGS.seeds)
-    runs, commands = {}, []
+    runs, run_dirs, commands = {}, {}, []
     for number, (dataset, name, flagfile, overrides, seed) in enumerate(plan, 1):
         output_dir = os.path.join(FLAGS.runs_dir, dataset, name, f"seed{seed}")
         metrics_path = os.path.join(output_dir, "metrics.json")
@@ -345,15 +414,19 @@ def main(argv):
                 metrics = json.load(handle)
         commands.append(" ".join(["python"] + command[1:]))
         runs.setdefault((dataset, name, flagfile, json.dumps(overrides)), []).append(metrics)
+        run_dirs.setdefault((dataset, name), []).append((seed, output_dir))
     rows = []
     for (dataset, name, flagfile, overrides), metrics in runs.items():
         rows += aggregate(dataset, name, flagfile, json.loads(overrides), metrics)
+    paired, paired_notes = paired_tests(run_dirs)
     os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
     with open(f"{FLAGS.output}.json", "w", encoding="utf-8") as handle:
         json.dump(rows, handle, indent=2)
+    with open(f"{FLAGS.output}_paired.json", "w", encoding="utf-8") as handle:
+        json.dump(paired, handle, indent=2)
     with open(f"{FLAGS.output}.md", "w", encoding="utf-8") as handle:
-        handle.write(markdown(rows, commands, machine_name()))
-    print(f"wrote {FLAGS.output}.json and {FLAGS.output}.md")
+        handle.write(markdown(rows, commands, machine_name(), paired, paired_notes))
+    print(f"wrote {FLAGS.output}.json, {FLAGS.output}_paired.json and {FLAGS.output}.md")
     if FLAGS.plots:
         from plots import draw_all  # benchmarks/plots.py; matplotlib is the bench extra
 

@@ -65,6 +65,7 @@ from hybrid_tfrs.negatives import (
     popularity_from_flat,
     uniform_from_flat,
 )
+from hybrid_tfrs.rank_metrics import per_user_metrics
 
 # Scores per chunk by default (64 MiB of float32): chunk_size = this // batch_size.
 SCORES_PER_CHUNK = 2**24
@@ -113,31 +114,12 @@ def rank_of_target(scores, target_col, valid=None):
 
 
 def metric_values(ranks, ks=(1, 5, 10, 20)):
-    """Every user's HR@k, NDCG@k (k > 1), MRR and MRR@10 from its 1-based rank.
+    """Every user's metrics from its 1-based rank: dict name -> float64 [U] (U may be 0).
 
-    With one relevant item: HR@k = [rank <= k], NDCG@k = [rank <= k] /
-    log2(rank + 1), MRR = 1 / rank, MRR@10 = [rank <= 10] / rank. NDCG@1
-    equals HR@1 and is left out. The default ``ks`` give exactly ``METRICS``.
-
-    Args:
-      ranks: int [U], ranks >= 1 (U may be 0).
-      ks: cut-offs, positive ints.
-
-    Returns:
-      dict metric name -> float64 [U].
+    The formulas live in :func:`hybrid_tfrs.rank_metrics.per_user_metrics`
+    (TF-free, shared with :mod:`hybrid_tfrs.significance`).
     """
-    ranks = np.asarray(ranks).reshape(-1)
-    if ranks.size and ranks.min() < 1:
-        raise ValueError(f"ranks must be >= 1, got min {ranks.min()}")
-    if any(not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive ints, got {ks}")
-    ranks = ranks.astype(np.float64)
-    gain = 1.0 / np.log2(ranks + 1.0)
-    values = {f"HR@{k}": (ranks <= k).astype(np.float64) for k in ks}
-    values.update({f"NDCG@{k}": np.where(ranks <= k, gain, 0.0) for k in ks if k > 1})
-    values["MRR"] = 1.0 / ranks
-    values["MRR@10"] = np.where(ranks <= 10, 1.0 / ranks, 0.0)
-    return values
+    return per_user_metrics(ranks, ks)
 
 
 def metrics_from_ranks(ranks, ks=(1, 5, 10, 20)):
@@ -201,6 +183,7 @@ def evaluate(
     progress=True,
     item_embeddings=None,
     chunk_size=None,
+    return_ranks=False,
 ):
     """Ranks every user's target under each protocol and averages the metrics.
 
@@ -235,13 +218,15 @@ def evaluate(
       chunk_size: items scored at a time; default ``SCORES_PER_CHUNK //
         batch_size`` (one chunk for catalogues up to 65,536 items at the
         default batch size).
+      return_ranks: also return every user's ranks (for paired tests).
 
     Returns:
       {"protocols": {protocol: {metric: float}},
        "buckets": [{"bucket": "1-5", "users": n, "metrics": {protocol: {...}},
                     "alpha": float or None}, ...],
        "alpha": mean gate over all users or None,
-       "users": U}
+       "users": U,
+       "ranks": {protocol: int64 [U]} with ``return_ranks``}
     """
     batches = _array_batches(
         histories, targets, user_items, num_items, batch_size, seen_items, history_lengths
@@ -259,6 +244,7 @@ def evaluate(
         num_users=len(targets),
         item_embeddings=item_embeddings,
         chunk_size=chunk_size,
+        return_ranks=return_ranks,
     )
 
 
@@ -275,6 +261,7 @@ def evaluate_batches(
     num_users=None,
     item_embeddings=None,
     chunk_size=None,
+    return_ranks=False,
 ):
     """:func:`evaluate` on users that come a batch at a time (e.g. streamed from shards).
 
@@ -316,8 +303,12 @@ def evaluate_batches(
     buckets = [_Totals(ranker.protocols) for _ in labels]
     progbar = keras.utils.Progbar(num_users, unit_name="user") if progress else None
     users = 0
+    kept_ranks = {p: [] for p in ranker.protocols} if return_ranks else None
     for batch in batches:
         ranks, alpha = ranker.ranks(batch, users)
+        if kept_ranks is not None:
+            for protocol, batch_ranks in ranks.items():
+                kept_ranks[protocol].append(batch_ranks)
         size = len(batch["targets"])
         lengths = _check_vector(batch["lengths"], "lengths", size)
         bucket_ids, _ = _bucketize(lengths, length_buckets)
@@ -331,7 +322,7 @@ def evaluate_batches(
         users += size
         if progbar is not None:
             progbar.update(users)
-    return {
+    result = {
         "protocols": overall.metrics(),
         "buckets": [
             {
@@ -346,6 +337,11 @@ def evaluate_batches(
         "alpha": overall.alpha(ranker.has_alpha),
         "users": users,
     }
+    if kept_ranks is not None:
+        result["ranks"] = {
+            p: np.concatenate(r) if r else np.zeros(0, np.int64) for p, r in kept_ranks.items()
+        }
+    return result
 
 
 def target_ranks(

@@ -2,7 +2,7 @@
 
 Layout (see hybrid_tfrs.training)::
 
-    config.json  vocabulary.txt  model.keras  metrics.json
+    config.json  vocabulary.txt  model.keras  metrics.json  test_ranks.npz
     checkpoints/last.keras  checkpoints/state.json  tensorboard/
 
 A folder that holds a run is resumed only with the same settings (those in
@@ -22,6 +22,8 @@ CONFIG_FILE = "config.json"
 VOCABULARY_FILE = "vocabulary.txt"
 BEST_MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
+RANKS_FILE = "{split}_ranks.npz"  # per-user ranks, hybrid_tfrs.significance.write_ranks
+TEST_RANKS_FILE = RANKS_FILE.format(split="test")
 CHECKPOINT_DIR = "checkpoints"
 LAST_MODEL_FILE = os.path.join(CHECKPOINT_DIR, "last.keras")
 STATE_FILE = os.path.join(CHECKPOINT_DIR, "state.json")
@@ -32,8 +34,10 @@ RUN_FILES = (
     VOCABULARY_FILE,
     BEST_MODEL_FILE,
     METRICS_FILE,
+    TEST_RANKS_FILE,
     "report.html",
     "evaluation.json",
+    RANKS_FILE.format(split="valid"),  # hybrid-tfrs-evaluate --write_ranks
     CHECKPOINT_DIR,
     TENSORBOARD_DIR,
 )

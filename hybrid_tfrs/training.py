@@ -9,6 +9,8 @@
     checkpoints/         last.keras + state.json, to resume an interrupted run
     tensorboard/         TensorBoard logs (loss, validation metrics, epoch time)
     metrics.json         valid and test metrics under the three protocols
+    test_ranks.npz       each test user's target rank per protocol, for paired tests
+                         (hybrid_tfrs.significance)
     report.html          validation curve, metrics and gate alpha by history length
 
 A run resumes only with the same settings, and every file is replaced
@@ -34,6 +36,7 @@ from hybrid_tfrs.optimization import make_optimizer
 from hybrid_tfrs.report import write_report
 from hybrid_tfrs.retrieval import SequentialRetrievalModel
 from hybrid_tfrs.run_data import check_sampled_protocols, load_split  # noqa: F401  (re-exported)
+from hybrid_tfrs.significance import write_ranks
 
 VALIDATION_METRIC = "NDCG@10"
 
@@ -370,7 +373,7 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, st
         progress=eval_progress,
     )
     valid = evaluate_split(best, split, "valid", config.max_len, **kwargs)
-    test = evaluate_split(best, split, "test", config.max_len, **kwargs)
+    test = evaluate_split(best, split, "test", config.max_len, return_ranks=True, **kwargs)
     epoch_seconds = [row["epoch_seconds"] for row in state["history"]]
     metrics = {
         "dataset": config.dataset,
@@ -388,6 +391,10 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, st
         "history": state["history"],
         "parameters": int(best.encoder.count_params()),
     }
+    # The ranks first: a run with metrics.json (finished) has its ranks too.
+    write_ranks(
+        run_dir.run_path(config, run_dir.TEST_RANKS_FILE), test["ranks"], split.user_ids, "test"
+    )
     metrics_path = run_dir.run_path(config, run_dir.METRICS_FILE)
     run_dir.write_json(metrics_path, metrics)
     log(f"\nTest metrics of the best model (epoch {state['best_epoch']}):")

@@ -1,6 +1,7 @@
 """benchmarks/accuracy.py end to end on tiny synthetic runs: the rows issue 5 asks for."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -156,3 +157,65 @@ def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers(r
             ),
         ]
     )
+
+
+def _paired(repo_root, *args):
+    return subprocess.run(
+        [sys.executable, str(repo_root / "benchmarks" / "paired.py"), *args],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_page_tests_the_hybrid_against_each_model_user_by_user(repo_root, campaign):
+    tmp_path, _, _ = campaign
+    with open(tmp_path / "accuracy_paired.json", encoding="utf-8") as handle:
+        paired = json.load(handle)
+    assert [(r["baseline"], r["protocol"]) for r in paired] == [
+        ("hybrid-fixed-alpha", "full"),
+        ("hybrid-fixed-alpha", "full-unseen"),
+    ]
+    for row in paired:
+        assert row["users"] == 200 and row["seeds"] == "0,1 / 0,1"
+        assert (row["runs_a"], row["runs_b"]) == (2, 2)
+        for variant, mean in (("hybrid", row["mean_a"]), ("hybrid-fixed-alpha", row["mean_b"])):
+            seeds = [_run_metrics(tmp_path, variant, s)["test"][row["protocol"]] for s in (0, 1)]
+            assert mean == pytest.approx(np.mean([m["NDCG@10"] for m in seeds]))
+        assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+    page = (tmp_path / "accuracy.md").read_text(encoding="utf-8")
+    assert "Paired test of the hybrid against each model" in page
+    assert "the same 200 test users" in page and "10,000 bootstrap resamples" in page
+    assert "| full | hybrid | hybrid-fixed-alpha | 200 | 0,1 / 0,1 |" in page
+    # benchmarks/paired.py on the same folders prints the same numbers.
+    runs = tmp_path / "runs" / "synthetic"
+    folders = {
+        variant: ",".join(str(runs / variant / f"seed{s}") for s in (0, 1))
+        for variant in ("hybrid", "hybrid-fixed-alpha")
+    }
+    result = _paired(
+        repo_root, f"--runs={folders['hybrid']}", f"--baseline={folders['hybrid-fixed-alpha']}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    full = paired[0]
+    assert f"| full | runs | baseline | 200 | 2 / 2 | {full['mean_a']:.4f} |" in result.stdout
+    assert f"{full['difference']:+.4f}" in result.stdout
+
+
+def test_runs_without_rank_files_are_named_not_tested(repo_root, campaign, tmp_path):
+    source, _, args = campaign
+    shutil.copytree(source / "runs", tmp_path / "runs", ignore=shutil.ignore_patterns("*.keras"))
+    old = tmp_path / "runs" / "synthetic" / "hybrid-fixed-alpha" / "seed1"
+    (old / "test_ranks.npz").unlink()  # as a run trained before runs kept their ranks
+    result = _accuracy(repo_root, tmp_path, *args, "--seeds=0,1", "--notrain")
+    assert result.returncode == 0, result.stderr[-4000:]
+    page = (tmp_path / "accuracy.md").read_text(encoding="utf-8")
+    assert "Paired test of the hybrid" not in page
+    assert f"hybrid against hybrid-fixed-alpha: no paired test, {old / 'test_ranks.npz'}" in page
+    result = _paired(repo_root, f"--runs={old.parent / 'seed0'}", f"--baseline={old}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert (
+        f"error: --baseline: {old / 'test_ranks.npz'} not found; write it with "
+        f"hybrid-tfrs-evaluate --run_dir={old} --splits=test --write_ranks"
+    ) in result.stderr

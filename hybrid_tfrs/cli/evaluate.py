@@ -8,6 +8,13 @@ Rebuilds the run's dataset split from its config.json, loads model.keras, and
 prints and writes (--output, default <run_dir>/evaluation.json) the metrics.
 A --prepared_dir run's users stream from its shards, --batch_size at a time.
 Also `python -m hybrid_tfrs.cli.evaluate`.
+
+``--write_ranks`` also writes each split's per-user target ranks to
+``<run_dir>/<split>_ranks.npz`` (``test_ranks.npz`` is the file a training run
+writes itself, read by the paired tests of hybrid_tfrs.significance), e.g. for a
+run trained before runs kept their ranks:
+
+    hybrid-tfrs-evaluate --run_dir=runs/beauty_hybrid --splits=test --write_ranks
 """
 
 import os
@@ -34,6 +41,12 @@ flags.DEFINE_integer(
     lower_bound=1,
 )
 flags.DEFINE_string("output", None, "Where to write the JSON (default <run_dir>/evaluation.json).")
+flags.DEFINE_boolean(
+    "write_ranks",
+    False,
+    "Also write each split's per-user target ranks to <run_dir>/<split>_ranks.npz "
+    "(for paired tests; replaces the test_ranks.npz of the training run).",
+)
 FLAGS = flags.FLAGS
 
 
@@ -86,10 +99,18 @@ def main(argv):
                 batch_size=FLAGS.batch_size,
                 chunk_size=FLAGS.chunk_size,
                 progress=sys.stdout.isatty(),
+                return_ranks=FLAGS.write_ranks,
             )
             print(f"\n{part}:\n{format_table(results[part]['protocols'])}")
     except (DataError, ValueError) as error:
         return common.fail(error)
+    if FLAGS.write_ranks:
+        from hybrid_tfrs.significance import write_ranks
+
+        for part, result in results.items():
+            path = os.path.join(FLAGS.run_dir, run_dir.RANKS_FILE.format(split=part))
+            write_ranks(path, result.pop("ranks"), split.user_ids, part)
+            print(f"wrote {path}")
     output = FLAGS.output or os.path.join(FLAGS.run_dir, "evaluation.json")
     run_dir.write_json(output, {"run_dir": FLAGS.run_dir, **results})
     print(f"wrote {output}")

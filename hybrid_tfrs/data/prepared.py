@@ -72,7 +72,7 @@ class PreparedData:
 
 
 class PreparedSplit:
-    """A prepared folder's users as a run holds them: two counts per user, no sequences.
+    """A prepared folder's users as a run holds them: two counts and an id a user, no sequences.
 
     Training and evaluation stream the sequences from the shards
     (``hybrid_tfrs.data.prepared_pipeline``); ``prepared_pipeline.streamed_split``
@@ -83,12 +83,14 @@ class PreparedSplit:
         prepared: the :class:`PreparedData`.
         train_lengths: int64 [U], each user's ``len(train)``, in shard order.
         distinct_items: int64 [U], each user's distinct items, targets included.
+        user_ids: [U] raw user ids, in shard order.
     """
 
-    def __init__(self, prepared, train_lengths, distinct_items):
+    def __init__(self, prepared, train_lengths, distinct_items, user_ids):
         self.prepared = prepared
         self.train_lengths = train_lengths
         self.distinct_items = distinct_items
+        self.user_ids = user_ids
 
     @property
     def num_items(self):

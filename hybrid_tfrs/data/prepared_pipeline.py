@@ -237,7 +237,8 @@ def streamed_training_dataset(
 def streamed_split(prepared):
     """The :class:`PreparedSplit` of a prepared folder, in one pass over its shards.
 
-    Keeps two int64 [U] counts (training lengths, distinct items), users in shard order.
+    Keeps two int64 [U] counts (training lengths, distinct items) and the user
+    ids (for the per-user ranks a run writes), users in shard order.
     """
     keys = prepared.num_items + 1
 
@@ -248,20 +249,22 @@ def streamed_split(prepared):
         rows = tf.cast(pairs // keys, tf.int32)  # one per distinct (user, item)
         size = tf.shape(users["valid_target"])[0]
         distinct = tf.math.bincount(rows, minlength=size, maxlength=size, dtype=tf.int64)
-        return users["train"].row_lengths(), distinct
+        return users["train"].row_lengths(), distinct, users["user_id"]
 
-    lengths, distinct = [], []
-    for batch_lengths, batch_distinct in (
+    lengths, distinct, user_ids = [], [], []
+    for batch_lengths, batch_distinct, batch_users in (
         _parsed_batches(prepared.shards).map(counts).as_numpy_iterator()
     ):
         lengths.append(batch_lengths)
         distinct.append(batch_distinct)
+        user_ids.extend(raw.decode("utf-8") for raw in batch_users)
     if not lengths:
         raise DataError(f"{prepared.path}: the shards hold no users")
     return PreparedSplit(
         prepared,
         np.concatenate(lengths).astype(np.int64),
         np.concatenate(distinct).astype(np.int64),
+        user_ids,
     )
 
 
