@@ -134,6 +134,9 @@ def markdown(results, commands):
 
 
 def main(_):
+    from hybrid_tfrs.cli.common import quiet_tensorflow
+
+    quiet_tensorflow()
     os.makedirs(FLAGS.work_dir, exist_ok=True)
     data_file = os.path.join(FLAGS.work_dir, "regimes.tsv")
     write_data(data_file)
