@@ -23,6 +23,10 @@ same (scope, model, L) again, so scopes can be added one run at a time.
 Usage:
     python benchmarks/efficiency.py                      # full benchmark
     python benchmarks/efficiency.py --from_json=benchmarks/results/efficiency.json
+    python benchmarks/efficiency.py --scopes=train_step --lengths=50,200 --reference=fmlp \
+        --models=hybrid,fmlp,linrec,hybrid-vector-gate,hybrid-blend-norm,\
+hybrid-all-features-hidden,hybrid-shared-ffn \
+        --output=benchmarks/results/gate_cost.json --markdown=benchmarks/results/gate_cost.md
 """
 
 import json
@@ -38,17 +42,27 @@ import time
 
 from absl import app, flags
 
-MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
+# The hybrid's gate variants (docs/model.md#the-gate): name -> build_encoder options.
+HYBRID_VARIANTS = {
+    "hybrid-vector-gate": {"gate_output": "vector"},
+    "hybrid-blend-norm": {"fusion": "blend_norm"},
+    "hybrid-all-features-hidden": {
+        "gate_mode": "statistics_hidden",
+        "gate_features": "basic,trend,recency,diversity,spectrum",
+    },
+    "hybrid-shared-ffn": {"share_ffn": True},
+}
+MODELS = ("hybrid", "linrec", "fmlp", "sasrec", *HYBRID_VARIANTS)
 SCOPES = ("encoder", "train_step", "train_step_sampled")
 GROWTH_FROM = 200  # growth is reported from this L (or the smallest measured) to the largest
-REFERENCE_MODEL = "sasrec"
 OUT_OF_MEMORY = "out of memory"
 TIMEOUT = "timeout"
 POLL_INTERVAL_S = 0.05
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", list(MODELS), "Encoders to benchmark.")
+flags.DEFINE_list("models", list(MODELS[:4]), f"Encoders to benchmark, among {MODELS}.")
+flags.DEFINE_string("reference", "sasrec", "Model the ratio tables divide by.")
 flags.DEFINE_list("lengths", ["50", "200", "800", "3200"], "Sequence lengths L (max_len).")
 flags.DEFINE_list("scopes", list(SCOPES), "What a step covers: encoder, train_step.")
 flags.DEFINE_integer("batch_size", 64, "Sequences per batch.", lower_bound=1)
@@ -135,12 +149,14 @@ def measure(config):
         np.random.default_rng(0),
     )
     ids, targets = tf.constant(ids), tf.constant(targets)
+    variant = HYBRID_VARIANTS.get(config["model"])
     encoder = hybrid_tfrs.build_encoder(
-        config["model"],
+        "hybrid" if variant is not None else config["model"],
         num_items=config["num_items"],
         max_len=config["max_len"],
         hidden_dim=config["hidden_dim"],
         num_layers=config["num_layers"],
+        **(variant or {}),
     )
     if config["scope"] == "encoder":
         model = encoder
@@ -437,16 +453,17 @@ def markdown_report(rows):
                 f"Linear growth from L={start} to L={lengths[-1]} would be {linear:g}x, "
                 f"quadratic {linear**2:g}x.",
             ]
-        if REFERENCE_MODEL in models:
+        reference_model = FLAGS.reference
+        if reference_model in models:
             lines += [
                 "",
-                f"Ratio to {REFERENCE_MODEL} at the same L (time / memory):",
+                f"Ratio to {reference_model} at the same L (time / memory):",
                 "",
                 header,
                 rule,
             ]
             for length in lengths:
-                reference = table.get((REFERENCE_MODEL, length))
+                reference = table.get((reference_model, length))
                 cells = [_ratio_cell(table.get((model, length)), reference) for model in models]
                 lines.append(f"| {length} | " + " | ".join(cells) + " |")
     lines += _loss_report(rows)
