@@ -16,13 +16,15 @@ def test_regimes_have_the_structure_they_promise():
             assert len(set(items)) == 5
             assert all(items[t] == items[t - 5] for t in range(5, 30))
             continue
-        assert items[-1].startswith("p")  # the test target completes an episode
-        anchors = [t for t, item in enumerate(items) if item.startswith("a")]
-        for start in anchors:
-            end = next(t for t in range(start + 1, 30) if not items[t].startswith("f"))
-            assert items[end].startswith("p") and 3 <= end - start <= 7
-            # An anchor always leads to the same partner, whoever the user.
-            assert partners.setdefault(items[start], items[end]) == items[end]
+        # The validation and test targets complete an episode.
+        assert items[-2].startswith("p") and items[-1].startswith("p")
+        starts = [t for t in range(29) if items[t].startswith("a") and items[t + 1].startswith("a")]
+        for start in starts:
+            end = next(t for t in range(start + 2, 30) if items[t].startswith("p"))
+            assert 4 <= end - start <= 8 and items[end + 1].startswith("p")
+            # An anchor always leads to the same partner, whoever the user, in order.
+            for anchor, partner in ((items[start], items[end]), (items[start + 1], items[end + 1])):
+                assert partners.setdefault(anchor, partner) == partner
 
 
 def test_regime_of_rejects_foreign_ids():

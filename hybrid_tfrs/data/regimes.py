@@ -7,15 +7,17 @@ Half the users are ``periodic``, half ``episodic``; the regime is in the user id
   order again and again from a random phase. The next item is always the one
   ``period`` steps back: a fixed lag, which a position-invariant filter
   represents exactly (one tap) and which attention must find by position.
-- ``episodic``: episodes of ``anchor, filler, ..., filler, partner(anchor)``,
-  with 2..``max_gap`` fillers drawn at random. The partner of an anchor is a
-  fixed item; so the episode's last item depends on one item an unknown
-  number of steps back, and the fillers in between carry no signal. Anchors,
-  partners and fillers are three disjoint item pools; playlists draw from the
-  fillers' pool too, so an item's popularity does not tell the regime.
+- ``episodic``: episodes of ``a, b, filler, ..., filler, partner(a),
+  partner(b)``: two distinct anchors, 2..``max_gap`` fillers drawn at random,
+  then the anchors' partners in the anchors' order. The partner of an anchor
+  is a fixed item; so each partner depends on one item an unknown number of
+  steps back, and the fillers in between carry no signal. Anchors, partners
+  and fillers are three disjoint item pools; playlists draw from the fillers'
+  pool too, so an item's popularity does not tell the regime.
 
-Every user's sequence ends with a predictable item (the playlist's next item,
-or a partner), so the leave-one-out test target is one the structure decides.
+Every user's sequence ends with two predictable items (the playlist's next
+ones, or an episode's two partners), so both the leave-one-out validation and
+test targets are ones the structure decides.
 """
 
 import numpy as np
@@ -53,8 +55,10 @@ def generate_regimes(
     """
     if period < 2 or period > num_fillers:
         raise ValueError(f"period must be in 2..num_fillers={num_fillers}, got {period}")
-    if max_gap < 2 or length < max_gap + 3:
-        raise ValueError(f"need max_gap >= 2 and length >= max_gap + 3, got {max_gap}, {length}")
+    if max_gap < 2 or length < max_gap + 4:
+        raise ValueError(f"need max_gap >= 2 and length >= max_gap + 4, got {max_gap}, {length}")
+    if num_anchors < 2:
+        raise ValueError(f"need num_anchors >= 2, got {num_anchors}")
     rng = np.random.default_rng(seed)
     partner = rng.permutation(num_anchors)
     users = []
@@ -74,10 +78,10 @@ def _episodes(rng, length, partner, num_fillers, max_gap):
     """``length`` items of back-to-back episodes, the last one complete."""
     items = []
     while True:
-        anchor = rng.integers(len(partner))
+        first, second = rng.choice(len(partner), size=2, replace=False)
         gap = int(rng.integers(2, max_gap + 1))
-        episode = [f"a{anchor}"] + [f"f{f}" for f in rng.integers(num_fillers, size=gap)]
-        episode.append(f"p{partner[anchor]}")
+        fillers = [f"f{f}" for f in rng.integers(num_fillers, size=gap)]
+        episode = [f"a{first}", f"a{second}", *fillers, f"p{partner[first]}", f"p{partner[second]}"]
         room = length - len(items)
         if room < len(episode):
             break
