@@ -129,7 +129,8 @@ def markdown(results, commands):
             f"| {model} | {r['periodic']['ndcg10']:.4f} | {r['episodic']['ndcg10']:.4f} | "
             f"{cells[0]} | {cells[1]} | {r['best_epoch']} / {r['epochs']} |"
         )
-    lines += ["", "Runs:", "", "```"] + [" ".join(c[1:]) for c in commands] + ["```"]
+    runs = [" ".join(["python", os.path.relpath(c[1], REPO), *c[2:]]) for c in commands]
+    lines += ["", "Runs:", "", "```"] + runs + ["```"]
     return "\n".join(lines) + "\n"
 
 
@@ -149,12 +150,12 @@ def main(_):
     page = markdown(results, commands)
     print(page)
     if FLAGS.output:
-        header = (
-            "# Gate regimes\n\n`python benchmarks/gate_regimes.py "
-            + " ".join(f"--{f}={getattr(FLAGS, f)}" for f in ("users", "length", "period", "seed"))
-            + (f" --hybrid_flags={','.join(FLAGS.hybrid_flags)}" if FLAGS.hybrid_flags else "")
-            + "`\n\n"
-        )
+        flag_names = ("work_dir", "users", "length", "period", "max_gap", "seed")
+        given = [f"--{f}={getattr(FLAGS, f)}" for f in flag_names]
+        given.append(f"--train_flags={','.join(FLAGS.train_flags)}")
+        if FLAGS.hybrid_flags:
+            given.append(f"--hybrid_flags={','.join(FLAGS.hybrid_flags)}")
+        header = f"# Gate regimes\n\n`python benchmarks/gate_regimes.py {' '.join(given)}`\n\n"
         with open(FLAGS.output, "w", encoding="utf-8") as handle:
             handle.write(header + page)
         with open(os.path.splitext(FLAGS.output)[0] + ".json", "w", encoding="utf-8") as handle:
