@@ -27,6 +27,12 @@ model.compile(optimizer=tf_keras.optimizers.Adam(3e-3))
 losses = model.fit(ds, epochs=4, verbose=0).history["loss"]
 print("LOSSES", losses)
 assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.85 * losses[0], losses
+variant = build_encoder(
+    "hybrid", num_items=N, max_len=L, hidden_dim=16, gate_mode="statistics_hidden",
+    gate_features="basic,trend,recency,diversity,spectrum", gate_output="vector",
+    fusion="blend_norm", share_ffn=True,
+)
+assert variant(seqs[:4, :-1].astype("int32")).shape == (4, L, 16)
 try:
     import hybrid_tfrs.retrieval
 except ImportError as error:
@@ -44,8 +50,12 @@ N, L = 40, 12
 rng = np.random.default_rng(0)
 ids = rng.integers(1, N + 1, size=(4, L)).astype("int32")
 ids[:, 9:] = 0
-for kind in ENCODER_KINDS:
-    encoder = build_encoder(kind, num_items=N, max_len=L, hidden_dim=16, chunk_size=4)
+VARIANT = dict(
+    gate_mode="statistics_hidden", gate_features="basic,trend,recency,diversity,spectrum",
+    gate_output="vector", fusion="blend_norm", share_ffn=True,
+)
+for kind, options in [(kind, {}) for kind in ENCODER_KINDS] + [("hybrid", VARIANT)]:
+    encoder = build_encoder(kind, num_items=N, max_len=L, hidden_dim=16, chunk_size=4, **options)
     out = np.asarray(encoder(ids))
     cut = ids.copy(); cut[:, 5:] = 0
     np.testing.assert_allclose(np.asarray(encoder(cut))[:, :5], out[:, :5], atol=1e-5)
