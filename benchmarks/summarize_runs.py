@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 
 def table(run_dirs, protocols, metrics):
     """Rows: run x protocol; columns: the metrics, best epoch, epochs, s/epoch."""
-    header = ["dataset", "model", "protocol", *metrics, "best epoch", "epochs", "s/epoch"]
+    header = ["run", "dataset", "model", "protocol", *metrics, "best epoch", "epochs", "s/epoch"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run_dir in run_dirs:
         with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as handle:
@@ -33,7 +33,8 @@ def table(run_dirs, protocols, metrics):
             lines.append(
                 "| "
                 + " | ".join(
-                    [run["dataset"], run["model"], protocol, *values]
+                    [os.path.basename(os.path.normpath(run_dir)), run["dataset"], run["model"]]
+                    + [protocol, *values]
                     + [str(run["best_epoch"]), str(run["epochs_trained"])]
                     + [f"{seconds:.0f}" if seconds else "-"]
                 )
