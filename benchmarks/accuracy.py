@@ -30,6 +30,8 @@ import time
 import numpy as np
 from absl import app, flags
 
+from hybrid_tfrs.config import GATE_VARIANTS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
 # name -> the flags that turn the hybrid's flagfile into the ablation.
@@ -37,14 +39,11 @@ ABLATIONS = {
     "hybrid-fixed-alpha": {"gate_mode": "fixed"},  # alpha = 0.5 for everyone
     "hybrid-global-alpha": {"gate_mode": "learned"},  # one learned alpha for everyone
     "hybrid-hidden-alpha": {"gate_mode": "hidden_state"},  # per-user alpha, no statistics
-    # The fusion variants of docs/model.md#the-gate, one flag each.
-    "hybrid-blend-norm": {"fusion": "blend_norm"},  # LayerNorm after the blend
-    "hybrid-vector-gate": {"gate_output": "vector"},  # one alpha per hidden unit
-    "hybrid-all-features-hidden": {  # every statistic and the branch outputs
-        "gate_mode": "statistics_hidden",
-        "gate_features": "basic,trend,recency,diversity,spectrum",
+    # The fusion variants of docs/model.md#the-gate, as flag values.
+    **{
+        name: {k: str(v).lower() if isinstance(v, bool) else v for k, v in fields.items()}
+        for name, fields in GATE_VARIANTS.items()
     },
-    "hybrid-shared-ffn": {"share_ffn": "true"},  # one FFN a layer for both branches
     # Capacity-matched baselines ("model" picks the flagfile): about the hybrid's
     # parameters outside the item table (benchmarks/parameters.py --num_layers=4).
     "fmlp-4-layers": {"model": "fmlp", "num_layers": "4"},

@@ -42,17 +42,9 @@ import time
 
 from absl import app, flags
 
-# The hybrid's gate variants (docs/model.md#the-gate): name -> build_encoder options.
-HYBRID_VARIANTS = {
-    "hybrid-vector-gate": {"gate_output": "vector"},
-    "hybrid-blend-norm": {"fusion": "blend_norm"},
-    "hybrid-all-features-hidden": {
-        "gate_mode": "statistics_hidden",
-        "gate_features": "basic,trend,recency,diversity,spectrum",
-    },
-    "hybrid-shared-ffn": {"share_ffn": True},
-}
-MODELS = ("hybrid", "linrec", "fmlp", "sasrec", *HYBRID_VARIANTS)
+from hybrid_tfrs.config import GATE_VARIANTS
+
+MODELS = ("hybrid", "linrec", "fmlp", "sasrec", *GATE_VARIANTS)
 SCOPES = ("encoder", "train_step", "train_step_sampled")
 GROWTH_FROM = 200  # growth is reported from this L (or the smallest measured) to the largest
 OUT_OF_MEMORY = "out of memory"
@@ -149,7 +141,7 @@ def measure(config):
         np.random.default_rng(0),
     )
     ids, targets = tf.constant(ids), tf.constant(targets)
-    variant = HYBRID_VARIANTS.get(config["model"])
+    variant = GATE_VARIANTS.get(config["model"])
     encoder = hybrid_tfrs.build_encoder(
         "hybrid" if variant is not None else config["model"],
         num_items=config["num_items"],

@@ -81,26 +81,15 @@ def per_regime(output_dir):
     import numpy as np
 
     from hybrid_tfrs import run_dir as runs
-    from hybrid_tfrs.data.pipeline import pad_latest
     from hybrid_tfrs.data.regimes import REGIMES, regime_of
-    from hybrid_tfrs.evaluation import metrics_from_ranks, target_ranks
+    from hybrid_tfrs.evaluation import metrics_from_ranks
     from hybrid_tfrs.run_data import load_split
-    from hybrid_tfrs.training import item_embeddings, load_run_model, score_function
+    from hybrid_tfrs.training import load_run_model, split_ranks
 
     config = runs.read_config(output_dir)
     _, split = load_split(config)
     model = load_run_model(os.path.join(output_dir, runs.BEST_MODEL_FILE))
-    histories = pad_latest(split.test_histories, config.max_len)
-    ranks, alpha = target_ranks(
-        score_function(model),
-        histories,
-        np.asarray(split.test_targets),
-        split.user_items,
-        split.num_items,
-        protocols=("full",),
-        seen_items=split.test_histories,
-        item_embeddings=item_embeddings(model),
-    )
+    ranks, alpha = split_ranks(model, split, "test", config.max_len, protocols=("full",))
     regimes = np.array([regime_of(user) for user in split.user_ids])
     result = {}
     for regime in REGIMES:

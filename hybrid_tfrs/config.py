@@ -15,6 +15,17 @@ GATE_MODES = ("statistics", "learned", "fixed", "hidden_state", "statistics_hidd
 GATE_FEATURE_GROUPS = ("basic", "trend", "recency", "diversity", "spectrum")
 GATE_OUTPUTS = ("scalar", "vector")
 FUSIONS = ("blend", "blend_norm")
+# The hybrid's fusion variants (docs/model.md#the-gate): name -> the TrainConfig
+# fields (and build_encoder arguments) that differ from the default hybrid.
+GATE_VARIANTS = {
+    "hybrid-blend-norm": {"fusion": "blend_norm"},  # LayerNorm after the blend
+    "hybrid-vector-gate": {"gate_output": "vector"},  # one alpha per hidden unit
+    "hybrid-all-features-hidden": {  # every statistic and the branch outputs
+        "gate_mode": "statistics_hidden",
+        "gate_features": ",".join(GATE_FEATURE_GROUPS),
+    },
+    "hybrid-shared-ffn": {"share_ffn": True},  # one FFN a layer for both branches
+}
 LOSSES = ("softmax", "sampled_softmax", "bce")
 NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
 PROTOCOLS = ("full", "full-unseen", "uniform-99", "pop-100")

@@ -302,13 +302,10 @@ def evaluate_batches(
     overall = _Totals(ranker.protocols)
     buckets = [_Totals(ranker.protocols) for _ in labels]
     progbar = keras.utils.Progbar(num_users, unit_name="user") if progress else None
-    users = 0
-    kept_ranks = {p: [] for p in ranker.protocols} if return_ranks else None
-    for batch in batches:
-        ranks, alpha = ranker.ranks(batch, users)
-        if kept_ranks is not None:
-            for protocol, batch_ranks in ranks.items():
-                kept_ranks[protocol].append(batch_ranks)
+    kept = _KeptRanks(ranker.protocols) if return_ranks else None
+    for batch, ranks, alpha in ranker.ranked(batches):
+        if kept is not None:
+            kept.add(ranks, alpha)
         size = len(batch["targets"])
         lengths = _check_vector(batch["lengths"], "lengths", size)
         bucket_ids, _ = _bucketize(lengths, length_buckets)
@@ -319,9 +316,8 @@ def evaluate_batches(
                 {p: r[members] for p, r in ranks.items()},
                 None if alpha is None else alpha[members],
             )
-        users += size
         if progbar is not None:
-            progbar.update(users)
+            progbar.update(overall.users)
     result = {
         "protocols": overall.metrics(),
         "buckets": [
@@ -335,12 +331,10 @@ def evaluate_batches(
             if totals.users
         ],
         "alpha": overall.alpha(ranker.has_alpha),
-        "users": users,
+        "users": overall.users,
     }
-    if kept_ranks is not None:
-        result["ranks"] = {
-            p: np.concatenate(r) if r else np.zeros(0, np.int64) for p, r in kept_ranks.items()
-        }
+    if kept is not None:
+        result["ranks"] = kept.ranks()
     return result
 
 
@@ -376,16 +370,10 @@ def target_ranks(
         item_embeddings,
         chunk_size,
     )
-    ranks, alphas = {p: [] for p in ranker.protocols}, []
-    users = 0
-    for batch in batches:
-        batch_ranks, alpha = ranker.ranks(batch, users)
-        for protocol, values in batch_ranks.items():
-            ranks[protocol].append(values)
-        alphas.append(alpha)
-        users += len(batch["targets"])
-    ranks = {p: np.concatenate(values) for p, values in ranks.items()}
-    return ranks, (np.concatenate(alphas).astype(np.float64) if ranker.has_alpha else None)
+    kept = _KeptRanks(ranker.protocols)
+    for _, ranks, alpha in ranker.ranked(batches):
+        kept.add(ranks, alpha)
+    return kept.ranks(), (kept.alpha() if ranker.has_alpha else None)
 
 
 def _array_batches(
@@ -473,6 +461,15 @@ class _Ranker:
         self.chunk_size = chunk_size
         self.has_alpha = None  # set by the first batch
 
+    def ranked(self, batches):
+        """``(batch, {protocol: int64 [B]}, alpha [B] or None)`` for each batch, users
+        numbered in the order they come."""
+        users = 0
+        for batch in batches:
+            ranks, alpha = self.ranks(batch, users)
+            yield batch, ranks, alpha
+            users += len(batch["targets"])
+
     def ranks(self, batch, first_user):
         """({protocol: int64 [B]}, alpha float [B] or None) of a batch (see evaluate_batches).
 
@@ -522,6 +519,29 @@ class _Ranker:
                 items, offsets, self.popularity, n, self.seed, first_user
             )
         return np.concatenate([targets[:, None].astype(np.int32), negatives], axis=1)
+
+
+class _KeptRanks:
+    """Every user's ranks (and gate alpha), kept batch by batch."""
+
+    def __init__(self, protocols):
+        self.parts = {p: [] for p in protocols}
+        self.alphas = []
+
+    def add(self, ranks, alpha):
+        """ranks: {protocol: int [B]}; alpha: float [B] or None."""
+        for protocol, values in ranks.items():
+            self.parts[protocol].append(values)
+        if alpha is not None:
+            self.alphas.append(alpha)
+
+    def ranks(self):
+        """{protocol: int64 [U]}."""
+        return {p: np.concatenate(r) if r else np.zeros(0, np.int64) for p, r in self.parts.items()}
+
+    def alpha(self):
+        """float64 [U]."""
+        return np.concatenate(self.alphas).astype(np.float64) if self.alphas else np.zeros(0)
 
 
 class _Totals:

@@ -31,7 +31,7 @@ from hybrid_tfrs.data import pad_latest
 from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset
 from hybrid_tfrs.data.prepared import PreparedSplit
 from hybrid_tfrs.encoders import build_encoder
-from hybrid_tfrs.evaluation import evaluate, evaluate_batches, format_table
+from hybrid_tfrs.evaluation import evaluate, evaluate_batches, format_table, target_ranks
 from hybrid_tfrs.optimization import make_optimizer
 from hybrid_tfrs.report import write_report
 from hybrid_tfrs.retrieval import SequentialRetrievalModel
@@ -137,20 +137,39 @@ def evaluate_split(model, split, part, max_len, protocols=PROTOCOLS, batch_size=
             **kwargs,
         )
     histories = split.valid_histories if part == "valid" else split.test_histories
-    targets = split.valid_targets if part == "valid" else split.test_targets
     return evaluate(
-        score_function(model),
-        pad_latest(histories, max_len),
-        np.asarray(targets),
-        split.user_items,
-        split.num_items,
-        split.item_popularity,
+        **_in_memory_inputs(model, split, part, max_len),
         protocols=protocols,
         batch_size=batch_size,
-        seen_items=histories,
         history_lengths=np.array([len(h) for h in histories]),
-        item_embeddings=item_embeddings(model),
         **kwargs,
+    )
+
+
+def split_ranks(model, split, part, max_len, protocols=PROTOCOLS, **kwargs):
+    """Every user's target rank and gate alpha on ``part`` of an in-memory split.
+
+    Returns:
+      ({protocol: int64 [U]}, alpha float64 [U] or None), users in ``split.user_ids`` order.
+    """
+    return target_ranks(
+        **_in_memory_inputs(model, split, part, max_len), protocols=protocols, **kwargs
+    )
+
+
+def _in_memory_inputs(model, split, part, max_len):
+    """The arguments of ``evaluate`` / ``target_ranks`` that describe ``part`` of a Split."""
+    histories = split.valid_histories if part == "valid" else split.test_histories
+    targets = split.valid_targets if part == "valid" else split.test_targets
+    return dict(
+        score_fn=score_function(model),
+        histories=pad_latest(histories, max_len),
+        targets=np.asarray(targets),
+        user_items=split.user_items,
+        num_items=split.num_items,
+        item_popularity=split.item_popularity,
+        seen_items=histories,
+        item_embeddings=item_embeddings(model),
     )
 
 

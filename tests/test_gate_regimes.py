@@ -14,17 +14,9 @@ import os
 import numpy as np
 
 from hybrid_tfrs import run_dir as runs
-from hybrid_tfrs.data.pipeline import pad_latest
 from hybrid_tfrs.data.regimes import generate_regimes, regime_of
-from hybrid_tfrs.evaluation import metrics_from_ranks, target_ranks
-from hybrid_tfrs.training import (
-    TrainConfig,
-    item_embeddings,
-    load_run_model,
-    load_split,
-    score_function,
-    train,
-)
+from hybrid_tfrs.evaluation import metrics_from_ranks
+from hybrid_tfrs.training import TrainConfig, load_run_model, load_split, split_ranks, train
 
 
 def test_the_gate_gives_periodic_users_to_the_filter(tmp_path):
@@ -51,15 +43,7 @@ def test_the_gate_gives_periodic_users_to_the_filter(tmp_path):
     train(config, log=lambda *args: None)
     _, split = load_split(config)
     model = load_run_model(os.path.join(config.output_dir, runs.BEST_MODEL_FILE))
-    ranks, alpha = target_ranks(
-        score_function(model),
-        pad_latest(split.test_histories, config.max_len),
-        np.asarray(split.test_targets),
-        split.user_items,
-        split.num_items,
-        protocols=("full",),
-        item_embeddings=item_embeddings(model),
-    )
+    ranks, alpha = split_ranks(model, split, "test", config.max_len, protocols=("full",))
     periodic = np.array([regime_of(user) == "periodic" for user in split.user_ids])
     assert metrics_from_ranks(ranks["full"][periodic])["NDCG@10"] > 0.9
     assert alpha[periodic].mean() < 0.1

@@ -75,14 +75,23 @@ def repeat_flags(item_ids):
     Returns:
         [B, L] float32.
     """
-    return ops.cast(ops.any(_earlier_same(item_ids), axis=2), "float32")
+    return _repeat_flags(_earlier_same(item_ids))
 
 
 def previous_occurrence_gap(item_ids):
     """t - s for the latest s < t holding the same item as t, else 0: [B, L] float32."""
-    length = ops.shape(item_ids)[1]
-    positions = ops.arange(length, dtype="int32")
-    latest = ops.max(ops.where(_earlier_same(item_ids), positions[None, None, :], -1), axis=2)
+    return _previous_occurrence_gap(_earlier_same(item_ids))
+
+
+def _repeat_flags(earlier_same):
+    """:func:`repeat_flags` from the [B, t, s] comparison of :func:`_earlier_same`."""
+    return ops.cast(ops.any(earlier_same, axis=2), "float32")
+
+
+def _previous_occurrence_gap(earlier_same):
+    """:func:`previous_occurrence_gap` from the [B, t, s] comparison of :func:`_earlier_same`."""
+    positions = ops.arange(ops.shape(earlier_same)[1], dtype="int32")
+    latest = ops.max(ops.where(earlier_same, positions[None, None, :], -1), axis=2)
     return ops.cast(ops.where(latest >= 0, positions[None, :] - latest, 0), "float32")
 
 
@@ -132,7 +141,14 @@ def sequence_features(item_ids, log_popularity, max_len, groups, item_vectors=No
     recent_count = ops.maximum(window_sum(mask, window), 1.0)
     log_pop = ops.take(log_popularity, item_ids) * mask
     mean_pop = ops.cumsum(log_pop, axis=1) / safe_count
-    repeats = repeat_flags(item_ids) * mask
+    # The O(L^2) comparison and the unit vectors, once for the groups that read them.
+    earlier_same = _earlier_same(item_ids) if {"basic", "recency"} & set(groups) else None
+    repeats = _repeat_flags(earlier_same) * mask if earlier_same is not None else None
+    unit = None
+    if set(GROUPS_NEEDING_VECTORS) & set(groups):
+        vectors = ops.cast(item_vectors, "float32") * mask[:, :, None]
+        norms = ops.sqrt(ops.sum(ops.square(vectors), axis=-1, keepdims=True))
+        unit = vectors / ops.maximum(norms, EPS)
     scale = math.log1p(max_len)
     columns = []
     for group in groups:
@@ -150,16 +166,12 @@ def sequence_features(item_ids, log_popularity, max_len, groups, item_vectors=No
             recent_pop = window_sum(log_pop, window) / recent_count
             columns += [recent_pop, recent_pop - mean_pop]
         elif group == "recency":
-            gap = previous_occurrence_gap(item_ids)
+            gap = _previous_occurrence_gap(earlier_same)
             columns += [ops.log1p(gap) / scale, window_sum(repeats, window) / recent_count]
+        elif group == "diversity":
+            mean_unit = window_sum(unit, window) / recent_count[:, :, None]
+            spread = 1.0 - ops.sqrt(ops.sum(ops.square(mean_unit), axis=-1) + EPS)
+            columns.append(ops.maximum(spread, 0.0))
         else:
-            vectors = ops.cast(item_vectors, "float32") * mask[:, :, None]
-            norms = ops.sqrt(ops.sum(ops.square(vectors), axis=-1, keepdims=True))
-            unit = vectors / ops.maximum(norms, EPS)
-            if group == "diversity":
-                mean_unit = window_sum(unit, window) / recent_count[:, :, None]
-                spread = 1.0 - ops.sqrt(ops.sum(ops.square(mean_unit), axis=-1) + EPS)
-                columns.append(ops.maximum(spread, 0.0))
-            else:
-                columns += [lag_similarity(unit, mask, lag) for lag in SPECTRUM_LAGS]
+            columns += [lag_similarity(unit, mask, lag) for lag in SPECTRUM_LAGS]
     return ops.stack(columns, axis=-1) * mask[:, :, None]
