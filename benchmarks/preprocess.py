@@ -2,7 +2,7 @@
 
     python benchmarks/preprocess.py --events=10000000 --users=1000000 --items=100000
     python benchmarks/preprocess.py --events=1000000 --users=100000 --items=10000 \\
-        --train_steps=200                                  # writes results/preprocess.md
+        --train_steps=40 --train_rounds=5  # writes results/preprocess.md
 
 1. Generates a CSV log (hybrid_tfrs.data.event_log: Zipf items, tied times).
 2. Runs the Beam pipeline (hybrid_tfrs.preprocess.pipeline, 8 shards as the command
@@ -12,8 +12,10 @@
    encoding between stages, side inputs).
 3. With --train_steps: a hybrid model's seconds per training step on the same
    users, batches from memory (pipeline.training_dataset on read_split's users)
-   against batches streamed from the shards (--prepared_dir), and both input
-   pipelines alone (batches per second, no model).
+   against batches streamed from the shards (--prepared_dir), alternating for
+   --train_rounds rounds; of each step, the time spent waiting for the next batch
+   (zero when the input pipeline keeps ahead); and both input pipelines alone
+   (batches per second, no model).
 """
 
 import collections
@@ -22,6 +24,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -35,10 +38,12 @@ flags.DEFINE_integer("events", 1_000_000, "Events of the generated log.")
 flags.DEFINE_integer("users", 100_000, "Users of the generated log.")
 flags.DEFINE_integer("items", 10_000, "Items of the generated log.")
 flags.DEFINE_string("work_dir", "/tmp/preprocess_bench", "Where the log and shards go.")
-flags.DEFINE_integer("train_steps", 0, "Training steps timed per input path (0: skip).")
+flags.DEFINE_integer("train_steps", 0, "Training steps timed per input path and round (0: skip).")
+flags.DEFINE_integer("train_rounds", 3, "Rounds of memory then streamed steps, alternating.")
 flags.DEFINE_string("output", "benchmarks/results/preprocess.md", "Results page (appended).")
 flags.DEFINE_string("stage", "all", "all, or pipeline (the child process).")
 FLAGS = flags.FLAGS
+WARMUP_STEPS = 20
 
 # Top-level transform labels of build_pipeline -> the stage they belong to.
 STAGES = {
@@ -157,12 +162,16 @@ def _run_pipeline():
     return report
 
 
-def _seconds_per_step(model, dataset, steps):
-    """Seconds per step of ``fit`` over ``steps`` batches, after a warm-up epoch of 20."""
-    model.fit(dataset.take(20), epochs=1, verbose=0)
+def _timed_steps(model, iterator, steps):
+    """Seconds per step of ``train_on_batch``, and of it the seconds spent waiting for a batch."""
+    waiting = 0.0
     started = time.perf_counter()
-    model.fit(dataset.take(steps), epochs=1, verbose=0)
-    return (time.perf_counter() - started) / steps
+    for _ in range(steps):
+        asked = time.perf_counter()
+        inputs, targets = next(iterator)
+        waiting += time.perf_counter() - asked
+        model.train_on_batch(inputs, targets)
+    return (time.perf_counter() - started) / steps, waiting / steps
 
 
 def _batches_per_second(dataset, steps):
@@ -172,8 +181,14 @@ def _batches_per_second(dataset, steps):
     return steps / (time.perf_counter() - started)
 
 
-def _train_comparison(steps):
-    """Seconds per step and batches per second, from memory and streamed (see module doc)."""
+def _train_comparison(steps, rounds):
+    """Per input path: seconds per step and input wait per step in each round (see module doc).
+
+    One model (one traced step) trains on both inputs, alternating memory and
+    streamed ``rounds`` times, each path on its own long-lived iterator (as in an
+    epoch of ``fit``); ``WARMUP_STEPS`` untimed steps first fill the shuffle
+    buffers and trace the step.
+    """
     import keras
 
     from hybrid_tfrs.config import TrainConfig
@@ -203,13 +218,56 @@ def _train_comparison(steps):
     for name, dataset in datasets(bucket_by_length=True).items():
         result[f"{name}_batches_per_second"] = _batches_per_second(dataset, steps * 5)
     # Fixed-width batches (no length buckets): one traced step, so only the input differs.
-    fixed = datasets(bucket_by_length=False)
-    for name in ("memory", "streamed", "memory", "streamed"):
-        keras.utils.set_random_seed(0)
-        model = build_model(config, split.num_items, split.item_popularity)
-        compile_model(model, config)
-        result[f"{name}_seconds_per_step"].append(_seconds_per_step(model, fixed[name], steps))
+    keras.utils.set_random_seed(0)
+    model = build_model(config, split.num_items, split.item_popularity)
+    compile_model(model, config)
+    iterators = {name: iter(dataset) for name, dataset in datasets(False).items()}
+    for iterator in iterators.values():
+        _timed_steps(model, iterator, WARMUP_STEPS)
+    for _ in range(rounds):
+        for name, iterator in iterators.items():
+            seconds, waiting = _timed_steps(model, iterator, steps)
+            result[f"{name}_seconds_per_step"].append(seconds)
+            result[f"{name}_wait_per_step"].append(waiting)
     return result
+
+
+def _training_lines(training):
+    """The training section of the results page."""
+    median = {
+        name: statistics.median(training[f"{name}_seconds_per_step"])
+        for name in ("memory", "streamed")
+    }
+    lines = [
+        "",
+        f"Training (hybrid, default flags but fixed-width batches; one model trained "
+        f"{FLAGS.train_steps} steps a round from each input, alternating, {FLAGS.train_rounds} "
+        f"rounds after {WARMUP_STEPS} warm-up steps each; load average "
+        f"{os.getloadavg()[0]:.2f}):",
+        "",
+        "| input | seconds per step, each round | of it waiting for the batch, ms | "
+        "input pipeline alone, batches/s (length buckets, as trained) |",
+        "|---|---|---|---|",
+    ]
+    for name, label in (("memory", "from memory"), ("streamed", "streamed from shards")):
+        rounds = ", ".join(f"{seconds:.4f}" for seconds in training[f"{name}_seconds_per_step"])
+        waits = ", ".join(f"{seconds * 1000:.1f}" for seconds in training[f"{name}_wait_per_step"])
+        batches = training[f"{name}_batches_per_second"]
+        lines.append(f"| {label} | {rounds} | {waits} | {batches:.0f} |")
+    ratios = [
+        streamed / memory
+        for memory, streamed in zip(
+            training["memory_seconds_per_step"], training["streamed_seconds_per_step"]
+        )
+    ]
+    lines += [
+        "",
+        f"Streamed / memory seconds per step: {median['streamed'] / median['memory']:.3f} "
+        f"(medians); by round {', '.join(f'{ratio:.3f}' for ratio in ratios)}, "
+        f"mean {statistics.mean(ratios):.3f}"
+        + (f" ± {statistics.stdev(ratios):.3f} (sd)." if len(ratios) > 1 else "."),
+    ]
+    return lines
 
 
 def main(argv):
@@ -235,7 +293,11 @@ def main(argv):
         "",
         f"`python benchmarks/preprocess.py --events={FLAGS.events} --users={FLAGS.users} "
         f"--items={FLAGS.items}"
-        + (f" --train_steps={FLAGS.train_steps}`" if FLAGS.train_steps else "`"),
+        + (
+            f" --train_steps={FLAGS.train_steps} --train_rounds={FLAGS.train_rounds}`"
+            if FLAGS.train_steps
+            else "`"
+        ),
         "",
         f"- Pipeline (DirectRunner, one process): **{report['wall_seconds'] / 60:.1f} minutes**, "
         f"peak memory **{report['peak_rss_gb']:.2f} GB** (max RSS, /usr/bin/time -v).",
@@ -254,23 +316,7 @@ def main(argv):
         f"{1 - counted / report['wall_seconds']:.0%} |"
     )
     if FLAGS.train_steps:
-        training = _train_comparison(FLAGS.train_steps)
-        step = {name: training[f"{name}_seconds_per_step"] for name in ("memory", "streamed")}
-        ratio = sum(step["streamed"]) / sum(step["memory"])
-        lines += [
-            "",
-            f"Training (hybrid, default flags but fixed-width batches, {FLAGS.train_steps} steps "
-            f"a run after 20 warm-up steps, runs alternating memory, streamed, memory, streamed; "
-            f"load average {os.getloadavg()[0]:.2f}):",
-            "",
-            "| input | seconds per step (two runs) | input pipeline alone, batches/s "
-            "(length buckets, as trained) |",
-            "|---|---|---|",
-        ]
-        for name, label in (("memory", "from memory"), ("streamed", "streamed from shards")):
-            runs = ", ".join(f"{seconds:.4f}" for seconds in step[name])
-            lines.append(f"| {label} | {runs} | {training[f'{name}_batches_per_second']:.0f} |")
-        lines += ["", f"Streamed / memory seconds per step: {ratio:.3f}."]
+        lines += _training_lines(_train_comparison(FLAGS.train_steps, FLAGS.train_rounds))
     text = "\n".join(lines) + "\n"
     print(text)
     with open(os.path.join(REPO, FLAGS.output), "a") as f:
