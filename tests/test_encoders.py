@@ -25,6 +25,21 @@ def _encoder(kind, **kwargs):
 
 
 @pytest.mark.parametrize("kind", ENCODER_KINDS)
+def test_a_history_cut_to_a_narrower_width_gives_the_same_outputs(kind):
+    """Length buckets feed causal encoders narrower inputs (shorter FFT, smaller chunks)."""
+    encoder = _encoder(kind)
+    ids = _histories(valid=MAX_LEN)
+    base, base_alpha = encoder(ids, return_alpha=True)
+    for width in (2, 3, 5, 8):
+        out, alpha = encoder(ids[:, :width], return_alpha=True)
+        np.testing.assert_allclose(np.asarray(out), np.asarray(base)[:, :width], atol=1e-5)
+        if kind == "hybrid":
+            np.testing.assert_allclose(
+                np.asarray(alpha), np.asarray(base_alpha)[:, :width], atol=1e-6
+            )
+
+
+@pytest.mark.parametrize("kind", ENCODER_KINDS)
 def test_output_at_t_ignores_everything_after_t(kind):
     encoder = _encoder(kind)
     ids = _histories()

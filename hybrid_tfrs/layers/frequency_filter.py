@@ -74,8 +74,13 @@ class FrequencyFilter(keras.layers.Layer):
         x = ops.transpose(inputs, (0, 2, 1))  # [B, d, L]; the FFT runs on the last axis
         length = ops.shape(x)[-1]
         if self.causal:
-            fft_length = 2 * self.max_len
             h = ops.transpose(self.kernel())  # [d, max_len]
+            fft_length = 2 * self.max_len
+            if isinstance(length, int) and length < self.max_len:
+                # y[t] reads taps 0..t only: a shorter (bucketed) input needs its
+                # first `length` taps and an FFT of 2 * length, still free of wrap-around.
+                h = h[:, :length]
+                fft_length = 2 * length
             h_real, h_imag = ops.rfft(h, fft_length=fft_length)
             x_real, x_imag = ops.rfft(x, fft_length=fft_length)
             y = ops.irfft(_complex_multiply(x_real, x_imag, h_real, h_imag), fft_length=fft_length)

@@ -25,6 +25,8 @@ def causal_linear_attention(q, k, v, chunk_size):
         [B, H, L, dv].
     """
     length = ops.shape(q)[2]
+    if isinstance(length, int):
+        chunk_size = max(1, min(chunk_size, length))  # no chunk wider than the input
     pad = (-length) % chunk_size
     padding = [[0, 0], [0, 0], [0, pad], [0, 0]]
     q, k, v = (ops.pad(t, padding) for t in (q, k, v))
