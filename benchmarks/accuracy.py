@@ -197,12 +197,17 @@ def resolve(overrides, dataset, seed):
     return resolved
 
 
+def epoch_minutes(metrics):
+    """The run's median epoch time in minutes (a paused epoch's wall clock counts the pause)."""
+    seconds = metrics.get("median_epoch_seconds")
+    if seconds is None:  # a run finished before median_epoch_seconds was recorded
+        seconds = float(np.median([row["epoch_seconds"] for row in metrics["history"]]))
+    return seconds / 60.0
+
+
 def time_to_best_minutes(metrics):
-    """Training minutes until the epoch with the best validation NDCG@10."""
-    for row in metrics["history"]:
-        if row["epoch"] == metrics["best_epoch"]:
-            return row["elapsed_seconds"] / 60.0
-    return None
+    """Training minutes until the best validation NDCG@10: best epoch x median epoch time."""
+    return metrics["best_epoch"] * epoch_minutes(metrics)
 
 
 def aggregate(dataset, name, flagfile, overrides, runs):
@@ -227,10 +232,10 @@ def aggregate(dataset, name, flagfile, overrides, runs):
                 "overrides": {**overrides, **extra_flags()},
                 "train_minutes": float(np.mean([run["train_minutes"] for run in runs])),
                 "minutes_to_best": float(np.mean([time_to_best_minutes(run) for run in runs])),
-                "minutes_per_epoch": float(np.mean([run["mean_epoch_seconds"] for run in runs]))
-                / 60.0,
+                "minutes_per_epoch": float(np.mean([epoch_minutes(run) for run in runs])),
                 "best_epoch": [run["best_epoch"] for run in runs],
                 "epochs_trained": [run["epochs_trained"] for run in runs],
+                "stopped_by": [run.get("stopped_by", "-") for run in runs],
                 "parameters": runs[0]["parameters"],
                 "test_alpha": [run["test_alpha"] for run in runs],
             }
@@ -297,7 +302,10 @@ def markdown(rows, commands, machine, paired=(), paired_notes=None):
         "full sort and LRURec, SASRec+: FMLP-Rec and BSARec on Beauty, LRURec's and",
         "SASRec+'s ML-1M tables); `uniform-99` and `pop-100` against 99 uniform / 100",
         "popularity-drawn unseen items. Ties count against the model. Mean ± standard",
-        "deviation over the seeds listed; one seed gives no deviation.",
+        "deviation over the seeds listed; one seed gives no deviation. `min/epoch` is each",
+        "run's median epoch (the wall clock of a paused or crowded epoch counts the pause),",
+        "`min to best` the best epoch times it; `stopped by` says whether patience, the",
+        "`--epochs` cap or a `--max_train_minutes` budget ended each seed's run.",
         "",
     ]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
@@ -305,7 +313,7 @@ def markdown(rows, commands, machine, paired=(), paired_notes=None):
         protocols = list(dict.fromkeys(r["protocol"] for r in ours))
         lines += [f"## {dataset}", ""]
         header = ["model", "seeds"] + [f"{p} {m}" for p in protocols for m in HEADLINE]
-        header += ["min/epoch", "min to best", "best epoch", "epochs"]
+        header += ["min/epoch", "min to best", "best epoch", "epochs", "stopped by"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for variant in dict.fromkeys(r["variant"] for r in ours):
             by_protocol = {r["protocol"]: r for r in ours if r["variant"] == variant}
@@ -317,6 +325,7 @@ def markdown(rows, commands, machine, paired=(), paired_notes=None):
                 f"{first['minutes_to_best']:.1f}",
                 ",".join(map(str, first["best_epoch"])),
                 ",".join(map(str, first["epochs_trained"])),
+                ",".join(first.get("stopped_by", ["-"])),
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

@@ -84,16 +84,28 @@ def alpha_by_length(grouped, path):
 
 
 def validation_curves(grouped, path):
-    fig, axes = _figure(grouped)
-    for ax, (dataset, models) in zip(axes, grouped.items()):
-        for name, seeds in models.items():
-            history = seeds[0]["history"]
-            minutes = [row["elapsed_seconds"] / 60.0 for row in history]
-            ax.plot(minutes, [row["val_ndcg@10"] for row in history], marker=".", label=name)
-        ax.set_xlabel("training minutes (first seed)")
-        ax.set_ylabel("validation NDCG@10 (full)")
-        ax.set_title(dataset)
-        ax.legend(fontsize=8)
+    """Validation NDCG@10 of every seed against epoch (top) and training hours (bottom).
+
+    Hours are epochs times the run's median epoch time, so a paused or crowded
+    epoch does not stretch the curve.
+    """
+    fig, axes = plt.subplots(2, len(grouped), figsize=(6 * len(grouped), 8), squeeze=False)
+    for column, (dataset, models) in enumerate(grouped.items()):
+        for color, (name, seeds) in enumerate(models.items()):
+            for index, run in enumerate(seeds):
+                epochs = [row["epoch"] for row in run["history"]]
+                scores = [row["val_ndcg@10"] for row in run["history"]]
+                seconds = np.median([row["epoch_seconds"] for row in run["history"]])
+                hours = [epoch * seconds / 3600.0 for epoch in epochs]
+                style = dict(color=f"C{color % 10}", linewidth=1, label=None if index else name)
+                axes[0][column].plot(epochs, scores, **style)
+                axes[1][column].plot(hours, scores, **style)
+        for row, label in ((0, "epoch"), (1, "training hours (epochs x median epoch time)")):
+            ax = axes[row][column]
+            ax.set_xlabel(label)
+            ax.set_ylabel("validation NDCG@10 (full)")
+            ax.set_title(f"{dataset} (every seed)")
+            ax.legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -106,6 +106,7 @@ class TrainConfig:
     synthetic_items: int = 400
     eval_batch_size: int = 512
     bucket_by_length: bool = True
+    length_buckets: str = ""
     window_stride: int = 0
     protocols: str = ",".join(PROTOCOLS)
     output_dir: str = "runs/synthetic_hybrid"
@@ -129,6 +130,11 @@ class TrainConfig:
                 and set(self.gate_feature_list) <= set(GATE_FEATURE_GROUPS),
                 "gate_features",
                 f"must be a comma-separated list of {GATE_FEATURE_GROUPS}",
+            ),
+            (
+                self._length_buckets_valid(),
+                "length_buckets",
+                "must be increasing positive integers, comma-separated (empty = 8,16,32,...)",
             ),
             (self.max_len >= 1, "max_len", "must be >= 1"),
             (self.hidden_dim >= 1, "hidden_dim", "must be >= 1"),
@@ -219,6 +225,20 @@ class TrainConfig:
         if self.delimiter in TAB_NAMES:
             return "\t"
         return self.delimiter or None
+
+    @property
+    def length_bucket_list(self):
+        """The --length_buckets widths as ints, or None for the default 8, 16, 32, ..."""
+        if not self.length_buckets.strip():
+            return None
+        return [int(w) for w in self.length_buckets.split(",")]
+
+    def _length_buckets_valid(self):
+        try:
+            widths = self.length_bucket_list
+        except ValueError:
+            return False
+        return widths is None or (widths[0] >= 1 and all(a < b for a, b in zip(widths, widths[1:])))
 
     @property
     def gate_feature_list(self):

@@ -28,7 +28,7 @@ import numpy as np
 from hybrid_tfrs import distribution, run_dir
 from hybrid_tfrs.config import PROTOCOLS, TrainConfig  # noqa: F401  (TrainConfig re-exported)
 from hybrid_tfrs.data import pad_latest
-from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset
+from hybrid_tfrs.data.pipeline import bucket_widths, last_position_dataset, training_dataset
 from hybrid_tfrs.data.prepared import PreparedSplit
 from hybrid_tfrs.encoders import build_encoder
 from hybrid_tfrs.evaluation import evaluate, evaluate_batches, format_table, target_ranks
@@ -97,13 +97,39 @@ def score_function(model):
 
     Returns the query vectors [B, d] (and the gate alpha [B]); pass
     ``item_embeddings(model)`` to ``evaluate`` to score them chunk by chunk.
+    The encoder runs as a TensorFlow graph traced once per width (any batch
+    size). A causal encoder reads each history cut to the smallest of
+    ``bucket_widths(L)`` that holds it, as in training: right padding cannot
+    change a causal output, so short histories cost a fraction of the width.
     """
+    import tensorflow as tf  # this module trains with tf.data; the graph is TensorFlow's
+
+    traced = {}  # width -> the query function traced for it (any batch size)
+
+    def queries(histories):
+        width = histories.shape[1]
+        if width not in traced:
+            traced[width] = tf.function(
+                lambda rows: model.query_embedding(rows, return_alpha=True),
+                input_signature=[tf.TensorSpec([None, width], tf.int32)],
+            )
+        return traced[width](histories)
 
     def score(histories):
-        query, alpha = model.query_embedding(histories, return_alpha=True)
-        result = {"query": keras.ops.convert_to_numpy(query)}
-        if alpha is not None:
-            result["alpha"] = keras.ops.convert_to_numpy(alpha)
+        histories = np.asarray(histories, dtype=np.int32)
+        width = histories.shape[1]
+        widths = bucket_widths(width) if model.encoder.causal else [width]
+        # Histories are left-aligned (pad_latest): the length is the count of items.
+        buckets = np.searchsorted(widths[:-1], np.count_nonzero(histories, axis=1))
+        result = {"query": np.empty((len(histories), model.encoder.hidden_dim), np.float32)}
+        if model.encoder.gate is not None:
+            result["alpha"] = np.empty(len(histories), np.float32)
+        for bucket in np.unique(buckets):
+            rows = np.flatnonzero(buckets == bucket)
+            query, alpha = queries(histories[rows, : widths[bucket]])
+            result["query"][rows] = keras.ops.convert_to_numpy(query)
+            if alpha is not None:
+                result["alpha"][rows] = keras.ops.convert_to_numpy(alpha)
         return result
 
     return score
@@ -269,6 +295,16 @@ def _stop_reason(state, config):
     return None
 
 
+def stopped_by(state, config):
+    """What ended a finished run: ``"patience"``, ``"time budget"`` or ``"epochs"`` (the cap)."""
+    if state["waited"] > config.patience:
+        return "patience"
+    budget = config.max_train_minutes * 60.0
+    if budget and state.get("elapsed_seconds", 0.0) >= budget:
+        return "time budget"
+    return "epochs"
+
+
 def _training_data(config, data, split):
     """The epoch's batches, the number of batches and the mean number of targets in one.
 
@@ -288,6 +324,7 @@ def _training_data(config, data, split):
             window_stride=config.window_stride,
             causal=config.causal,
             shuffle_buffer=config.shuffle_buffer,
+            length_buckets=config.length_bucket_list,
         )
     elif config.causal:
         dataset = training_dataset(
@@ -297,6 +334,7 @@ def _training_data(config, data, split):
             seed=config.seed,
             bucket_by_length=config.bucket_by_length,
             window_stride=config.window_stride,
+            length_buckets=config.length_bucket_list,
         )
         # Each target once; without windows only a history's latest max_len.
         cap = None if config.window_stride else config.max_len
@@ -405,7 +443,10 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, st
         "test_alpha": test["alpha"],
         "best_epoch": state["best_epoch"],
         "epochs_trained": state["epochs_done"],
+        "stopped_by": stopped_by(state, config),
         "mean_epoch_seconds": float(np.mean(epoch_seconds)) if epoch_seconds else None,
+        # Robust to a paused or crowded epoch, whose wall clock counts the pause.
+        "median_epoch_seconds": float(np.median(epoch_seconds)) if epoch_seconds else None,
         "train_minutes": state.get("elapsed_seconds", 0.0) / 60.0,
         "history": state["history"],
         "parameters": int(best.encoder.count_params()),

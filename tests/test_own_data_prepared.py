@@ -42,11 +42,17 @@ def prepared_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "causal, bucket_by_length, window_stride",
-    [(True, False, 0), (True, True, 0), (True, True, 3), (False, False, 0)],
+    "causal, bucket_by_length, window_stride, length_buckets",
+    [
+        (True, False, 0, None),
+        (True, True, 0, None),
+        (True, True, 3, None),
+        (True, True, 0, [2, 3, 5]),
+        (False, False, 0, None),
+    ],
 )
 def test_streamed_batches_are_the_in_memory_batches(
-    prepared_dir, causal, bucket_by_length, window_stride
+    prepared_dir, causal, bucket_by_length, window_stride, length_buckets
 ):
     from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset
     from hybrid_tfrs.data.prepared_pipeline import (
@@ -72,6 +78,7 @@ def test_streamed_batches_are_the_in_memory_batches(
         bucket_by_length=bucket_by_length,
         window_stride=window_stride,
         causal=causal,
+        length_buckets=length_buckets,
     )
     if causal:
         in_memory = training_dataset(
@@ -81,6 +88,7 @@ def test_streamed_batches_are_the_in_memory_batches(
             seed=5,
             bucket_by_length=bucket_by_length,
             window_stride=window_stride,
+            length_buckets=length_buckets,
         )
     else:
         in_memory = last_position_dataset(split.train, 8, 16, seed=5)

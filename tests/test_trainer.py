@@ -298,6 +298,7 @@ def test_the_training_module_is_not_a_command(repo_root):
         (["--protocols=full,top-1"], "--protocols"),
         (["--max_train_minutes=-1"], "--max_train_minutes=-1.0: must be >= 0"),
         (["--max_len=20", "--window_stride=21"], "--window_stride=21: must be in 0..max_len=20"),
+        (["--length_buckets=8,4"], "--length_buckets='8,4': must be increasing positive integers"),
     ],
 )
 def test_bad_settings_give_a_one_line_error_and_nonzero_exit(repo_root, tmp_path, args, message):
@@ -325,7 +326,42 @@ def test_time_budget_stops_training_and_a_resumed_run_does_not_go_on(tmp_path):
         output_dir=str(tmp_path),
     )
     first = train(config, log=lambda *_: None)
-    assert first["epochs_trained"] == 1
+    assert first["epochs_trained"] == 1 and first["stopped_by"] == "time budget"
     assert train(config, log=lambda *_: None)["epochs_trained"] == 1
     config.max_train_minutes = 0.0  # no limit: the resumed run trains to --epochs
-    assert train(config, log=lambda *_: None)["epochs_trained"] == 5
+    last = train(config, log=lambda *_: None)
+    assert last["epochs_trained"] == 5 and last["stopped_by"] == "epochs"
+
+
+def test_a_finished_run_says_whether_patience_a_budget_or_the_epoch_cap_stopped_it():
+    from hybrid_tfrs.training import stopped_by
+
+    config = TrainConfig(patience=3, max_train_minutes=10.0)
+    assert stopped_by({"waited": 4, "elapsed_seconds": 60.0}, config) == "patience"
+    assert stopped_by({"waited": 3, "elapsed_seconds": 600.0}, config) == "time budget"
+    assert stopped_by({"waited": 3, "elapsed_seconds": 599.0}, config) == "epochs"
+
+
+@pytest.mark.parametrize("model", ["hybrid", "fmlp", "sasrec", "linrec"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_evaluation_queries_equal_the_full_width_model_outputs(model, causal):
+    """score_function cuts causal histories to their length bucket and runs one graph."""
+    import keras
+    import numpy as np
+
+    from hybrid_tfrs.training import build_model, score_function
+
+    config = TrainConfig(model=model, max_len=40, hidden_dim=16, causal=causal, chunk_size=8)
+    rng = np.random.default_rng(3)
+    net = build_model(config, 60, rng.integers(1, 50, size=61))
+    lengths = np.array([1, 3, 8, 9, 17, 33, 40, 0, 5])  # buckets 8, 16, 32, 40 and an empty row
+    histories = np.zeros((len(lengths), 40), np.int32)
+    for row, length in enumerate(lengths):
+        histories[row, :length] = rng.integers(1, 61, size=length)
+    query, alpha = net.query_embedding(histories, return_alpha=True)
+    result = score_function(net)(histories)
+    np.testing.assert_allclose(result["query"], keras.ops.convert_to_numpy(query), atol=2e-5)
+    if model == "hybrid":
+        np.testing.assert_allclose(result["alpha"], keras.ops.convert_to_numpy(alpha), atol=2e-5)
+    else:
+        assert alpha is None and "alpha" not in result

@@ -25,9 +25,11 @@ def test_bucket_widths():
     assert bucket_widths(8) == [8]
     assert bucket_widths(5) == [5]
     assert bucket_widths(200) == [8, 16, 32, 64, 128, 200]
+    assert bucket_widths(50, [3, 4, 6, 8, 12, 50, 64]) == [3, 4, 6, 8, 12, 50]
 
 
-def test_bucketed_batches_hold_the_same_examples_cut_to_their_bucket_width():
+@pytest.mark.parametrize("length_buckets", [None, [3, 4, 6, 8, 12, 16, 24, 32]])
+def test_bucketed_batches_hold_the_same_examples_cut_to_their_bucket_width(length_buckets):
     sequences = _sequences()
     max_len = 50
     inputs, targets = training_examples(sequences, max_len)
@@ -35,9 +37,14 @@ def test_bucketed_batches_hold_the_same_examples_cut_to_their_bucket_width():
         tuple(row[row > 0]): tuple(t[t > 0]) for row, t in zip(inputs, targets, strict=True)
     }
     seen = {}
-    widths = bucket_widths(max_len)
+    widths = bucket_widths(max_len, length_buckets)
     for batch_inputs, batch_targets in training_dataset(
-        sequences, max_len, batch_size=8, seed=0, bucket_by_length=True
+        sequences,
+        max_len,
+        batch_size=8,
+        seed=0,
+        bucket_by_length=True,
+        length_buckets=length_buckets,
     ):
         batch_inputs, batch_targets = batch_inputs.numpy(), batch_targets.numpy()
         width = batch_inputs.shape[1]

@@ -83,10 +83,15 @@ def training_examples(train_sequences, max_len, window_stride=0):
     return pad_latest(input_rows, max_len), pad_latest(target_rows, max_len)
 
 
-def bucket_widths(max_len):
-    """Batch widths for length bucketing: 8, 16, 32, ... below max_len, then max_len."""
-    widths = [w for w in (8 * 2**i for i in range(32)) if w < max_len]
-    return widths + [max_len]
+def bucket_widths(max_len, widths=None):
+    """Batch widths for length bucketing: ``widths`` below max_len, then max_len.
+
+    ``widths`` (increasing ints) defaults to 8, 16, 32, ...: finer widths pad
+    short histories less, at one compiled training step per width.
+    """
+    if widths is None:
+        widths = [8 * 2**i for i in range(32)]
+    return [w for w in widths if w < max_len] + [max_len]
 
 
 def _trim_to_bucket(widths):
@@ -117,6 +122,7 @@ def training_dataset(
     drop_remainder=False,
     bucket_by_length=False,
     window_stride=0,
+    length_buckets=None,
 ):
     """A tf.data.Dataset of ``(inputs, targets)`` int32 batches [B, L].
 
@@ -125,11 +131,12 @@ def training_dataset(
     come in a new order each epoch, fixed by ``seed``. Batches are prefetched.
 
     With ``bucket_by_length``, rows of similar length are batched together and
-    each batch is cut to the smallest of :func:`bucket_widths` that holds its
-    longest row (so L <= max_len varies between batches), and short batches
-    are filled up to ``batch_size`` with all-padding rows (which carry no
-    loss). Causal encoders give the same outputs either way; short histories
-    (e.g. Amazon data) then cost a fraction of the full width.
+    each batch is cut to the smallest of :func:`bucket_widths` (``length_buckets``
+    below ``max_len``, default 8, 16, 32, ...) that holds its longest row (so
+    L <= max_len varies between batches), and short batches are filled up to
+    ``batch_size`` with all-padding rows (which carry no loss). Causal encoders
+    give the same outputs either way; short histories (e.g. Amazon data) then
+    cost a fraction of the full width.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -142,7 +149,7 @@ def training_dataset(
             "with drop_remainder=True: no batch at all"
         )
     if bucket_by_length:
-        widths = bucket_widths(max_len)
+        widths = bucket_widths(max_len, length_buckets)
         # Row -> index of the smallest width that holds it, computed once here.
         buckets = np.searchsorted(widths[:-1], (inputs > 0).sum(axis=1)).astype(np.int64)
         dataset = tf.data.Dataset.from_tensor_slices((inputs, targets, buckets))

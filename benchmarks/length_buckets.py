@@ -1,0 +1,130 @@
+"""Seconds per training epoch under different length-bucket widths (``--length_buckets``).
+
+    python benchmarks/length_buckets.py --data_dir=../shared/data \
+        --flagfile=flags/beauty_hybrid.flags --buckets="default;2,3,4,6,8,12,16,24,32"
+
+For each width list (``;``-separated, ``default`` = 8, 16, 32, ...) the run's
+model is built from the flagfile, trained one untimed epoch (every width's step
+is traced and compiled) and then ``--rounds`` timed epochs, the settings
+alternating round by round on one machine. Reported per setting: the compiled
+widths, the share of batch positions that hold a target (the rest is padding
+the step computes for nothing), and seconds per epoch of training steps alone
+(no validation). Appends a section to ``--output``.
+"""
+
+import os
+import platform
+import statistics
+import sys
+import time
+
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# Defines the trainer's flags (--flagfile, --data_dir, --max_len, ...) beside ours.
+from hybrid_tfrs.cli.train import config_from_flags  # noqa: E402
+
+flags.DEFINE_string("buckets", "default;2,3,4,6,8,12,16,24,32", "Width lists, ';'-separated.")
+flags.DEFINE_integer("rounds", 2, "Timed epochs per setting, alternating.")
+flags.DEFINE_string("output", "benchmarks/results/length_buckets.md", "Results page (appended).")
+FLAGS = flags.FLAGS
+
+
+def _settings():
+    return [None if s.strip() == "default" else s.strip() for s in FLAGS.buckets.split(";")]
+
+
+def _epoch_seconds(model, dataset):
+    started = time.perf_counter()
+    model.fit(dataset, epochs=1, verbose=0)
+    return time.perf_counter() - started
+
+
+def _target_density(dataset):
+    """Targets / batch positions over one epoch of ``dataset``."""
+    targets = positions = 0
+    for _, batch_targets in dataset:
+        targets += int((batch_targets.numpy() > 0).sum())
+        positions += batch_targets.shape[0] * batch_targets.shape[1]
+    return targets / positions
+
+
+def main(argv):
+    import keras
+
+    from hybrid_tfrs.data.pipeline import bucket_widths, training_dataset
+    from hybrid_tfrs.training import build_model, compile_model, load_split
+
+    base = config_from_flags()
+    _, split = load_split(base)
+    runs = []
+    for setting in _settings():
+        widths = None if setting is None else [int(w) for w in setting.split(",")]
+        dataset = training_dataset(
+            split.train,
+            base.max_len,
+            base.batch_size,
+            seed=base.seed,
+            bucket_by_length=True,
+            window_stride=base.window_stride,
+            length_buckets=widths,
+        )
+        keras.utils.set_random_seed(base.seed)
+        model = build_model(base, split.num_items, split.item_popularity)
+        compile_model(model, base, steps_per_epoch=int(dataset.cardinality()))
+        warmup = _epoch_seconds(model, dataset)
+        runs.append(
+            dict(
+                widths=bucket_widths(base.max_len, widths),
+                dataset=dataset,
+                model=model,
+                density=_target_density(dataset),
+                warmup=warmup,
+                seconds=[],
+            )
+        )
+        print(f"{runs[-1]['widths']}: warm-up epoch {warmup:.0f} s", flush=True)
+    load_before = os.getloadavg()[0]
+    for _ in range(FLAGS.rounds):
+        for run in runs:
+            run["seconds"].append(_epoch_seconds(run["model"], run["dataset"]))
+            print(f"{run['widths']}: {run['seconds'][-1]:.1f} s", flush=True)
+    reference = statistics.median(runs[0]["seconds"])
+    lines = [
+        f"\n## {base.dataset}, {base.model}, max_len {base.max_len}, batch {base.batch_size}",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"load average {load_before:.2f} before the timed epochs, "
+        f"{os.getloadavg()[0]:.2f} after.",
+        "",
+        "`python benchmarks/length_buckets.py "
+        + " ".join(a for a in sys.argv[1:] if not a.startswith("--output"))
+        + "`",
+        "",
+        "| widths | compiled steps | targets / positions | warm-up epoch, s | "
+        "epoch (steps only), s, each round | vs the first |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        seconds = ", ".join(f"{s:.1f}" for s in run["seconds"])
+        ratio = statistics.median(run["seconds"]) / reference
+        lines.append(
+            f"| {','.join(map(str, run['widths']))} | {len(run['widths'])} | "
+            f"{run['density']:.2f} | {run['warmup']:.0f} | {seconds} | {ratio:.2f}x |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    path = os.path.join(REPO, FLAGS.output)
+    if not os.path.exists(path):
+        text = (
+            "# Length buckets: padding and seconds per epoch\n\n"
+            "Appended by benchmarks/length_buckets.py, newest last.\n" + text
+        )
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
