@@ -54,6 +54,7 @@ RESUMABLE_WITH_OTHER = frozenset(
         "patience",
         "max_train_minutes",
         "distribution_strategy",  # the global batch and the math stay the same
+        "bucket_widths",  # the same rows and targets, grouped into other batch widths
         "collective_timeout_seconds",
     }
 )
@@ -106,7 +107,7 @@ class TrainConfig:
     synthetic_items: int = 400
     eval_batch_size: int = 512
     bucket_by_length: bool = True
-    length_buckets: str = ""
+    bucket_widths: str = ""
     window_stride: int = 0
     protocols: str = ",".join(PROTOCOLS)
     output_dir: str = "runs/synthetic_hybrid"
@@ -132,8 +133,8 @@ class TrainConfig:
                 f"must be a comma-separated list of {GATE_FEATURE_GROUPS}",
             ),
             (
-                self._length_buckets_valid(),
-                "length_buckets",
+                self._bucket_widths_valid(),
+                "bucket_widths",
                 "must be increasing positive integers, comma-separated (empty = 8,16,32,...)",
             ),
             (self.max_len >= 1, "max_len", "must be >= 1"),
@@ -227,15 +228,15 @@ class TrainConfig:
         return self.delimiter or None
 
     @property
-    def length_bucket_list(self):
-        """The --length_buckets widths as ints, or None for the default 8, 16, 32, ..."""
-        if not self.length_buckets.strip():
+    def bucket_width_list(self):
+        """The --bucket_widths widths as ints, or None for the default 8, 16, 32, ..."""
+        if not self.bucket_widths.strip():
             return None
-        return [int(w) for w in self.length_buckets.split(",")]
+        return [int(w) for w in self.bucket_widths.split(",")]
 
-    def _length_buckets_valid(self):
+    def _bucket_widths_valid(self):
         try:
-            widths = self.length_bucket_list
+            widths = self.bucket_width_list
         except ValueError:
             return False
         return widths is None or (widths[0] >= 1 and all(a < b for a, b in zip(widths, widths[1:])))

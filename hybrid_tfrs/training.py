@@ -28,7 +28,7 @@ import numpy as np
 from hybrid_tfrs import distribution, run_dir
 from hybrid_tfrs.config import PROTOCOLS, TrainConfig  # noqa: F401  (TrainConfig re-exported)
 from hybrid_tfrs.data import pad_latest
-from hybrid_tfrs.data.pipeline import bucket_widths, last_position_dataset, training_dataset
+from hybrid_tfrs.data.pipeline import batch_widths, last_position_dataset, training_dataset
 from hybrid_tfrs.data.prepared import PreparedSplit
 from hybrid_tfrs.encoders import build_encoder
 from hybrid_tfrs.evaluation import evaluate, evaluate_batches, format_table, target_ranks
@@ -99,7 +99,7 @@ def score_function(model):
     ``item_embeddings(model)`` to ``evaluate`` to score them chunk by chunk.
     The encoder runs as a TensorFlow graph traced once per width (any batch
     size). A causal encoder reads each history cut to the smallest of
-    ``bucket_widths(L)`` that holds it, as in training: right padding cannot
+    ``batch_widths(L)`` that holds it, as in training: right padding cannot
     change a causal output, so short histories cost a fraction of the width.
     """
     import tensorflow as tf  # this module trains with tf.data; the graph is TensorFlow's
@@ -118,7 +118,7 @@ def score_function(model):
     def score(histories):
         histories = np.asarray(histories, dtype=np.int32)
         width = histories.shape[1]
-        widths = bucket_widths(width) if model.encoder.causal else [width]
+        widths = batch_widths(width) if model.encoder.causal else [width]
         # Histories are left-aligned (pad_latest): the length is the count of items.
         buckets = np.searchsorted(widths[:-1], np.count_nonzero(histories, axis=1))
         result = {"query": np.empty((len(histories), model.encoder.hidden_dim), np.float32)}
@@ -324,7 +324,7 @@ def _training_data(config, data, split):
             window_stride=config.window_stride,
             causal=config.causal,
             shuffle_buffer=config.shuffle_buffer,
-            length_buckets=config.length_bucket_list,
+            bucket_widths=config.bucket_width_list,
         )
     elif config.causal:
         dataset = training_dataset(
@@ -334,7 +334,7 @@ def _training_data(config, data, split):
             seed=config.seed,
             bucket_by_length=config.bucket_by_length,
             window_stride=config.window_stride,
-            length_buckets=config.length_bucket_list,
+            bucket_widths=config.bucket_width_list,
         )
         # Each target once; without windows only a history's latest max_len.
         cap = None if config.window_stride else config.max_len

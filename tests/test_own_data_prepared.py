@@ -42,7 +42,7 @@ def prepared_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "causal, bucket_by_length, window_stride, length_buckets",
+    "causal, bucket_by_length, window_stride, bucket_widths",
     [
         (True, False, 0, None),
         (True, True, 0, None),
@@ -52,7 +52,7 @@ def prepared_dir(tmp_path_factory):
     ],
 )
 def test_streamed_batches_are_the_in_memory_batches(
-    prepared_dir, causal, bucket_by_length, window_stride, length_buckets
+    prepared_dir, causal, bucket_by_length, window_stride, bucket_widths
 ):
     from hybrid_tfrs.data.pipeline import last_position_dataset, training_dataset
     from hybrid_tfrs.data.prepared_pipeline import (
@@ -78,7 +78,7 @@ def test_streamed_batches_are_the_in_memory_batches(
         bucket_by_length=bucket_by_length,
         window_stride=window_stride,
         causal=causal,
-        length_buckets=length_buckets,
+        bucket_widths=bucket_widths,
     )
     if causal:
         in_memory = training_dataset(
@@ -88,7 +88,7 @@ def test_streamed_batches_are_the_in_memory_batches(
             seed=5,
             bucket_by_length=bucket_by_length,
             window_stride=window_stride,
-            length_buckets=length_buckets,
+            bucket_widths=bucket_widths,
         )
     else:
         in_memory = last_position_dataset(split.train, 8, 16, seed=5)

@@ -298,7 +298,7 @@ def test_the_training_module_is_not_a_command(repo_root):
         (["--protocols=full,top-1"], "--protocols"),
         (["--max_train_minutes=-1"], "--max_train_minutes=-1.0: must be >= 0"),
         (["--max_len=20", "--window_stride=21"], "--window_stride=21: must be in 0..max_len=20"),
-        (["--length_buckets=8,4"], "--length_buckets='8,4': must be increasing positive integers"),
+        (["--bucket_widths=8,4"], "--bucket_widths='8,4': must be increasing positive integers"),
     ],
 )
 def test_bad_settings_give_a_one_line_error_and_nonzero_exit(repo_root, tmp_path, args, message):

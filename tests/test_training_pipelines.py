@@ -5,7 +5,7 @@ import pytest
 
 from hybrid_tfrs.data import DataError
 from hybrid_tfrs.data.pipeline import (
-    bucket_widths,
+    batch_widths,
     last_position_dataset,
     training_dataset,
     training_examples,
@@ -21,15 +21,15 @@ def _sequences(count=60, low=2, high=70):
 
 
 def test_bucket_widths():
-    assert bucket_widths(50) == [8, 16, 32, 50]
-    assert bucket_widths(8) == [8]
-    assert bucket_widths(5) == [5]
-    assert bucket_widths(200) == [8, 16, 32, 64, 128, 200]
-    assert bucket_widths(50, [3, 4, 6, 8, 12, 50, 64]) == [3, 4, 6, 8, 12, 50]
+    assert batch_widths(50) == [8, 16, 32, 50]
+    assert batch_widths(8) == [8]
+    assert batch_widths(5) == [5]
+    assert batch_widths(200) == [8, 16, 32, 64, 128, 200]
+    assert batch_widths(50, [3, 4, 6, 8, 12, 50, 64]) == [3, 4, 6, 8, 12, 50]
 
 
-@pytest.mark.parametrize("length_buckets", [None, [3, 4, 6, 8, 12, 16, 24, 32]])
-def test_bucketed_batches_hold_the_same_examples_cut_to_their_bucket_width(length_buckets):
+@pytest.mark.parametrize("bucket_widths", [None, [3, 4, 6, 8, 12, 16, 24, 32]])
+def test_bucketed_batches_hold_the_same_examples_cut_to_their_bucket_width(bucket_widths):
     sequences = _sequences()
     max_len = 50
     inputs, targets = training_examples(sequences, max_len)
@@ -37,14 +37,14 @@ def test_bucketed_batches_hold_the_same_examples_cut_to_their_bucket_width(lengt
         tuple(row[row > 0]): tuple(t[t > 0]) for row, t in zip(inputs, targets, strict=True)
     }
     seen = {}
-    widths = bucket_widths(max_len, length_buckets)
+    widths = batch_widths(max_len, bucket_widths)
     for batch_inputs, batch_targets in training_dataset(
         sequences,
         max_len,
         batch_size=8,
         seed=0,
         bucket_by_length=True,
-        length_buckets=length_buckets,
+        bucket_widths=bucket_widths,
     ):
         batch_inputs, batch_targets = batch_inputs.numpy(), batch_targets.numpy()
         width = batch_inputs.shape[1]

@@ -80,7 +80,7 @@ FLAG_HELP = {
     "synthetic_items": "Items of the synthetic dataset.",
     "eval_batch_size": "Users per evaluation batch.",
     "bucket_by_length": "Batch histories of similar length together (faster on short data).",
-    "length_buckets": "Batch widths below max_len for --bucket_by_length, comma-separated "
+    "bucket_widths": "Batch widths below max_len for --bucket_by_length, comma-separated "
     "(empty = 8,16,32,...). Finer widths pad short histories less, at one compiled step a width.",
     "window_stride": "0: train each history's latest max_len targets only; s: also cut longer "
     "histories into windows every s items so that every target is trained once (causal "

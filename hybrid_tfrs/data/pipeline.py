@@ -10,7 +10,7 @@ import tensorflow as tf
 from hybrid_tfrs.data.readers import DataError
 
 __all__ = [
-    "bucket_widths",
+    "batch_widths",
     "last_position_dataset",
     "pad_latest",
     "training_dataset",
@@ -83,7 +83,7 @@ def training_examples(train_sequences, max_len, window_stride=0):
     return pad_latest(input_rows, max_len), pad_latest(target_rows, max_len)
 
 
-def bucket_widths(max_len, widths=None):
+def batch_widths(max_len, widths=None):
     """Batch widths for length bucketing: ``widths`` below max_len, then max_len.
 
     ``widths`` (increasing ints) defaults to 8, 16, 32, ...: finer widths pad
@@ -122,7 +122,7 @@ def training_dataset(
     drop_remainder=False,
     bucket_by_length=False,
     window_stride=0,
-    length_buckets=None,
+    bucket_widths=None,
 ):
     """A tf.data.Dataset of ``(inputs, targets)`` int32 batches [B, L].
 
@@ -131,7 +131,7 @@ def training_dataset(
     come in a new order each epoch, fixed by ``seed``. Batches are prefetched.
 
     With ``bucket_by_length``, rows of similar length are batched together and
-    each batch is cut to the smallest of :func:`bucket_widths` (``length_buckets``
+    each batch is cut to the smallest of :func:`batch_widths` (``bucket_widths``
     below ``max_len``, default 8, 16, 32, ...) that holds its longest row (so
     L <= max_len varies between batches), and short batches are filled up to
     ``batch_size`` with all-padding rows (which carry no loss). Causal encoders
@@ -149,7 +149,7 @@ def training_dataset(
             "with drop_remainder=True: no batch at all"
         )
     if bucket_by_length:
-        widths = bucket_widths(max_len, length_buckets)
+        widths = batch_widths(max_len, bucket_widths)
         # Row -> index of the smallest width that holds it, computed once here.
         buckets = np.searchsorted(widths[:-1], (inputs > 0).sum(axis=1)).astype(np.int64)
         dataset = tf.data.Dataset.from_tensor_slices((inputs, targets, buckets))

@@ -11,7 +11,7 @@ user (:func:`streamed_split`).
 import numpy as np
 import tensorflow as tf
 
-from hybrid_tfrs.data.pipeline import _pad_rows_to, _trim_to_bucket, bucket_widths
+from hybrid_tfrs.data.pipeline import _pad_rows_to, _trim_to_bucket, batch_widths
 from hybrid_tfrs.data.prepared import PreparedSplit
 from hybrid_tfrs.data.readers import DataError
 from hybrid_tfrs.data.split import Split
@@ -176,7 +176,7 @@ def streamed_training_dataset(
     window_stride=0,
     causal=True,
     shuffle_buffer=100_000,
-    length_buckets=None,
+    bucket_widths=None,
 ):
     """The batches of pipeline.training_dataset (causal) or last_position_dataset, streamed.
 
@@ -184,8 +184,8 @@ def streamed_training_dataset(
         prepared: :class:`hybrid_tfrs.data.prepared.PreparedData`.
         lengths: int64 [U], the users' training lengths
             (``streamed_split(prepared).train_lengths``), for the number of batches.
-        length_buckets: widths below ``max_len`` of the length buckets
-            (pipeline.bucket_widths; None = 8, 16, 32, ...).
+        bucket_widths: widths below ``max_len`` of the length buckets
+            (pipeline.batch_widths; None = 8, 16, 32, ...).
         shuffle_buffer: rows shuffled together. When it holds every row, the
             order of the users is the shard order, and the batches are exactly
             those of the in-memory pipeline on :func:`read_split`'s users;
@@ -201,7 +201,7 @@ def streamed_training_dataset(
     buffer = min(len(widths), shuffle_buffer)
     shard_seed = seed if shuffle and buffer < len(widths) else None
     bucketed = causal and bucket_by_length
-    limits = bucket_widths(max_len, length_buckets)
+    limits = batch_widths(max_len, bucket_widths)
     cut = _batch_rows(max_len, window_stride, causal, limits[:-1] if bucketed else None)
     rows = (
         _parsed_batches(prepared.shards, shard_seed)

@@ -1,6 +1,6 @@
-"""Seconds per training epoch under different length-bucket widths (``--length_buckets``).
+"""Seconds per training epoch under different length-bucket widths (``--bucket_widths``).
 
-    python benchmarks/length_buckets.py --data_dir=../shared/data \
+    python benchmarks/bucket_widths.py --data_dir=../shared/data \
         --flagfile=flags/beauty_hybrid.flags --buckets="default;2,3,4,6,8,12,16,24,32"
 
 For each width list (``;``-separated, ``default`` = 8, 16, 32, ...) the run's
@@ -9,7 +9,10 @@ is traced and compiled) and then ``--rounds`` timed epochs, the settings
 alternating round by round on one machine. Reported per setting: the compiled
 widths, the share of batch positions that hold a target (the rest is padding
 the step computes for nothing), and seconds per epoch of training steps alone
-(no validation). Appends a section to ``--output``.
+(no validation). Then one validation pass (full ranking of every user) with
+the trainer's evaluation, histories bucketed by length in traced graphs
+(training.score_function), beside the same pass with the model called eagerly
+at full width. Appends a section to ``--output``.
 """
 
 import os
@@ -28,7 +31,7 @@ from hybrid_tfrs.cli.train import config_from_flags  # noqa: E402
 
 flags.DEFINE_string("buckets", "default;2,3,4,6,8,12,16,24,32", "Width lists, ';'-separated.")
 flags.DEFINE_integer("rounds", 2, "Timed epochs per setting, alternating.")
-flags.DEFINE_string("output", "benchmarks/results/length_buckets.md", "Results page (appended).")
+flags.DEFINE_string("output", "benchmarks/results/bucket_widths.md", "Results page (appended).")
 FLAGS = flags.FLAGS
 
 
@@ -51,10 +54,44 @@ def _target_density(dataset):
     return targets / positions
 
 
+def _validation_seconds(model, split, config):
+    """Seconds of one validation pass: the trainer's score_function against an eager call."""
+    import keras
+
+    from hybrid_tfrs.data import pad_latest
+    from hybrid_tfrs.evaluation import evaluate
+    from hybrid_tfrs.training import item_embeddings, score_function
+
+    def eager(histories):
+        query, alpha = model.query_embedding(histories, return_alpha=True)
+        result = {"query": keras.ops.convert_to_numpy(query)}
+        if alpha is not None:
+            result["alpha"] = keras.ops.convert_to_numpy(alpha)
+        return result
+
+    seconds = {}
+    for name, score_fn in (("bucketed", score_function(model)), ("eager", eager)):
+        started = time.perf_counter()
+        evaluate(
+            score_fn,
+            pad_latest(split.valid_histories, config.max_len),
+            split.valid_targets,
+            user_items=split.user_items,
+            num_items=split.num_items,
+            seen_items=split.valid_histories,
+            item_embeddings=item_embeddings(model),
+            protocols=("full",),
+            batch_size=config.eval_batch_size,
+            progress=False,
+        )
+        seconds[name] = time.perf_counter() - started
+    return seconds
+
+
 def main(argv):
     import keras
 
-    from hybrid_tfrs.data.pipeline import bucket_widths, training_dataset
+    from hybrid_tfrs.data.pipeline import batch_widths, training_dataset
     from hybrid_tfrs.training import build_model, compile_model, load_split
 
     base = config_from_flags()
@@ -69,7 +106,7 @@ def main(argv):
             seed=base.seed,
             bucket_by_length=True,
             window_stride=base.window_stride,
-            length_buckets=widths,
+            bucket_widths=widths,
         )
         keras.utils.set_random_seed(base.seed)
         model = build_model(base, split.num_items, split.item_popularity)
@@ -77,7 +114,7 @@ def main(argv):
         warmup = _epoch_seconds(model, dataset)
         runs.append(
             dict(
-                widths=bucket_widths(base.max_len, widths),
+                widths=batch_widths(base.max_len, widths),
                 dataset=dataset,
                 model=model,
                 density=_target_density(dataset),
@@ -91,6 +128,7 @@ def main(argv):
         for run in runs:
             run["seconds"].append(_epoch_seconds(run["model"], run["dataset"]))
             print(f"{run['widths']}: {run['seconds'][-1]:.1f} s", flush=True)
+    validation = _validation_seconds(runs[0]["model"], split, base)
     reference = statistics.median(runs[0]["seconds"])
     lines = [
         f"\n## {base.dataset}, {base.model}, max_len {base.max_len}, batch {base.batch_size}",
@@ -99,7 +137,7 @@ def main(argv):
         f"load average {load_before:.2f} before the timed epochs, "
         f"{os.getloadavg()[0]:.2f} after.",
         "",
-        "`python benchmarks/length_buckets.py "
+        "`python benchmarks/bucket_widths.py "
         + " ".join(a for a in sys.argv[1:] if not a.startswith("--output"))
         + "`",
         "",
@@ -114,13 +152,21 @@ def main(argv):
             f"| {','.join(map(str, run['widths']))} | {len(run['widths'])} | "
             f"{run['density']:.2f} | {run['warmup']:.0f} | {seconds} | {ratio:.2f}x |"
         )
+    lines += [
+        "",
+        f"Validation, full ranking of {split.num_users:,} users, batches of "
+        f"{base.eval_batch_size}: **{validation['bucketed']:.1f} s** with histories cut to "
+        f"their length bucket in graphs traced per width (training.score_function), "
+        f"{validation['eager']:.1f} s with the model called eagerly at full width "
+        f"({validation['bucketed'] / validation['eager']:.2f}x).",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     path = os.path.join(REPO, FLAGS.output)
     if not os.path.exists(path):
         text = (
             "# Length buckets: padding and seconds per epoch\n\n"
-            "Appended by benchmarks/length_buckets.py, newest last.\n" + text
+            "Appended by benchmarks/bucket_widths.py, newest last.\n" + text
         )
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(text)
