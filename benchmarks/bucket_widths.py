@@ -17,6 +17,7 @@ at full width. Appends a section to ``--output``.
 
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -138,7 +139,7 @@ def main(argv):
         f"{os.getloadavg()[0]:.2f} after.",
         "",
         "`python benchmarks/bucket_widths.py "
-        + " ".join(a for a in sys.argv[1:] if not a.startswith("--output"))
+        + " ".join(shlex.quote(a) for a in sys.argv[1:] if not a.startswith("--output"))
         + "`",
         "",
         "| widths | compiled steps | targets / positions | warm-up epoch, s | "
@@ -154,7 +155,7 @@ def main(argv):
         )
     lines += [
         "",
-        f"Validation, full ranking of {split.num_users:,} users, batches of "
+        f"Validation, full ranking of {len(split.valid_targets):,} users, batches of "
         f"{base.eval_batch_size}: **{validation['bucketed']:.1f} s** with histories cut to "
         f"their length bucket in graphs traced per width (training.score_function), "
         f"{validation['eager']:.1f} s with the model called eagerly at full width "
