@@ -44,6 +44,20 @@ ABLATIONS = {
         name: {k: str(v).lower() if isinstance(v, bool) else v for k, v in fields.items()}
         for name, fields in GATE_VARIANTS.items()
     },
+    # Recipe A/B (issue 12): one change to the training recipe each.
+    "hybrid-cosine-60": {  # warmup 1 epoch, cosine to 5 % of the peak over 60 epochs
+        "lr_schedule": "cosine",
+        "warmup_epochs": "1",
+        "decay_epochs": "60",
+        "final_lr_ratio": "0.05",
+    },
+    "hybrid-cosine-25": {  # the same decay over 25 epochs, within reach of patience 10
+        "lr_schedule": "cosine",
+        "warmup_epochs": "1",
+        "decay_epochs": "25",
+        "final_lr_ratio": "0.05",
+    },
+    "hybrid-target-loss": {"loss_normalization": "target"},  # every target weighs the same
     # Capacity-matched baselines ("model" picks the flagfile): about the hybrid's
     # parameters outside the item table (benchmarks/parameters.py --num_layers=4).
     "fmlp-4-layers": {"model": "fmlp", "num_layers": "4"},
