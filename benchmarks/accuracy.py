@@ -58,6 +58,7 @@ ABLATIONS = {
         "final_lr_ratio": "0.05",
     },
     "hybrid-target-loss": {"loss_normalization": "target"},  # every target weighs the same
+    "hybrid-lr-5e-4": {"learning_rate": "0.0005"},  # BSARec's constant rate on Beauty
     # Capacity-matched baselines ("model" picks the flagfile): about the hybrid's
     # parameters outside the item table (benchmarks/parameters.py --num_layers=4).
     "fmlp-4-layers": {"model": "fmlp", "num_layers": "4"},
