@@ -1,4 +1,4 @@
-"""benchmarks/run_progress.py: where long runs stand, read from their folders."""
+"""benchmarks/summarize_runs.py --progress: where long runs stand, read from their folders."""
 
 import json
 import subprocess
@@ -28,7 +28,8 @@ def test_the_table_tells_finished_runs_from_ones_to_resume(repo_root, tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            "benchmarks/run_progress.py",
+            "benchmarks/summarize_runs.py",
+            "--progress",
             *(str(tmp_path / n) for n in ("done", "resumed", "going", "empty")),
         ],
         cwd=repo_root,
