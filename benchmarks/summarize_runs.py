@@ -30,18 +30,21 @@ FLAGS = flags.FLAGS
 
 
 def table(run_dirs, protocols, metrics):
-    """Rows: run x protocol; columns: the metrics, best epoch, epochs, s/epoch."""
+    """Rows: run x protocol; columns: the metrics, best epoch, epochs, median s/epoch.
+
+    A run is named by the last two parts of its folder (``hybrid-cosine/seed0``).
+    """
     header = ["run", "dataset", "model", "protocol", *metrics, "best epoch", "epochs", "s/epoch"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run_dir in run_dirs:
         run = _read(os.path.join(run_dir, "metrics.json"))
         for protocol in protocols:
             values = [f"{run['test'][protocol][m]:.4f}" for m in metrics]
-            seconds = run.get("mean_epoch_seconds")
+            seconds = run.get("median_epoch_seconds", run.get("mean_epoch_seconds"))
             lines.append(
                 "| "
                 + " | ".join(
-                    [os.path.basename(os.path.normpath(run_dir)), run["dataset"], run["model"]]
+                    [_short_name(run_dir), run["dataset"], run["model"]]
                     + [protocol, *values]
                     + [str(run["best_epoch"]), str(run["epochs_trained"])]
                     + [f"{seconds:.0f}" if seconds else "-"]
@@ -65,6 +68,11 @@ PROGRESS_HEADER = (
     "hours",
     "status",
 )
+
+
+def _short_name(run_dir):
+    parts = os.path.normpath(run_dir).split(os.sep)
+    return "/".join(parts[-2:])
 
 
 def _read(path):
