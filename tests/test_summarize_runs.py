@@ -45,3 +45,35 @@ def test_the_table_tells_finished_runs_from_ones_to_resume(repo_root, tmp_path):
     going = rows[str(tmp_path / "going")].split(" | ")
     # 3 epochs, best 0.03 at 3; the median epoch (1 min) ignores the paused 100-minute one.
     assert going[5:11] == ["3", "0.0300 (3)", "0.0300", "0 / 10", "1.0", "0.1"]
+
+
+def test_the_test_table_names_runs_by_their_last_two_folders(repo_root, tmp_path):
+    run = tmp_path / "beauty" / "hybrid-cosine" / "seed0"
+    run.mkdir(parents=True)
+    metrics = {
+        "dataset": "beauty",
+        "model": "hybrid",
+        "test": {"full": {"NDCG@10": 0.0368}},
+        "best_epoch": 20,
+        "epochs_trained": 31,
+        "mean_epoch_seconds": 300.0,  # a paused epoch inflates the mean
+        "median_epoch_seconds": 113.0,
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/summarize_runs.py",
+            str(run),
+            "--protocols=full",
+            "--metrics=NDCG@10",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[2] == (
+        "| hybrid-cosine/seed0 | beauty | hybrid | full | 0.0368 | 20 | 31 | 113 |"
+    )
