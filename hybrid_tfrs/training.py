@@ -140,19 +140,24 @@ def item_embeddings(model):
     return keras.ops.convert_to_numpy(model.encoder.item_embeddings)
 
 
-def evaluate_split(model, split, part, max_len, protocols=PROTOCOLS, batch_size=256, **kwargs):
+def evaluate_split(
+    model, split, part, max_len, protocols=PROTOCOLS, batch_size=256, score_fn=None, **kwargs
+):
     """Evaluates ``part`` ("valid" or "test") of a leave-one-out split.
 
     A :class:`PreparedSplit` (--prepared_dir) streams its users from the shards,
     ``batch_size`` at a time; a :class:`Split` is evaluated from memory. Both
-    give the same metrics for the same users in the same order.
+    give the same metrics for the same users in the same order. ``score_fn``:
+    ``score_function(model)`` kept by a caller that evaluates the model again,
+    so that its graphs are traced once (default: a new one).
     """
+    score_fn = score_fn or score_function(model)
     if isinstance(split, PreparedSplit):
         from hybrid_tfrs.data.prepared_pipeline import streamed_eval_dataset
 
         batches = streamed_eval_dataset(split.prepared, part, max_len, batch_size)
         return evaluate_batches(
-            score_function(model),
+            score_fn,
             batches.as_numpy_iterator(),
             split.num_items,
             split.item_popularity,
@@ -164,7 +169,7 @@ def evaluate_split(model, split, part, max_len, protocols=PROTOCOLS, batch_size=
         )
     histories = split.valid_histories if part == "valid" else split.test_histories
     return evaluate(
-        **_in_memory_inputs(model, split, part, max_len),
+        **_in_memory_inputs(model, split, part, max_len, score_fn),
         protocols=protocols,
         batch_size=batch_size,
         history_lengths=np.array([len(h) for h in histories]),
@@ -183,12 +188,12 @@ def split_ranks(model, split, part, max_len, protocols=PROTOCOLS, **kwargs):
     )
 
 
-def _in_memory_inputs(model, split, part, max_len):
+def _in_memory_inputs(model, split, part, max_len, score_fn=None):
     """The arguments of ``evaluate`` / ``target_ranks`` that describe ``part`` of a Split."""
     histories = split.valid_histories if part == "valid" else split.test_histories
     targets = split.valid_targets if part == "valid" else split.test_targets
     return dict(
-        score_fn=score_function(model),
+        score_fn=score_fn or score_function(model),
         histories=pad_latest(histories, max_len),
         targets=np.asarray(targets),
         user_items=split.user_items,
@@ -229,6 +234,10 @@ class ValidationCallback(keras.callbacks.Callback):
         self.writes_files = writes_files  # False on the workers other than the chief
         self.epoch_started = None
 
+    def set_model(self, model):
+        super().set_model(model)
+        self.score_fn = score_function(model)
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = time.perf_counter()
 
@@ -241,6 +250,7 @@ class ValidationCallback(keras.callbacks.Callback):
             self.config.max_len,
             protocols=("full",),
             batch_size=self.config.eval_batch_size,
+            score_fn=self.score_fn,
             progress=False,
         )
         validation_seconds = time.perf_counter() - self.epoch_started - seconds
@@ -279,30 +289,27 @@ class ValidationCallback(keras.callbacks.Callback):
             f"{self.state['best_epoch']}) - {seconds + validation_seconds:.1f}s "
             f"({validation_seconds:.1f}s validation)"
         )
-        stop = _stop_reason(self.state, self.config)
+        stop = _stop(self.state, self.config)
         if stop:
-            self.log(f"stopping: {stop}")
+            self.log(f"stopping: {stop[1]}")
             self.model.stop_training = True
 
 
-def _stop_reason(state, config):
-    """Why training should not go on (patience or time budget), or None."""
+def _stop(state, config):
+    """Why training should not go on: ``(kind, message)``, kind "patience" or
+    "time budget"; None while it should."""
     if state["waited"] > config.patience:
-        return f"no better validation NDCG@10 for {state['waited']} epochs"
+        return "patience", f"no better validation NDCG@10 for {state['waited']} epochs"
     budget = config.max_train_minutes * 60.0
     if budget and state.get("elapsed_seconds", 0.0) >= budget:
-        return f"training time budget of {config.max_train_minutes:g} minutes spent"
+        return "time budget", f"training time budget of {config.max_train_minutes:g} minutes spent"
     return None
 
 
 def stopped_by(state, config):
     """What ended a finished run: ``"patience"``, ``"time budget"`` or ``"epochs"`` (the cap)."""
-    if state["waited"] > config.patience:
-        return "patience"
-    budget = config.max_train_minutes * 60.0
-    if budget and state.get("elapsed_seconds", 0.0) >= budget:
-        return "time budget"
-    return "epochs"
+    stop = _stop(state, config)
+    return stop[0] if stop else "epochs"
 
 
 def _training_data(config, data, split):
@@ -400,7 +407,7 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, st
         )
     )
 
-    if state["epochs_done"] < config.epochs and not _stop_reason(state, config):
+    if state["epochs_done"] < config.epochs and not _stop(state, config):
         fit_callbacks = [*callbacks, ValidationCallback(split, config, state, log, chief)]
         if chief:
             tensorboard = run_dir.run_path(config, run_dir.TENSORBOARD_DIR)
@@ -428,6 +435,7 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, st
         seed=config.seed,
         protocols=config.protocol_list,
         progress=eval_progress,
+        score_fn=score_function(best),
     )
     valid = evaluate_split(best, split, "valid", config.max_len, **kwargs)
     test = evaluate_split(best, split, "test", config.max_len, return_ranks=True, **kwargs)

@@ -1,8 +1,21 @@
-"""benchmarks/summarize_runs.py --progress: where long runs stand, read from their folders."""
+"""benchmarks/summarize_runs.py: test tables of finished runs, and where long runs stand."""
 
 import json
 import subprocess
 import sys
+
+
+def _summarize(repo_root, *args):
+    """The script's stdout lines for ``args``; fails the test on a nonzero exit."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/summarize_runs.py", *map(str, args)],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
 
 
 def _run_folder(path, epochs, metrics_epochs=None, patience=10):
@@ -25,20 +38,10 @@ def test_the_table_tells_finished_runs_from_ones_to_resume(repo_root, tmp_path):
     _run_folder(tmp_path / "resumed", epochs=6, metrics_epochs=4)  # metrics of a shorter run
     _run_folder(tmp_path / "going", epochs=3)
     (tmp_path / "empty").mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/summarize_runs.py",
-            "--progress",
-            *(str(tmp_path / n) for n in ("done", "resumed", "going", "empty")),
-        ],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    lines = _summarize(
+        repo_root, "--progress", *(tmp_path / n for n in ("done", "resumed", "going", "empty"))
     )
-    assert result.returncode == 0, result.stderr
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in result.stdout.splitlines()[2:]}
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
     assert set(rows) == {str(tmp_path / n) for n in ("done", "resumed", "going")}
     assert rows[str(tmp_path / "done")].endswith("| finished: patience |")
     assert "in progress" in rows[str(tmp_path / "resumed")]
@@ -60,20 +63,6 @@ def test_the_test_table_names_runs_by_their_last_two_folders(repo_root, tmp_path
         "median_epoch_seconds": 113.0,
     }
     (run / "metrics.json").write_text(json.dumps(metrics))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/summarize_runs.py",
-            str(run),
-            "--protocols=full",
-            "--metrics=NDCG@10",
-        ],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[2] == (
+    assert _summarize(repo_root, run, "--protocols=full", "--metrics=NDCG@10")[2] == (
         "| hybrid-cosine/seed0 | beauty | hybrid | full | 0.0368 | 20 | 31 | 113 |"
     )
