@@ -14,7 +14,14 @@ user's last item):
 3. alpha and each branch's NDCG@10 by true history length;
 4. the gate's input features: their spread on this data and how alpha
    follows them (Pearson correlation, mean alpha in the lowest and highest
-   quartile).
+   quartile);
+5. what a gate could gain from these branches: the blend
+   ``a * h_lin + (1 - a) * h_fmlp`` with one fixed ``a`` for every user, swept
+   over ``--sweep_alphas``; the best ``a`` overall, the best ``a`` in each
+   length bucket (true history length, past the window too), and the NDCG@10
+   if each bucket used its own best (chosen on the same users, so an upper
+   bound). A gate that reads the length can gain at most about that over the
+   best single ``a``.
 
     python benchmarks/gate_diagnosis.py --data_dir=../shared/data \
         --run_dirs=runs/beauty_hybrid,runs/ml-1m_hybrid \
@@ -36,10 +43,15 @@ flags.DEFINE_list("run_dirs", None, "Output folders of hybrid runs (hybrid-tfrs-
 flags.DEFINE_string("data_dir", None, "Folder of the dataset files (as for training).")
 flags.DEFINE_integer("batch_size", 256, "Test users per batch.")
 flags.DEFINE_string("output", None, "Markdown file to write (a .json with the numbers beside it).")
+flags.DEFINE_list(
+    "sweep_alphas",
+    [f"{a / 10:g}" for a in range(11)],
+    "Fixed blend weights a of the LinRec branch to sweep (item 5).",
+)
 flags.mark_flag_as_required("run_dirs")
 FLAGS = flags.FLAGS
 
-LENGTH_EDGES = (5, 10, 20, 50, 100, 200)
+LENGTH_EDGES = (5, 10, 20, 50, 100, 200, 400, 800)
 PROTOCOLS = ("full", "full-unseen")
 
 
@@ -87,12 +99,72 @@ def stored_query_fn(histories, queries):
     return score
 
 
-def diagnose(run_dir, data_dir, batch_size):
+def length_buckets(lengths, edges=LENGTH_EDGES):
+    """[(label, bool [U])]: the non-empty buckets of true history length ``lengths`` [U]."""
     import numpy as np
+
+    bounds = (0,) + tuple(edges) + (np.inf,)
+    buckets = []
+    for low, high in zip(bounds[:-1], bounds[1:]):
+        members = (lengths > low) & (lengths <= high)
+        if members.any():
+            label = f"{low + 1}-{int(high)}" if np.isfinite(high) else f"{low + 1}+"
+            buckets.append((label, members))
+    return buckets
+
+
+def alpha_sweep(ndcg_by_alpha, buckets, model_ndcg):
+    """What fixed blend weights give, overall and per length bucket.
+
+    Args:
+        ndcg_by_alpha: {a: float [U]}: every user's NDCG@10 with the blend
+            ``a * h_lin + (1 - a) * h_fmlp``.
+        buckets: [(label, bool [U])], e.g. from :func:`length_buckets`.
+        model_ndcg: float [U], the model's own (its gate's) NDCG@10.
+
+    Returns:
+        {"by_alpha": {a: mean}, "best_alpha", "best_ndcg", "model_ndcg",
+        "per_bucket_best_ndcg" (each bucket at its own best a, weighted by
+        users), "buckets": [{"bucket", "users", "best_alpha", "best_ndcg",
+        "ndcg_at_best_alpha", "model_ndcg"}]}. Ties go to the smaller a.
+    """
+    import numpy as np
+
+    alphas = sorted(ndcg_by_alpha)
+    means = {a: float(np.mean(ndcg_by_alpha[a])) for a in alphas}
+    best = max(alphas, key=lambda a: (means[a], -a))
+    rows, total = [], 0.0
+    for label, members in buckets:
+        in_bucket = {a: float(np.mean(ndcg_by_alpha[a][members])) for a in alphas}
+        bucket_best = max(alphas, key=lambda a: (in_bucket[a], -a))
+        total += in_bucket[bucket_best] * members.sum()
+        rows.append(
+            {
+                "bucket": label,
+                "users": int(members.sum()),
+                "best_alpha": bucket_best,
+                "best_ndcg": in_bucket[bucket_best],
+                "ndcg_at_best_alpha": in_bucket[best],
+                "model_ndcg": float(np.mean(model_ndcg[members])),
+            }
+        )
+    return {
+        "by_alpha": means,
+        "best_alpha": best,
+        "best_ndcg": means[best],
+        "model_ndcg": float(np.mean(model_ndcg)),
+        "per_bucket_best_ndcg": total / sum(row["users"] for row in rows),
+        "buckets": rows,
+    }
+
+
+def diagnose(run_dir, data_dir, batch_size, sweep_alphas):
+    import numpy as np
+    from keras import ops
 
     from hybrid_tfrs import run_dir as runs
     from hybrid_tfrs.data.pipeline import pad_latest
-    from hybrid_tfrs.evaluation import metrics_from_ranks, target_ranks
+    from hybrid_tfrs.evaluation import metric_values, metrics_from_ranks, target_ranks
     from hybrid_tfrs.run_data import load_split
     from hybrid_tfrs.training import item_embeddings, load_run_model
 
@@ -138,8 +210,11 @@ def diagnose(run_dir, data_dir, batch_size):
     lin_score = np.sum(lin * target_vectors, axis=1)
     fmlp_score = np.sum(fmlp * target_vectors, axis=1)
     mean_alpha = alpha.mean(axis=1)
+    state_path = os.path.join(run_dir, runs.STATE_FILE)
+    state = runs.read_json(state_path) if os.path.isfile(state_path) else {}
     result = {
         "run_dir": run_dir,
+        "best_epoch": state.get("best_epoch"),
         "dataset": config.dataset,
         "gate_mode": config.gate_mode,
         "gate_features": getattr(config, "gate_features", "basic"),
@@ -173,14 +248,9 @@ def diagnose(run_dir, data_dir, batch_size):
         },
         "buckets": [],
         "features": [],
-        "seconds": round(time.time() - started, 1),
     }
-    edges = (0,) + LENGTH_EDGES + (np.inf,)
-    for low, high in zip(edges[:-1], edges[1:]):
-        members = (lengths > low) & (lengths <= high)
-        if not members.any():
-            continue
-        label = f"{low + 1}-{int(high)}" if np.isfinite(high) else f"{low + 1}+"
+    buckets = length_buckets(lengths)
+    for label, members in buckets:
         result["buckets"].append(
             {
                 "bucket": label,
@@ -193,6 +263,26 @@ def diagnose(run_dir, data_dir, batch_size):
                 },
             }
         )
+    sweep_ndcg = {}
+    for a in sweep_alphas:
+        blend = a * out["linrec"] + (1.0 - a) * out["fmlp"]
+        if model.encoder.fusion_norm is not None:
+            blend = ops.convert_to_numpy(model.encoder.fusion_norm(blend))
+        swept, _ = target_ranks(
+            stored_query_fn(histories, blend),
+            histories,
+            targets,
+            split.user_items,
+            split.num_items,
+            protocols=("full-unseen",),
+            batch_size=batch_size,
+            seen_items=seen,
+            item_embeddings=table,
+        )
+        sweep_ndcg[a] = metric_values(swept["full-unseen"])["NDCG@10"]
+    model_ndcg = metric_values(ranks["model"]["full-unseen"])["NDCG@10"]
+    result["sweep"] = alpha_sweep(sweep_ndcg, buckets, model_ndcg)
+    result["seconds"] = round(time.time() - started, 1)
     if out["features"] is not None:
         for i, name in enumerate(model.encoder.gate.feature_names):
             values = out["features"][:, i]
@@ -229,7 +319,8 @@ def markdown(result):
         "",
         f"gate_mode={result['gate_mode']}, gate_features={result['gate_features']}, "
         f"gate_output={result['gate_output']}, fusion={result['fusion']}; "
-        f"{result['users']} test users; {result['seconds']} s.",
+        f"{result['users']} test users; the model of epoch {result['best_epoch']} "
+        f"(best validation); {result['seconds']} s.",
         "",
         "| query | full NDCG@10 | full-unseen NDCG@10 |",
         "|---|---|---|",
@@ -268,6 +359,28 @@ def markdown(result):
             f"| {b['bucket']} | {b['users']} | {_fmt(b['alpha_mean'])} | {_fmt(b['alpha_std'])} | "
             f"{b['ndcg10_linrec']:.4f} / {b['ndcg10_fmlp']:.4f} / {b['ndcg10_model']:.4f} |"
         )
+    sweep = result["sweep"]
+    lines += [
+        "",
+        "One fixed blend weight a for every user (full-unseen NDCG@10), against the gate:",
+        "",
+        "| a | " + " | ".join(f"{a:g}" for a in sweep["by_alpha"]) + " |",
+        "|---|" + "---|" * len(sweep["by_alpha"]),
+        "| NDCG@10 | " + " | ".join(f"{v:.4f}" for v in sweep["by_alpha"].values()) + " |",
+        "",
+        f"The gate: {sweep['model_ndcg']:.4f}. Best single a = {sweep['best_alpha']:g}: "
+        f"{sweep['best_ndcg']:.4f}. Each length bucket at its own best a (chosen on these "
+        f"users, an upper bound for a gate that reads the length): "
+        f"{sweep['per_bucket_best_ndcg']:.4f}.",
+        "",
+        "| history length | users | best a | NDCG@10 at it | at the overall best a | the gate |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b in sweep["buckets"]:
+        lines.append(
+            f"| {b['bucket']} | {b['users']} | {b['best_alpha']:g} | {b['best_ndcg']:.4f} | "
+            f"{b['ndcg_at_best_alpha']:.4f} | {b['model_ndcg']:.4f} |"
+        )
     if result["features"]:
         lines += [
             "",
@@ -289,7 +402,10 @@ def main(_):
     from hybrid_tfrs.cli.common import quiet_tensorflow
 
     quiet_tensorflow()
-    results = [diagnose(run, FLAGS.data_dir, FLAGS.batch_size) for run in FLAGS.run_dirs]
+    alphas = sorted({float(a) for a in FLAGS.sweep_alphas})
+    if not alphas or not all(0.0 <= a <= 1.0 for a in alphas):
+        raise app.UsageError(f"--sweep_alphas: values in [0, 1], got {FLAGS.sweep_alphas}")
+    results = [diagnose(run, FLAGS.data_dir, FLAGS.batch_size, alphas) for run in FLAGS.run_dirs]
     page = "".join(markdown(r) + "\n" for r in results)
     print(page)
     if FLAGS.output:

@@ -1,0 +1,119 @@
+"""benchmarks/gate_diagnosis.py: the alpha sweep (what a gate could gain), end to end."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location(
+        "gate_diagnosis", REPO_ROOT / "benchmarks" / "gate_diagnosis.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+diagnosis = _load_script()
+
+
+def test_length_buckets_cover_histories_past_the_window():
+    lengths = np.array([3, 7, 250, 900, 1500])
+    buckets = diagnosis.length_buckets(lengths, edges=(5, 200, 800))
+    assert [label for label, _ in buckets] == ["1-5", "6-200", "201-800", "801+"]
+    assert [members.nonzero()[0].tolist() for _, members in buckets] == [[0], [1], [2], [3, 4]]
+
+
+def test_alpha_sweep_picks_the_best_weight_overall_and_per_bucket():
+    # Users 0-1 are best served by the LinRec branch (a = 1), users 2-4 by FMLP (a = 0).
+    ndcg = {
+        0.0: np.array([0.0, 0.0, 1.0, 1.0, 1.0]),
+        0.5: np.array([0.5, 0.5, 0.5, 0.5, 0.5]),
+        1.0: np.array([1.0, 1.0, 0.0, 0.0, 0.0]),
+    }
+    short = np.array([True, True, False, False, False])
+    gate = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
+    sweep = diagnosis.alpha_sweep(ndcg, [("short", short), ("long", ~short)], gate)
+    assert sweep["best_alpha"] == 0.0 and sweep["best_ndcg"] == pytest.approx(0.6)
+    assert sweep["by_alpha"][0.5] == pytest.approx(0.5)
+    assert [b["best_alpha"] for b in sweep["buckets"]] == [1.0, 0.0]
+    assert [b["ndcg_at_best_alpha"] for b in sweep["buckets"]] == [0.0, 1.0]
+    assert sweep["per_bucket_best_ndcg"] == pytest.approx(1.0)
+    assert sweep["model_ndcg"] == pytest.approx(0.6)
+    assert [b["model_ndcg"] for b in sweep["buckets"]] == pytest.approx([0.5, 2 / 3])
+
+
+def test_alpha_sweep_breaks_ties_towards_the_smaller_weight():
+    flat = {a: np.full(3, 0.25) for a in (0.0, 0.3, 1.0)}
+    everyone = np.ones(3, dtype=bool)
+    sweep = diagnosis.alpha_sweep(flat, [("all", everyone)], np.zeros(3))
+    assert sweep["best_alpha"] == 0.0 and sweep["buckets"][0]["best_alpha"] == 0.0
+
+
+def test_the_script_sweeps_a_trained_hybrid(tmp_path):
+    """A fixed a of 0 is the FMLP branch alone and 1 the LinRec branch alone."""
+    run = tmp_path / "run"
+    tiny = [
+        "--dataset=synthetic",
+        "--synthetic_users=150",
+        "--synthetic_items=200",
+        "--max_len=20",
+        "--hidden_dim=16",
+        "--epochs=1",
+        "--batch_size=64",
+        f"--output_dir={run}",
+    ]
+    trained = subprocess.run(
+        [sys.executable, "-m", "hybrid_tfrs.cli.train", "--model=hybrid", *tiny],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    output = tmp_path / "diagnosis.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "gate_diagnosis.py"),
+            f"--run_dirs={run}",
+            "--sweep_alphas=0,0.5,1",
+            f"--output={output}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (diagnosed,) = json.loads(output.with_suffix(".json").read_text())
+    by_alpha = {float(a): value for a, value in diagnosed["sweep"]["by_alpha"].items()}
+    assert sorted(by_alpha) == [0.0, 0.5, 1.0]
+    assert by_alpha[0.0] == pytest.approx(diagnosed["ndcg10"]["fmlp"]["full-unseen"], abs=1e-12)
+    assert by_alpha[1.0] == pytest.approx(diagnosed["ndcg10"]["linrec"]["full-unseen"], abs=1e-12)
+    assert diagnosed["sweep"]["model_ndcg"] == pytest.approx(
+        diagnosed["ndcg10"]["model"]["full-unseen"], abs=1e-12
+    )
+    assert "Best single a" in output.read_text()
+
+
+def test_the_script_rejects_weights_outside_0_1(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "gate_diagnosis.py"),
+            f"--run_dirs={tmp_path}",
+            "--sweep_alphas=0,1.5",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "--sweep_alphas" in result.stderr and "Traceback" not in result.stderr
