@@ -37,7 +37,6 @@ MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
 # name -> the flags that turn the hybrid's flagfile into the ablation.
 ABLATIONS = {
     "hybrid-fixed-alpha": {"gate_mode": "fixed"},  # alpha = 0.5 for everyone
-    "hybrid-global-alpha": {"gate_mode": "learned"},  # one learned alpha for everyone
     "hybrid-hidden-alpha": {"gate_mode": "hidden_state"},  # per-user alpha, no statistics
     # The fusion variants of docs/model.md#the-gate, as flag values.
     **{

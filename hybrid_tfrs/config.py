@@ -25,6 +25,7 @@ GATE_VARIANTS = {
         "gate_features": ",".join(GATE_FEATURE_GROUPS),
     },
     "hybrid-shared-ffn": {"share_ffn": True},  # one FFN a layer for both branches
+    "hybrid-global-alpha": {"gate_mode": "learned"},  # one learned alpha, no statistics
 }
 LOSSES = ("softmax", "sampled_softmax", "bce")
 NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
