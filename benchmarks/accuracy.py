@@ -38,6 +38,7 @@ MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
 ABLATIONS = {
     "hybrid-fixed-alpha": {"gate_mode": "fixed"},  # alpha = 0.5 for everyone
     "hybrid-hidden-alpha": {"gate_mode": "hidden_state"},  # per-user alpha, no statistics
+    "hybrid-branch-loss": {"branch_loss_weight": "0.5"},  # each branch trained as a query too
     # The fusion variants of docs/model.md#the-gate, as flag values.
     **{
         name: {k: str(v).lower() if isinstance(v, bool) else v for k, v in fields.items()}
@@ -57,7 +58,12 @@ ABLATIONS = {
         "final_lr_ratio": "0.05",
     },
     "hybrid-target-loss": {"loss_normalization": "target"},  # every target weighs the same
-    "hybrid-lr-5e-4": {"learning_rate": "0.0005"},  # BSARec's constant rate on Beauty
+    "hybrid-lr-5e-4": {  # BSARec's constant rate on Beauty
+        "learning_rate": "0.0005",
+        "lr_schedule": "constant",
+        "warmup_epochs": "0",
+        "decay_epochs": "0",
+    },
     # Capacity-matched baselines ("model" picks the flagfile): about the hybrid's
     # parameters outside the item table (benchmarks/parameters.py --num_layers=4).
     "fmlp-4-layers": {"model": "fmlp", "num_layers": "4"},

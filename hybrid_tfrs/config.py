@@ -87,6 +87,7 @@ class TrainConfig:
     gate_output: str = "scalar"
     fusion: str = "blend"
     share_ffn: bool = False
+    branch_loss_weight: float = 0.0
     loss: str = "softmax"
     num_negatives: int = 256
     sampler: str = "mixed"
@@ -155,6 +156,12 @@ class TrainConfig:
             (self.decay_epochs >= 0, "decay_epochs", "must be >= 0 (0 = until --epochs)"),
             (0 <= self.final_lr_ratio <= 1, "final_lr_ratio", "must be in [0, 1]"),
             (self.clipnorm >= 0, "clipnorm", "must be >= 0 (0 = no clipping)"),
+            (self.branch_loss_weight >= 0, "branch_loss_weight", "must be >= 0 (0 = off)"),
+            (
+                self.branch_loss_weight == 0 or self.model == "hybrid",
+                "branch_loss_weight",
+                f"needs --model=hybrid (the {self.model} encoder has one branch)",
+            ),
             (
                 self.loss_normalization in LOSS_NORMALIZATIONS,
                 "loss_normalization",

@@ -48,9 +48,15 @@ class SequentialRetrievalModel(keras.Model):
             every target weighs the same whatever batch it falls in.
         targets_per_batch: mean number of targets in a (global) training
             batch, needed by ``loss_normalization="target"``.
+        branch_loss_weight: hybrid only; w > 0 trains each branch's output as
+            a query of its own too: loss = L(blend) + w * (L(h_linrec) +
+            L(h_fmlp)). A gate near 0 or 1 otherwise leaves one branch almost
+            without gradient.
 
     ``fit`` takes ``(item_ids [B, L], targets [B, L])`` with ``targets[b, t]`` the
-    item after ``item_ids[b, t]`` (0 = no loss).
+    item after ``item_ids[b, t]`` (0 = no loss). With ``branch_loss_weight`` the
+    training call returns ``{"hidden", "linrec", "fmlp"}`` ([B, L, d] each) for
+    ``compute_loss``; inference calls return the blend [B, L, d] as always.
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class SequentialRetrievalModel(keras.Model):
         seed=None,
         loss_normalization="batch",
         targets_per_batch=None,
+        branch_loss_weight=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -83,7 +90,15 @@ class SequentialRetrievalModel(keras.Model):
                 "loss_normalization='target' needs targets_per_batch > 0, "
                 f"got {targets_per_batch!r}"
             )
+        if branch_loss_weight < 0:
+            raise ValueError(f"branch_loss_weight must be >= 0, got {branch_loss_weight}")
+        if branch_loss_weight and encoder.kind != "hybrid":
+            raise ValueError(
+                f"branch_loss_weight needs a hybrid encoder (a {encoder.kind} encoder has one "
+                "branch)"
+            )
         self.encoder = encoder
+        self.branch_loss_weight = float(branch_loss_weight)
         self.loss_name = loss
         self.num_negatives = num_negatives
         self.sampler = sampler
@@ -114,31 +129,44 @@ class SequentialRetrievalModel(keras.Model):
         self.encoder.set_item_popularity(counts)
 
     def call(self, item_ids, training=None):
+        if training and self.branch_loss_weight:
+            branches = self.encoder(item_ids, training=training, return_branches=True)
+            return {name: branches[name] for name in ("hidden", "linrec", "fmlp")}
         return self.encoder(item_ids, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        table = self.encoder.item_embeddings
         normalizer = self.targets_per_batch if self.loss_normalization == "target" else None
-        if self.loss_name == "softmax":
-            loss = losses.full_softmax_loss(y_pred, table, y, normalizer=normalizer)
-        elif self.loss_name == "bce":
-            loss = losses.bce_loss(
-                y_pred, table, y, seed=self.seed_generator, normalizer=normalizer
-            )
+        if isinstance(y_pred, dict):
+            loss = self._query_loss(y_pred["hidden"], y, normalizer)
+            for branch in ("linrec", "fmlp"):
+                loss = loss + self.branch_loss_weight * self._query_loss(
+                    y_pred[branch], y, normalizer
+                )
         else:
-            loss = losses.sampled_softmax_loss(
-                y_pred,
-                table,
-                y,
-                num_negatives=self.num_negatives,
-                sampler=self.sampler,
-                logq_correction=self.logq_correction,
-                remove_accidental_hits=self.remove_accidental_hits,
-                seed=self.seed_generator,
-                normalizer=normalizer,
-            )
+            loss = self._query_loss(y_pred, y, normalizer)
         # A per-replica sum over a global normalizer already adds up right.
         return loss if normalizer is not None else scale_loss_for_distribution(loss)
+
+    def _query_loss(self, queries, targets, normalizer):
+        """The configured loss of query vectors [B, L, d] against next items [B, L]."""
+        table = self.encoder.item_embeddings
+        if self.loss_name == "softmax":
+            return losses.full_softmax_loss(queries, table, targets, normalizer=normalizer)
+        if self.loss_name == "bce":
+            return losses.bce_loss(
+                queries, table, targets, seed=self.seed_generator, normalizer=normalizer
+            )
+        return losses.sampled_softmax_loss(
+            queries,
+            table,
+            targets,
+            num_negatives=self.num_negatives,
+            sampler=self.sampler,
+            logq_correction=self.logq_correction,
+            remove_accidental_hits=self.remove_accidental_hits,
+            seed=self.seed_generator,
+            normalizer=normalizer,
+        )
 
     def query_embedding(self, item_ids, return_alpha=False):
         """Query vector at each row's last item: [B, d] (and alpha [B] or None)."""
@@ -207,6 +235,7 @@ class SequentialRetrievalModel(keras.Model):
             seed=self.seed,
             loss_normalization=self.loss_normalization,
             targets_per_batch=self.targets_per_batch,
+            branch_loss_weight=self.branch_loss_weight,
         )
         return config
 

@@ -71,6 +71,7 @@ def build_model(config, num_items, item_popularity, targets_per_batch=None):
         seed=config.seed,
         loss_normalization=config.loss_normalization,
         targets_per_batch=targets_per_batch if config.loss_normalization == "target" else None,
+        branch_loss_weight=config.branch_loss_weight,
     )
     model.set_item_popularity(item_popularity)
     return model

@@ -63,6 +63,10 @@ def _one_line_error(result, message):
         (["--hidden_dim=0"], "--hidden_dim=0: must be >= 1"),
         (["--num_heads=3"], "--hidden_dim=64: must be divisible by --num_heads=3"),
         (["--num_layers=0"], "--num_layers=0: must be >= 1"),
+        (
+            ["--model=fmlp", "--branch_loss_weight=0.5"],
+            "--branch_loss_weight=0.5: needs --model=hybrid",
+        ),
         (["--config=nope"], "available: "),
         (["--dataset=nope"], "unknown dataset 'nope'"),
         (["--dataset=beauty", "--data_dir=/nonexistent"], "Beauty.txt not found"),

@@ -60,6 +60,61 @@ def test_target_normalization_weighs_each_target_alike_and_round_trips():
         SequentialRetrievalModel(encoder, loss_normalization="mean")
 
 
+def _hybrid(**kwargs):
+    return build_encoder(
+        "hybrid", num_items=9, max_len=5, hidden_dim=4, num_heads=1, dropout_rate=0.0, **kwargs
+    )
+
+
+def test_branch_loss_adds_each_branch_as_a_query_of_its_own_and_round_trips():
+    model = SequentialRetrievalModel(_hybrid(), branch_loss_weight=0.3)
+    _, _, targets = _loss_inputs(dim=4)
+    ids = RNG.integers(1, 10, size=targets.shape).astype("int32")
+    outputs = model(ids, training=True)
+    assert sorted(outputs) == ["fmlp", "hidden", "linrec"]
+    table = model.encoder.item_embeddings
+    branches = model.encoder(ids, training=False, return_branches=True)
+    expected = sum(
+        weight * float(losses.full_softmax_loss(branches[name], table, targets))
+        for name, weight in (("hidden", 1.0), ("linrec", 0.3), ("fmlp", 0.3))
+    )
+    got = float(model.compute_loss(y=targets, y_pred=outputs))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(  # inference still returns the blend alone
+        keras.ops.convert_to_numpy(model(ids)), keras.ops.convert_to_numpy(branches["hidden"])
+    )
+    config = SequentialRetrievalModel.from_config(model.get_config()).get_config()
+    assert config["branch_loss_weight"] == 0.3
+    with pytest.raises(ValueError, match="needs a hybrid encoder"):
+        SequentialRetrievalModel(
+            build_encoder("fmlp", num_items=9, max_len=5, hidden_dim=4), branch_loss_weight=0.3
+        )
+    with pytest.raises(ValueError, match="must be >= 0"):
+        SequentialRetrievalModel(_hybrid(), branch_loss_weight=-1.0)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_branch_loss_trains_the_branch_a_closed_gate_starves(weight):
+    """With alpha pinned near 0 the LinRec branch gets gradient only from its own loss."""
+    import tensorflow as tf
+
+    model = SequentialRetrievalModel(_hybrid(), branch_loss_weight=weight)
+    gate = model.encoder.gate
+    gate.out.bias.assign(np.full(gate.out.bias.shape, -30.0, "float32"))  # alpha ~ 1e-13
+    _, _, targets = _loss_inputs(dim=4)
+    ids = RNG.integers(1, 10, size=targets.shape).astype("int32")
+    linrec_weights = [w for w in model.trainable_weights if "linrec_block" in w.path]
+    assert linrec_weights
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(y=targets, y_pred=model(ids, training=True))
+    gradients = tape.gradient(loss, linrec_weights)
+    largest = max(float(tf.reduce_max(tf.abs(g))) for g in gradients if g is not None)
+    if weight:
+        assert largest > 1e-4
+    else:
+        assert largest < 1e-9
+
+
 def test_sampled_softmax_with_all_items_as_uniform_negatives_approaches_full_softmax():
     hidden, table, targets = _loss_inputs(num_items=9)
     seed = keras.random.SeedGenerator(0)

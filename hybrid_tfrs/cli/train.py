@@ -57,6 +57,8 @@ FLAG_HELP = {
     "gate_output": "scalar (one alpha per position) or vector (one per hidden unit).",
     "fusion": "blend: alpha h_linrec + (1 - alpha) h_fmlp; blend_norm: LayerNorm after it.",
     "share_ffn": "Hybrid: the two branches share each layer's feed-forward network.",
+    "branch_loss_weight": "Hybrid: w > 0 adds w x (each branch's own next-item loss) to the "
+    "blend's, so both branches learn to recommend whatever the gate does (0 = off).",
     "loss": "softmax (full cross-entropy), sampled_softmax or bce.",
     "num_negatives": "Negatives per batch for sampled_softmax.",
     "sampler": "Negatives for sampled_softmax: in-batch, uniform or mixed.",
