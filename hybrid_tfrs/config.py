@@ -26,6 +26,7 @@ GATE_VARIANTS = {
     },
     "hybrid-shared-ffn": {"share_ffn": True},  # one FFN a layer for both branches
     "hybrid-global-alpha": {"gate_mode": "learned"},  # one learned alpha, no statistics
+    "hybrid-shared-block": {"shared_blocks": 1},  # one FMLP block under both branches
 }
 LOSSES = ("softmax", "sampled_softmax", "bce")
 NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
@@ -87,6 +88,7 @@ class TrainConfig:
     gate_output: str = "scalar"
     fusion: str = "blend"
     share_ffn: bool = False
+    shared_blocks: int = 0
     branch_loss_weight: float = 0.0
     loss: str = "softmax"
     num_negatives: int = 256
@@ -157,6 +159,16 @@ class TrainConfig:
             (0 <= self.final_lr_ratio <= 1, "final_lr_ratio", "must be in [0, 1]"),
             (self.clipnorm >= 0, "clipnorm", "must be >= 0 (0 = no clipping)"),
             (self.branch_loss_weight >= 0, "branch_loss_weight", "must be >= 0 (0 = off)"),
+            (
+                self.shared_blocks == 0 or self.model == "hybrid",
+                "shared_blocks",
+                f"needs --model=hybrid (the {self.model} encoder has one stack)",
+            ),
+            (
+                0 <= self.shared_blocks < self.num_layers,
+                "shared_blocks",
+                f"must be in 0..num_layers - 1 = {self.num_layers - 1}",
+            ),
             (
                 self.branch_loss_weight == 0 or self.model == "hybrid",
                 "branch_loss_weight",

@@ -16,8 +16,10 @@ class SequenceEncoder(keras.layers.Layer):
     ``kind="hybrid"`` runs a LinRec stack and an FMLP-Rec stack over a shared
     item + position embedding and blends them with ``SequenceStatsGate``:
     ``h = alpha * h_linrec + (1 - alpha) * h_fmlp`` (``fusion="blend_norm"``:
-    LayerNorm of that). ``"linrec"``, ``"fmlp"`` and ``"sasrec"`` are the
-    single-stack baselines. Use ``build_encoder`` to make one.
+    LayerNorm of that). With ``shared_blocks=k`` the first k of the
+    ``num_layers`` blocks are one FMLP-Rec trunk that both branches read.
+    ``"linrec"``, ``"fmlp"`` and ``"sasrec"`` are the single-stack baselines.
+    Use ``build_encoder`` to make one.
 
     Call args:
         item_ids: [B, L] int, ids 1..num_items, 0 = padding; sequences
@@ -49,6 +51,7 @@ class SequenceEncoder(keras.layers.Layer):
         gate_output="scalar",
         fusion="blend",
         share_ffn=False,
+        shared_blocks=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -68,31 +71,35 @@ class SequenceEncoder(keras.layers.Layer):
         self.gate_output = gate_output
         self.fusion = fusion
         self.share_ffn = bool(share_ffn and kind == "hybrid")
+        self.shared_blocks = int(shared_blocks) if kind == "hybrid" else 0
 
         self.embedding = SequenceEmbedding(
             num_items, max_len, hidden_dim, dropout_rate, name="embedding"
         )
+
+        def block(mixer, name, use_ffn=True):
+            return MixerBlock(
+                mixer,
+                max_len=max_len,
+                num_heads=num_heads,
+                inner_dim=self.inner_dim,
+                dropout_rate=dropout_rate,
+                causal=causal,
+                chunk_size=chunk_size,
+                use_ffn=use_ffn,
+                name=name,
+            )
+
+        self.trunk = [block("fmlp", f"shared_block_{i}") for i in range(self.shared_blocks)]
+        own_layers = range(self.shared_blocks, num_layers)
         mixers = ("linrec", "fmlp") if kind == "hybrid" else (kind,)
         self.stacks = {
-            mixer: [
-                MixerBlock(
-                    mixer,
-                    max_len=max_len,
-                    num_heads=num_heads,
-                    inner_dim=self.inner_dim,
-                    dropout_rate=dropout_rate,
-                    causal=causal,
-                    chunk_size=chunk_size,
-                    use_ffn=not self.share_ffn,
-                    name=f"{mixer}_block_{i}",
-                )
-                for i in range(num_layers)
-            ]
+            mixer: [block(mixer, f"{mixer}_block_{i}", not self.share_ffn) for i in own_layers]
             for mixer in mixers
         }
         self.shared_ffns = [
             FeedForward(self.inner_dim, dropout_rate, name=f"shared_ffn_{i}")
-            for i in range(num_layers if self.share_ffn else 0)
+            for i in (own_layers if self.share_ffn else ())
         ]
         self.fusion_norm = None
         if kind == "hybrid" and fusion == "blend_norm":
@@ -117,6 +124,8 @@ class SequenceEncoder(keras.layers.Layer):
         input_shape = tuple(input_shape)
         self.embedding.build(input_shape)
         hidden_shape = input_shape + (self.hidden_dim,)
+        for block in self.trunk:
+            block.build(hidden_shape)
         for blocks in self.stacks.values():
             for block in blocks:
                 block.build(hidden_shape)
@@ -159,6 +168,8 @@ class SequenceEncoder(keras.layers.Layer):
         item_ids = ops.cast(item_ids, "int32")
         mask = ops.not_equal(item_ids, 0)
         x = self.embedding(item_ids, training=training)
+        for block in self.trunk:
+            x = block(x, mask=mask, training=training)
         outputs = {}
         for mixer, blocks in self.stacks.items():
             h = x
@@ -200,6 +211,7 @@ class SequenceEncoder(keras.layers.Layer):
             gate_output=self.gate_output,
             fusion=self.fusion,
             share_ffn=self.share_ffn,
+            shared_blocks=self.shared_blocks,
         )
         return config
 
@@ -227,6 +239,7 @@ def build_encoder(
     gate_output="scalar",
     fusion="blend",
     share_ffn=False,
+    shared_blocks=0,
     item_popularity=None,
     name=None,
 ):
@@ -254,6 +267,8 @@ def build_encoder(
         fusion: ``"blend"`` or ``"blend_norm"`` (LayerNorm after the blend,
             restoring the norm a blend of weakly correlated outputs loses).
         share_ffn: the two branches share each layer's feed-forward network.
+        shared_blocks: hybrid only: the first k < num_layers blocks are one
+            FMLP-Rec trunk under both branches (k fewer blocks to run).
         item_popularity: optional training counts [num_items + 1] for the gate.
 
     Returns:
@@ -288,6 +303,16 @@ def build_encoder(
         f"must be one of {GATE_OUTPUTS}, got {gate_output!r}",
     )
     _require(fusion in FUSIONS, "fusion", f"must be one of {FUSIONS}, got {fusion!r}")
+    _require(
+        kind == "hybrid" or not shared_blocks,
+        "shared_blocks",
+        f"a {kind} encoder has one stack, nothing to share (got {shared_blocks})",
+    )
+    _require(
+        0 <= int(shared_blocks) < int(num_layers),
+        "shared_blocks",
+        f"must be in 0..num_layers - 1 = {int(num_layers) - 1}, got {shared_blocks}",
+    )
     if kind != "fmlp":
         _require(
             hidden_dim % num_heads == 0,
@@ -311,6 +336,7 @@ def build_encoder(
         gate_output=gate_output,
         fusion=fusion,
         share_ffn=bool(share_ffn),
+        shared_blocks=int(shared_blocks),
         name=name or f"{kind}_encoder",
     )
     encoder.build((None, int(max_len)))

@@ -62,6 +62,7 @@ def build_model(config, num_items, item_popularity, targets_per_batch=None):
         gate_output=config.gate_output,
         fusion=config.fusion,
         share_ffn=config.share_ffn,
+        shared_blocks=config.shared_blocks,
     )
     model = SequentialRetrievalModel(
         encoder,

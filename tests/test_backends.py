@@ -30,7 +30,7 @@ assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.85 * lo
 variant = build_encoder(
     "hybrid", num_items=N, max_len=L, hidden_dim=16, gate_mode="statistics_hidden",
     gate_features="basic,trend,recency,diversity,spectrum", gate_output="vector",
-    fusion="blend_norm", share_ffn=True,
+    fusion="blend_norm", share_ffn=True, shared_blocks=1,
 )
 assert variant(seqs[:4, :-1].astype("int32")).shape == (4, L, 16)
 try:
@@ -52,7 +52,7 @@ ids = rng.integers(1, N + 1, size=(4, L)).astype("int32")
 ids[:, 9:] = 0
 VARIANT = dict(
     gate_mode="statistics_hidden", gate_features="basic,trend,recency,diversity,spectrum",
-    gate_output="vector", fusion="blend_norm", share_ffn=True,
+    gate_output="vector", fusion="blend_norm", share_ffn=True, shared_blocks=1,
 )
 for kind, options in [(kind, {}) for kind in ENCODER_KINDS] + [("hybrid", VARIANT)]:
     encoder = build_encoder(kind, num_items=N, max_len=L, hidden_dim=16, chunk_size=4, **options)

@@ -67,6 +67,7 @@ def _one_line_error(result, message):
             ["--model=fmlp", "--branch_loss_weight=0.5"],
             "--branch_loss_weight=0.5: needs --model=hybrid",
         ),
+        (["--shared_blocks=2"], "--shared_blocks=2: must be in 0..num_layers - 1 = 1"),
         (["--config=nope"], "available: "),
         (["--dataset=nope"], "unknown dataset 'nope'"),
         (["--dataset=beauty", "--data_dir=/nonexistent"], "Beauty.txt not found"),

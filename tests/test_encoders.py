@@ -195,6 +195,8 @@ FUSION_VARIANTS = {
     "statistics-hidden": dict(gate_mode="statistics_hidden", gate_features=ALL_FEATURES),
     "hidden-vector": dict(gate_mode="hidden_state", gate_output="vector"),
     "shared-ffn": dict(share_ffn=True),
+    "shared-block": dict(shared_blocks=1),
+    "shared-block-and-ffn": dict(shared_blocks=1, share_ffn=True),
 }
 
 
@@ -255,9 +257,27 @@ def test_shared_ffn_halves_the_feed_forward_weights():
     assert _encoder("fmlp", share_ffn=True).count_params() == _encoder("fmlp").count_params()
 
 
+def test_a_shared_block_replaces_one_block_of_each_branch_by_one_trunk_block():
+    plain = _encoder("hybrid")
+    shared = _encoder("hybrid", shared_blocks=1)
+    fmlp_block = [w for w in plain.weights if w.path.startswith("hybrid_encoder/fmlp_block_0/")]
+    linrec_block = [w for w in plain.weights if w.path.startswith("hybrid_encoder/linrec_block_0/")]
+    assert fmlp_block and linrec_block
+    removed = sum(int(np.prod(w.shape)) for w in linrec_block)
+    assert plain.count_params() - shared.count_params() == removed
+    names = {w.path.split("/")[1] for w in shared.weights}
+    assert {"shared_block_0", "linrec_block_1", "fmlp_block_1"} <= names
+    assert not {"linrec_block_0", "fmlp_block_0"} & names
+    # Both branches read the trunk: with one own block each, they differ but share its input.
+    branches = shared(_histories(), return_branches=True)
+    assert not np.allclose(np.asarray(branches["linrec"]), np.asarray(branches["fmlp"]))
+
+
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
+        (dict(shared_blocks=2), "shared_blocks"),
+        (dict(shared_blocks=-1), "shared_blocks"),
         (dict(gate_features="basic,season"), "gate_features"),
         (dict(gate_output="matrix"), "gate_output"),
         (dict(fusion="concat"), "fusion"),
@@ -266,6 +286,11 @@ def test_shared_ffn_halves_the_feed_forward_weights():
 def test_bad_fusion_arguments_name_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=f"^{argument}"):
         build_encoder("hybrid", num_items=NUM_ITEMS, max_len=MAX_LEN, **kwargs)
+
+
+def test_a_baseline_has_no_blocks_to_share():
+    with pytest.raises(ValueError, match="^shared_blocks: a fmlp encoder has one stack"):
+        build_encoder("fmlp", num_items=NUM_ITEMS, max_len=MAX_LEN, shared_blocks=1)
 
 
 def test_score_level_fusion_equals_the_blend_for_a_vector_gate():

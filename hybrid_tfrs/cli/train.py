@@ -57,6 +57,8 @@ FLAG_HELP = {
     "gate_output": "scalar (one alpha per position) or vector (one per hidden unit).",
     "fusion": "blend: alpha h_linrec + (1 - alpha) h_fmlp; blend_norm: LayerNorm after it.",
     "share_ffn": "Hybrid: the two branches share each layer's feed-forward network.",
+    "shared_blocks": "Hybrid: the first k of --num_layers blocks are one FMLP-Rec trunk that "
+    "both branches read (k blocks fewer to run; k < num_layers).",
     "branch_loss_weight": "Hybrid: w > 0 adds w x (each branch's own next-item loss) to the "
     "blend's, so both branches learn to recommend whatever the gate does (0 = off).",
     "loss": "softmax (full cross-entropy), sampled_softmax or bce.",
