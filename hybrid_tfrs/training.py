@@ -257,10 +257,13 @@ class ValidationCallback(keras.callbacks.Callback):
         )
         validation_seconds = time.perf_counter() - self.epoch_started - seconds
         score = result["protocols"]["full"][VALIDATION_METRIC]
+        alpha = result["alpha"]  # the hybrid's mean gate on the validation users, else None
         loss = float(logs["loss"]) if logs and "loss" in logs else None
         if logs is not None:
             logs["val_ndcg@10"] = score
             logs["epoch_seconds"] = seconds
+            if alpha is not None:
+                logs["val_alpha"] = alpha
         self.state["elapsed_seconds"] = self.state.get("elapsed_seconds", 0.0) + seconds
         self.state["history"].append(
             {
@@ -270,6 +273,7 @@ class ValidationCallback(keras.callbacks.Callback):
                 "validation_seconds": validation_seconds,
                 "loss": loss,
                 "elapsed_seconds": self.state["elapsed_seconds"],
+                "val_alpha": alpha,
             }
         )
         improved = score > self.state["best_score"]
@@ -290,6 +294,7 @@ class ValidationCallback(keras.callbacks.Callback):
             f"{score:.4f} (best {self.state['best_score']:.4f} at epoch "
             f"{self.state['best_epoch']}) - {seconds + validation_seconds:.1f}s "
             f"({validation_seconds:.1f}s validation)"
+            + ("" if alpha is None else f" - alpha {alpha:.3g}")
         )
         stop = _stop(self.state, self.config)
         if stop:

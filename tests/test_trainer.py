@@ -34,7 +34,8 @@ SMALL = [
 
 EPOCH_LINE = re.compile(
     r"^epoch (\d+)/(\d+) - loss \d+\.\d{4} - val NDCG@10 \d\.\d{4} "
-    r"\(best \d\.\d{4} at epoch \d+\) - \d+\.\ds \(\d+\.\ds validation\)$"
+    r"\(best \d\.\d{4} at epoch \d+\) - \d+\.\ds \(\d+\.\ds validation\)"
+    r"(?: - alpha \d\.?\d*(?:e-\d+)?)?$"  # the hybrid's mean gate on validation
 )
 NOISE = ("cuInit", "Traceback", "INFO", "absl::InitializeLog", "\x1b", "\r")
 
@@ -123,9 +124,12 @@ def test_train_writes_a_valid_metrics_json_and_prints_the_table(trained_run):
             assert set(metrics[part][protocol]) == set(METRICS)
             assert all(0.0 <= v <= 1.0 for v in metrics[part][protocol].values())
     assert 0 < metrics["test_alpha"] < 1
+    # The gate's mean on the validation users, epoch by epoch, in the log line too.
+    assert all(0 < row["val_alpha"] < 1 for row in metrics["history"])
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert all(" - alpha " in line for line in epoch_lines)
     assert metrics["epochs_trained"] == 4 and 1 <= metrics["best_epoch"] <= 4
     assert "NDCG@10" in result.stdout and "uniform-99" in result.stdout
-    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
     assert [EPOCH_LINE.match(line).groups() for line in epoch_lines] == [
         (str(epoch), "4") for epoch in range(1, 5)
     ], epoch_lines
