@@ -414,6 +414,7 @@ def main(_):
             for name, value in (
                 ("data_dir", FLAGS.data_dir),
                 ("run_dirs", ",".join(FLAGS.run_dirs)),
+                ("sweep_alphas", ",".join(FLAGS.sweep_alphas)),
                 ("output", FLAGS.output),
             )
             if value
