@@ -17,7 +17,11 @@ Kinds (both exact inner product, the model's score, on what they visit):
   candidates per query; slower to build, high recall at low latency.
 
 The index knows nothing of histories: to leave a user's items out, ask for k
-plus the history length and drop them.
+plus the history length and drop them. A model with a learned seen-item bias
+(``ExportItems.seen_item_bias``, non-zero) adds it to the score of each item
+of the model's input: search k plus the history length, add the bias to the
+history's items among them (and, if it is positive, score the history's items
+too), then keep the top k.
 """
 
 import os
@@ -43,6 +47,7 @@ def _faiss():
 class ExportItems(NamedTuple):
     item_ids: np.ndarray  # str [N], raw ids
     embeddings: np.ndarray  # float32 [N, d]
+    seen_item_bias: float = 0.0  # the learned offset of already-seen items
 
 
 def load_export(saved_model):
@@ -58,7 +63,8 @@ def export_items(saved_model):
     """The item table of an export (folder or loaded), from its ``item_embeddings`` signature."""
     result = load_export(saved_model).signatures["item_embeddings"]()
     raw_ids = np.array([raw.decode("utf-8") for raw in result["item_ids"].numpy()])
-    return ExportItems(raw_ids, result["embeddings"].numpy())
+    bias = float(result["seen_item_bias"].numpy()) if "seen_item_bias" in result else 0.0
+    return ExportItems(raw_ids, result["embeddings"].numpy(), bias)
 
 
 def query_embeddings(saved_model, histories):

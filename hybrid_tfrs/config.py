@@ -90,6 +90,7 @@ class TrainConfig:
     share_ffn: bool = False
     shared_blocks: int = 0
     branch_loss_weight: float = 0.0
+    seen_item_bias: bool = False
     loss: str = "softmax"
     num_negatives: int = 256
     sampler: str = "mixed"

@@ -192,7 +192,9 @@ def evaluate(
 
     Args:
       score_fn: histories int32 [B, L] -> {"query": [B, d]} or
-        {"scores": [B, N + 1]}, plus "alpha": [B] optionally.
+        {"scores": [B, N + 1]}, plus "alpha": [B] optionally; with "query",
+        "seen_bias" (a float) optionally: the model's learned offset, added to
+        the score of every item in the row of ``histories`` it scored.
       histories: int [U, L], left-aligned, 0-padded model inputs.
       targets: int [U], the held-out item of each user, in 1..N.
       user_items: U sequences, all items of each user (targets included);
@@ -481,7 +483,7 @@ class _Ranker:
         if targets.size and (targets.min() < 1 or targets.max() > self.num_items):
             raise ValueError(f"targets must lie in 1..{self.num_items}")
         output = self.score_fn(histories.astype(np.int32))
-        scorer = _BatchScorer(output, size, self.num_items, self.item_embeddings)
+        scorer = _BatchScorer(output, histories, self.num_items, self.item_embeddings)
         alpha = output.get("alpha")
         if self.has_alpha is None:
             self.has_alpha = alpha is not None
@@ -570,7 +572,8 @@ class _Totals:
 class _BatchScorer:
     """Scores of one batch's items from a ``score_fn`` output, a chunk at a time."""
 
-    def __init__(self, output, batch, num_items, item_embeddings):
+    def __init__(self, output, histories, num_items, item_embeddings):
+        batch = histories.shape[0]
         if ("scores" in output) == ("query" in output):
             raise ValueError("score_fn must return exactly one of 'scores' and 'query'")
         if "scores" in output:
@@ -591,18 +594,33 @@ class _BatchScorer:
                 f"score_fn 'query' must have shape {(batch, item_embeddings.shape[1])} "
                 f"[batch, d of item_embeddings], got {self.query.shape}"
             )
+        self.seen_bias = output.get("seen_bias")
+        if self.seen_bias is not None:
+            # Each row's distinct items, as (row, item) pairs and as a [B, L] lookup.
+            self.histories = histories
+            rows, columns = np.nonzero(histories)
+            pairs = np.unique(rows * (num_items + 1) + histories[rows, columns])
+            self.seen_rows, self.seen_items = pairs // (num_items + 1), pairs % (num_items + 1)
 
     def chunk(self, lo, hi):
         """float [B, hi - lo], the scores of items lo..hi-1."""
         if self.scores is not None:
             return self.scores[:, lo:hi]
-        return self.query @ self.table[lo:hi].T
+        scores = self.query @ self.table[lo:hi].T
+        if self.seen_bias is not None:
+            here = (self.seen_items >= lo) & (self.seen_items < hi)
+            scores[self.seen_rows[here], self.seen_items[here] - lo] += self.seen_bias
+        return scores
 
     def candidate_scores(self, items):
         """int [B, C] items -> float [B, C] their scores."""
         if self.scores is not None:
             return np.take_along_axis(self.scores, items, axis=1)
-        return np.einsum("bd,bcd->bc", self.query, self.table[items])
+        scores = np.einsum("bd,bcd->bc", self.query, self.table[items])
+        if self.seen_bias is not None:
+            seen = (items[:, :, None] == self.histories[:, None, :]).any(axis=2)
+            scores = scores + self.seen_bias * seen
+        return scores
 
 
 def _batch_pairs(flat, offsets):

@@ -11,7 +11,8 @@ layout TensorFlow Serving polls, with four signatures over raw item ids:
   ``scores`` [B, k];
 - ``query_embedding``: ``history`` -> ``embedding`` float32 [B, d];
 - ``item_embeddings``: no input -> ``item_ids`` string [N], ``embeddings``
-  float32 [N, d] (for an external ANN index; the query is ``query_embedding``).
+  float32 [N, d] (for an external ANN index; the query is ``query_embedding``)
+  and ``seen_item_bias`` float32 scalar (0 without one: see below).
 
 Each history row is mapped to indices with the vocabulary (an asset of the
 SavedModel); ids unknown to the vocabulary and "" are dropped, the latest
@@ -21,6 +22,11 @@ InvalidArgumentError. With history exclusion (``exclude_history`` of
 ``recommend``; the export's ``exclude_history`` for ``serving_default``) every
 known item of the row, not only the latest ``max_len``, is left out of the
 results; slots beyond the unseen items hold ``""`` with score -inf.
+A model trained with a seen-item bias (``--seen_item_bias``) adds its learned
+offset to the score of every item of the model's input (the latest ``max_len``
+known items) in ``serving_default`` and ``recommend``; an external index
+scores ``query . embedding`` only, so its caller adds ``seen_item_bias`` to
+the history's items when it re-ranks (hybrid_tfrs.ann).
 ``assets.extra/tf_serving_warmup_requests`` holds a few ``PredictionLog``
 records that TensorFlow Serving replays at load.
 """
@@ -77,6 +83,8 @@ class RecommenderModule(tf.Module):
         self.top_k = top_k
         self.exclude_history = bool(exclude_history)
         self.chunk_size = chunk_size
+        # The learned seen-item offset layer, if the model has one.
+        self.seen_bias = getattr(model, "seen_bias", None)
         # Tracked here so the SavedModel holds every weight the functions read.
         self.model_variables = list(model.variables)
         self.vocabulary = tf.saved_model.Asset(vocabulary_path)
@@ -146,7 +154,12 @@ class RecommenderModule(tf.Module):
         with tf.control_dependencies([check]):
             k = tf.identity(k)
         known = self.known_indices(history)
-        query = self.model.query_embedding(self.model_input(known))
+        inputs = self.model_input(known)
+        query = self.model.query_embedding(inputs)
+        offset = None
+        if self.seen_bias is not None:  # the items the model read get its offset
+            pairs = tf.cast(tf.where(inputs > 0), tf.int32)
+            offset = (pairs[:, 0], tf.gather_nd(inputs, pairs), self.seen_bias.bias)
         # Every known item of the row (not only the latest max_len) scores
         # -inf: (row, item) pairs, O(B * T), never a [B, T, N] one-hot.
         seen_rows = tf.cast(known.value_rowids(), tf.int32)
@@ -159,7 +172,7 @@ class RecommenderModule(tf.Module):
         def merge(lo, best_scores, best_ids):
             hi = tf.minimum(lo + self.chunk_size, end)
             best = topk.merge_chunk(
-                query, table, lo, hi, (best_scores, best_ids), (seen_rows, seen_items)
+                query, table, lo, hi, (best_scores, best_ids), (seen_rows, seen_items), offset
             )
             return (hi, *best)
 
@@ -200,9 +213,11 @@ class RecommenderModule(tf.Module):
     def item_embeddings(self):
         indices = tf.range(self.num_items, dtype=tf.int64)
         table = tf.convert_to_tensor(self.model.encoder.item_embeddings)[1:]
+        bias = self.seen_bias.bias if self.seen_bias is not None else 0.0
         return {
             "item_ids": self.raw_id_table.lookup(indices),
             "embeddings": tf.cast(table, tf.float32),
+            "seen_item_bias": tf.cast(bias, tf.float32),
         }
 
     def signatures(self):

@@ -7,10 +7,19 @@ item table ([N + 1, d], row 0 = padding) and the next-item targets ([B, L],
 constant normalizer gives every target the same weight whatever the batch it
 falls in (length bucketing makes batches of short histories hold few targets,
 so a per-batch mean weighs each of them more).
+
+With ``seen_bias`` (a :class:`~hybrid_tfrs.layers.seen_item_bias.SeenItemBias`)
+and the inputs ``item_ids`` [B, L], every candidate that position t's history
+(positions <= t) already holds gets the layer's learned offset.
 """
 
 from hybrid_tfrs.backend import keras, ops, random
 from hybrid_tfrs.config import LOSSES, NEGATIVE_SAMPLERS  # noqa: F401  (re-exported)
+from hybrid_tfrs.layers.seen_item_bias import (
+    seen_in_prefix_all,
+    seen_in_prefix_own,
+    seen_in_prefix_shared,
+)
 
 _NEG_INF = -1e9
 
@@ -31,10 +40,19 @@ def _reduce(per_position, weights, normalizer):
     return total / normalizer
 
 
-def full_softmax_loss(hidden, item_table, targets, normalizer=None):
+def _own_seen(item_ids, candidates):
+    """[BL] mask: each position's own candidate ([B, L]) is in its prefix."""
+    return ops.reshape(seen_in_prefix_own(item_ids, candidates), (-1,))
+
+
+def full_softmax_loss(hidden, item_table, targets, normalizer=None, item_ids=None, seen_bias=None):
     """Cross-entropy over the whole catalogue (item 0 is never a class)."""
+    num_classes = ops.shape(item_table)[0]
     queries, targets, weights = _flatten(hidden, targets)
     logits = ops.matmul(queries, ops.transpose(item_table))  # [BL, N + 1]
+    if seen_bias is not None:
+        seen = seen_in_prefix_all(item_ids, num_classes)
+        logits = seen_bias(logits, ops.reshape(seen, (-1, num_classes)))
     padding_column = ops.one_hot(ops.zeros_like(targets), ops.shape(item_table)[0])
     logits = logits + padding_column * _NEG_INF
     per_position = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
@@ -87,6 +105,8 @@ def sampled_softmax_loss(
     remove_accidental_hits=True,
     seed=None,
     normalizer=None,
+    item_ids=None,
+    seen_bias=None,
 ):
     """Softmax over [own target] + shared sampled negatives.
 
@@ -101,6 +121,7 @@ def sampled_softmax_loss(
     positive's id from the first row when ``candidate_ids`` is per-row, which is
     this layout.
     """
+    own_targets = targets
     queries, targets, weights = _flatten(hidden, targets)
     num_items = ops.shape(item_table)[0] - 1
     negative_ids, probability = sample_negatives(
@@ -108,6 +129,12 @@ def sampled_softmax_loss(
     )
     positive_logits = ops.sum(queries * ops.take(item_table, targets, axis=0), axis=-1)
     negative_logits = ops.matmul(queries, ops.transpose(ops.take(item_table, negative_ids, axis=0)))
+    if seen_bias is not None:
+        positive_logits = seen_bias(positive_logits, _own_seen(item_ids, own_targets))
+        seen = seen_in_prefix_shared(item_ids, negative_ids)
+        negative_logits = seen_bias(
+            negative_logits, ops.reshape(seen, (-1, ops.shape(negative_ids)[0]))
+        )
     if logq_correction:
         negative_logits = negative_logits - ops.log(probability)[None, :]
     if remove_accidental_hits:
@@ -120,16 +147,23 @@ def sampled_softmax_loss(
     return _reduce(per_position, weights, normalizer)
 
 
-def bce_loss(hidden, item_table, targets, seed=None, normalizer=None):
+def bce_loss(
+    hidden, item_table, targets, seed=None, normalizer=None, item_ids=None, seen_bias=None
+):
     """SASRec / FMLP-Rec objective: BCE on the target and one uniform negative.
 
     A negative that equals the target carries no loss.
     """
+    own_targets = targets
     queries, targets, weights = _flatten(hidden, targets)
     num_items = ops.shape(item_table)[0] - 1
     negatives = ops.cast(random.randint(ops.shape(targets), 1, num_items + 1, seed=seed), "int32")
     positive_logits = ops.sum(queries * ops.take(item_table, targets, axis=0), axis=-1)
     negative_logits = ops.sum(queries * ops.take(item_table, negatives, axis=0), axis=-1)
+    if seen_bias is not None:
+        positive_logits = seen_bias(positive_logits, _own_seen(item_ids, own_targets))
+        own_negatives = ops.reshape(negatives, ops.shape(own_targets))
+        negative_logits = seen_bias(negative_logits, _own_seen(item_ids, own_negatives))
     negative_weight = ops.cast(ops.not_equal(negatives, targets), queries.dtype)
     per_position = ops.softplus(-positive_logits) + negative_weight * ops.softplus(negative_logits)
     return _reduce(per_position, weights, normalizer)

@@ -17,6 +17,7 @@ from hybrid_tfrs import losses
 from hybrid_tfrs.backend import LEGACY_KERAS, keras, ops, random
 from hybrid_tfrs.config import LOSS_NORMALIZATIONS
 from hybrid_tfrs.encoders import check_item_ids
+from hybrid_tfrs.layers.seen_item_bias import SeenItemBias, seen_in_history
 from hybrid_tfrs.topk import DEFAULT_CHUNK_SIZE, chunked_top_k
 
 if LEGACY_KERAS:
@@ -52,6 +53,10 @@ class SequentialRetrievalModel(keras.Model):
             a query of its own too: loss = L(blend) + w * (L(h_linrec) +
             L(h_fmlp)). A gate near 0 or 1 otherwise leaves one branch almost
             without gradient.
+        seen_item_bias: add one learned scalar to the score of every item
+            the history already holds (``SeenItemBias``), in training and
+            in every scoring path (``score_items``, ``recommend``, the
+            evaluation's ``score_function``, the SavedModel export).
 
     ``fit`` takes ``(item_ids [B, L], targets [B, L])`` with ``targets[b, t]`` the
     item after ``item_ids[b, t]`` (0 = no loss). With ``branch_loss_weight`` the
@@ -71,6 +76,7 @@ class SequentialRetrievalModel(keras.Model):
         loss_normalization="batch",
         targets_per_batch=None,
         branch_loss_weight=0.0,
+        seen_item_bias=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,6 +105,7 @@ class SequentialRetrievalModel(keras.Model):
             )
         self.encoder = encoder
         self.branch_loss_weight = float(branch_loss_weight)
+        self.seen_bias = SeenItemBias(name="seen_item_bias") if seen_item_bias else None
         self.loss_name = loss
         self.num_negatives = num_negatives
         self.sampler = sampler
@@ -124,6 +131,13 @@ class SequentialRetrievalModel(keras.Model):
     def max_len(self):
         return self.encoder.max_len
 
+    @property
+    def seen_item_bias(self):
+        """The learned offset of already-seen items (float), or None without one."""
+        if self.seen_bias is None:
+            return None
+        return float(ops.convert_to_numpy(self.seen_bias.bias))
+
     def set_item_popularity(self, counts):
         """Training item counts [num_items + 1] (the hybrid's gate reads them)."""
         self.encoder.set_item_popularity(counts)
@@ -137,24 +151,26 @@ class SequentialRetrievalModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         normalizer = self.targets_per_batch if self.loss_normalization == "target" else None
         if isinstance(y_pred, dict):
-            loss = self._query_loss(y_pred["hidden"], y, normalizer)
+            loss = self._query_loss(y_pred["hidden"], y, normalizer, x)
             for branch in ("linrec", "fmlp"):
                 loss = loss + self.branch_loss_weight * self._query_loss(
-                    y_pred[branch], y, normalizer
+                    y_pred[branch], y, normalizer, x
                 )
         else:
-            loss = self._query_loss(y_pred, y, normalizer)
+            loss = self._query_loss(y_pred, y, normalizer, x)
         # A per-replica sum over a global normalizer already adds up right.
         return loss if normalizer is not None else scale_loss_for_distribution(loss)
 
-    def _query_loss(self, queries, targets, normalizer):
-        """The configured loss of query vectors [B, L, d] against next items [B, L]."""
+    def _query_loss(self, queries, targets, normalizer, item_ids):
+        """The configured loss of query vectors [B, L, d] against next items [B, L]
+        (``item_ids`` [B, L]: the inputs, for the seen-item offset)."""
         table = self.encoder.item_embeddings
+        seen = dict(item_ids=item_ids, seen_bias=self.seen_bias)
         if self.loss_name == "softmax":
-            return losses.full_softmax_loss(queries, table, targets, normalizer=normalizer)
+            return losses.full_softmax_loss(queries, table, targets, normalizer=normalizer, **seen)
         if self.loss_name == "bce":
             return losses.bce_loss(
-                queries, table, targets, seed=self.seed_generator, normalizer=normalizer
+                queries, table, targets, seed=self.seed_generator, normalizer=normalizer, **seen
             )
         return losses.sampled_softmax_loss(
             queries,
@@ -166,6 +182,7 @@ class SequentialRetrievalModel(keras.Model):
             remove_accidental_hits=self.remove_accidental_hits,
             seed=self.seed_generator,
             normalizer=normalizer,
+            **seen,
         )
 
     def query_embedding(self, item_ids, return_alpha=False):
@@ -180,10 +197,13 @@ class SequentialRetrievalModel(keras.Model):
     def score_items(self, item_ids, exclude_history=False, return_alpha=False):
         """Scores of every item for each history: [B, N + 1], column 0 = -inf.
 
-        With ``exclude_history`` the items in the history also get -inf.
+        With ``exclude_history`` the items in the history also get -inf; with
+        a seen-item bias they get the learned offset otherwise.
         """
         query, alpha = self.query_embedding(item_ids, return_alpha=True)
         scores = ops.matmul(query, ops.transpose(self.encoder.item_embeddings))
+        if self.seen_bias is not None:
+            scores = self.seen_bias(scores, seen_in_history(item_ids, self.num_items + 1))
         blocked = ops.equal(ops.arange(self.num_items + 1), 0)[None, :]  # padding column
         if exclude_history:
             seen = ops.max(ops.one_hot(item_ids, self.num_items + 1), axis=1) > 0
@@ -211,16 +231,15 @@ class SequentialRetrievalModel(keras.Model):
             raise ValueError(f"item_ids: length {ids.shape[1]} exceeds max_len={self.max_len}")
         if not 1 <= k <= self.num_items:
             raise ValueError(f"k must be in 1..{self.num_items}, got {k}")
-        excluded = None
-        if exclude_history:
-            rows, positions = np.nonzero(ids)
-            excluded = (rows.astype("int32"), ids[rows, positions])
+        rows, positions = np.nonzero(ids)
+        history_pairs = (rows.astype("int32"), ids[rows, positions])
         return chunked_top_k(
             self.query_embedding(ids),
             self.encoder.item_embeddings,
             k,
             chunk_size=chunk_size,
-            excluded=excluded,
+            excluded=history_pairs if exclude_history else None,
+            offset=None if self.seen_bias is None else (*history_pairs, self.seen_bias.bias),
         )
 
     def get_config(self):
@@ -236,6 +255,7 @@ class SequentialRetrievalModel(keras.Model):
             loss_normalization=self.loss_normalization,
             targets_per_batch=self.targets_per_batch,
             branch_loss_weight=self.branch_loss_weight,
+            seen_item_bias=self.seen_bias is not None,
         )
         return config
 

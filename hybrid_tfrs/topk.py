@@ -10,7 +10,8 @@ TensorFlow's ``top_k`` is stable (another backend's ``top_k`` may order ties
 its own way). Item 0 (padding) is never a candidate.
 
 Excluded items (a history, for instance) are given as (row, item) pairs and
-score -inf. Slots that only -inf items could fill hold -inf; their ids are
+score -inf; an offset (row, item, value) adds one value to the scores of its
+pairs (a learned seen-item bias). Slots that only -inf items could fill hold -inf; their ids are
 undefined (0 or an excluded item), so callers map them to "no item".
 
 ``chunked_top_k`` loops in Python (eager, any backend); the SavedModel export
@@ -30,7 +31,7 @@ def initial_top_k(batch, k, dtype="float32"):
     return ops.full((batch, k), -np.inf, dtype=dtype), ops.zeros((batch, k), dtype="int32")
 
 
-def merge_chunk(query, item_table, lo, hi, best, excluded=None):
+def merge_chunk(query, item_table, lo, hi, best, excluded=None, offset=None):
     """Scores items lo..hi-1 and merges them into the running top-k.
 
     Args:
@@ -39,6 +40,8 @@ def merge_chunk(query, item_table, lo, hi, best, excluded=None):
         lo, hi: the chunk's item range, 1 <= lo < hi <= N + 1 (ints or scalar tensors).
         best: (scores float [B, k], ids int32 [B, k]), best first.
         excluded: optional (rows int32 [P], items int32 [P]) pairs scoring -inf.
+        offset: optional (rows int32 [Q], items int32 [Q], value scalar): the
+            value is added to those pairs' scores (a pair listed twice once).
 
     Returns:
         (scores float [B, k], ids int32 [B, k]), the top-k of best and the chunk.
@@ -48,18 +51,14 @@ def merge_chunk(query, item_table, lo, hi, best, excluded=None):
     chunk = ops.slice(item_table, [lo, 0], [size, ops.shape(item_table)[1]])
     # [B, size]; (chunk @ query.T).T never copies the chunk transposed
     scores = ops.transpose(ops.matmul(chunk, ops.transpose(query)))
+    if offset is not None:
+        rows, items, value = offset
+        scores = _set_pairs(
+            scores, lo, rows, items, lambda old: old + ops.cast(value, scores.dtype)
+        )
     if excluded is not None:
         rows, items = excluded
-        inside = ops.logical_and(items >= lo, items < hi)
-        # Pairs outside the chunk land in an extra column that is dropped.
-        columns = ops.where(inside, items - lo, size)
-        padded = ops.pad(scores, [[0, 0], [0, 1]])
-        padded = ops.scatter_update(
-            padded,
-            ops.stack([rows, columns], axis=1),
-            ops.full(ops.shape(rows), -np.inf, dtype=scores.dtype),
-        )
-        scores = padded[:, :size]
+        scores = _set_pairs(scores, lo, rows, items, lambda old: ops.full_like(old, -np.inf))
     k = ops.shape(best_scores)[1]
     top_scores, positions = ops.top_k(ops.concatenate([best_scores, scores], axis=1), k)
     positions = ops.cast(positions, "int32")
@@ -68,7 +67,19 @@ def merge_chunk(query, item_table, lo, hi, best, excluded=None):
     return top_scores, ops.where(positions < k, from_best, positions - k + lo)
 
 
-def chunked_top_k(query, item_table, k, chunk_size=DEFAULT_CHUNK_SIZE, excluded=None):
+def _set_pairs(scores, lo, rows, items, new_value):
+    """scores [B, size] of items lo..: the (row, item) pairs inside get ``new_value(old)``."""
+    size = ops.shape(scores)[1]
+    inside = ops.logical_and(items >= lo, items < lo + size)
+    # Pairs outside the chunk land in an extra column that is dropped.
+    columns = ops.where(inside, items - lo, size)
+    padded = ops.pad(scores, [[0, 0], [0, 1]])
+    old = ops.take(ops.reshape(padded, [-1]), rows * (size + 1) + columns)
+    padded = ops.scatter_update(padded, ops.stack([rows, columns], axis=1), new_value(old))
+    return padded[:, :size]
+
+
+def chunked_top_k(query, item_table, k, chunk_size=DEFAULT_CHUNK_SIZE, excluded=None, offset=None):
     """Top-k items 1..N for each query, ``chunk_size`` items scored at a time.
 
     Args:
@@ -77,6 +88,8 @@ def chunked_top_k(query, item_table, k, chunk_size=DEFAULT_CHUNK_SIZE, excluded=
         k: 1..N.
         chunk_size: positive int.
         excluded: optional (rows int32 [P], items int32 [P]) pairs left out.
+        offset: optional (rows int32 [Q], items int32 [Q], value): added to
+            those pairs' scores (see ``merge_chunk``).
 
     Returns:
         (ids int32 [B, k], scores float [B, k]), best first.
@@ -90,7 +103,7 @@ def chunked_top_k(query, item_table, k, chunk_size=DEFAULT_CHUNK_SIZE, excluded=
     best = initial_top_k(ops.shape(query)[0], k, dtype=query.dtype)
     for lo in range(1, num_items + 1, chunk_size):
         best = merge_chunk(
-            query, item_table, lo, min(lo + chunk_size, num_items + 1), best, excluded
+            query, item_table, lo, min(lo + chunk_size, num_items + 1), best, excluded, offset
         )
     scores, ids = best
     return ids, scores

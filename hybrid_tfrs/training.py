@@ -73,6 +73,7 @@ def build_model(config, num_items, item_popularity, targets_per_batch=None):
         loss_normalization=config.loss_normalization,
         targets_per_batch=targets_per_batch if config.loss_normalization == "target" else None,
         branch_loss_weight=config.branch_loss_weight,
+        seen_item_bias=config.seen_item_bias,
     )
     model.set_item_popularity(item_popularity)
     return model
@@ -97,7 +98,8 @@ def compile_model(model, config, steps_per_epoch=1):
 def score_function(model):
     """``score_fn`` for :func:`hybrid_tfrs.evaluation.evaluate` from a model.
 
-    Returns the query vectors [B, d] (and the gate alpha [B]); pass
+    Returns the query vectors [B, d] (and the gate alpha [B], the learned
+    seen-item offset); pass
     ``item_embeddings(model)`` to ``evaluate`` to score them chunk by chunk.
     The encoder runs as a TensorFlow graph traced once per width (any batch
     size). A causal encoder reads each history cut to the smallest of
@@ -124,6 +126,8 @@ def score_function(model):
         # Histories are left-aligned (pad_latest): the length is the count of items.
         buckets = np.searchsorted(widths[:-1], np.count_nonzero(histories, axis=1))
         result = {"query": np.empty((len(histories), model.encoder.hidden_dim), np.float32)}
+        if model.seen_item_bias is not None:
+            result["seen_bias"] = model.seen_item_bias
         if model.encoder.gate is not None:
             result["alpha"] = np.empty(len(histories), np.float32)
         for bucket in np.unique(buckets):

@@ -157,6 +157,7 @@ def test_saved_model_cli_lists_the_four_signatures(exported):
         "item_embeddings": {
             ("output", "item_ids"): (string, f"({NUM_ITEMS})"),
             ("output", "embeddings"): (floats, f"({NUM_ITEMS}, {HIDDEN})"),
+            ("output", "seen_item_bias"): (floats, "()"),
         },
     }
 

@@ -61,6 +61,9 @@ FLAG_HELP = {
     "both branches read (k blocks fewer to run; k < num_layers).",
     "branch_loss_weight": "Hybrid: w > 0 adds w x (each branch's own next-item loss) to the "
     "blend's, so both branches learn to recommend whatever the gate does (0 = off).",
+    "seen_item_bias": "Learn one score offset for the items already in the history (negative "
+    "where the next item is never a seen one, positive where repeats are common); scoring, "
+    "evaluation and the export apply it.",
     "loss": "softmax (full cross-entropy), sampled_softmax or bce.",
     "num_negatives": "Negatives per batch for sampled_softmax.",
     "sampler": "Negatives for sampled_softmax: in-batch, uniform or mixed.",

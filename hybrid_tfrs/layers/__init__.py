@@ -5,6 +5,7 @@ from hybrid_tfrs.layers.embedding import SequenceEmbedding
 from hybrid_tfrs.layers.frequency_filter import FrequencyFilter
 from hybrid_tfrs.layers.gate import FEATURE_NAMES, HiddenStateGate, SequenceStatsGate
 from hybrid_tfrs.layers.linear_attention import LinearAttention, causal_linear_attention
+from hybrid_tfrs.layers.seen_item_bias import SeenItemBias
 from hybrid_tfrs.layers.sequence_features import repeat_flags, sequence_features
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "HiddenStateGate",
     "LinearAttention",
     "MixerBlock",
+    "SeenItemBias",
     "SequenceEmbedding",
     "SequenceStatsGate",
     "causal_linear_attention",

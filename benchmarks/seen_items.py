@@ -1,0 +1,164 @@
+"""How much of a trained model's top-10 its users have already seen.
+
+For each run folder, on its test users (the query at each user's last item,
+scored as the model scores, its learned seen-item offset included):
+
+- ``full`` and ``full-unseen`` NDCG@10 (the gap between them is what the
+  history's own items cost the model under ``full``);
+- the mean number of history items in the top-10, and the share of users with
+  at least one;
+- for k = 1..5, the share of users whose k-th latest item is in their top-10;
+- the learned seen-item offset (``--seen_item_bias``), if the model has one.
+
+    python benchmarks/seen_items.py --data_dir=../shared/data \
+        --run_dirs=runs/ml-1m_hybrid,runs/beauty_hybrid \
+        --output=benchmarks/results/seen_items.md
+"""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_list("run_dirs", None, "Output folders of trained runs (hybrid-tfrs-train).")
+flags.DEFINE_string("data_dir", None, "Folder of the dataset files (as for training).")
+flags.DEFINE_integer("batch_size", 256, "Test users per batch.", lower_bound=1)
+flags.DEFINE_string("output", None, "Markdown file to write (a .json with the numbers beside it).")
+flags.mark_flag_as_required("run_dirs")
+FLAGS = flags.FLAGS
+
+TOP = 10
+LATEST = 5
+
+
+def top_items_and_ranks(scores, seen_histories, targets):
+    """Per user: top-10 item ids [B, 10] and the target's rank (1-based) under
+    ``full`` and ``full-unseen`` (ties count against the target).
+
+    Args:
+        scores: float [B, N + 1], column 0 = -inf.
+        seen_histories: B int arrays, each user's whole history (``full-unseen``
+            leaves all of it out, as hybrid_tfrs.evaluation does).
+        targets: int [B].
+    """
+    import numpy as np
+
+    rows = np.arange(len(targets))
+    target_scores = scores[rows, targets]
+    at_or_above = scores >= target_scores[:, None]
+    at_or_above[rows, targets] = False
+    seen = np.zeros_like(at_or_above)
+    for row, items in enumerate(seen_histories):
+        seen[row, items] = True
+    seen[rows, targets] = False  # the target always counts
+    full = 1 + at_or_above.sum(axis=1)
+    unseen = full - (at_or_above & seen).sum(axis=1)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :TOP]
+    return top, full, unseen
+
+
+def seen_in_top(top, histories):
+    """(number of history items in each top-10 [B], [B, LATEST] whether the k-th
+    latest item is in it); histories left-aligned, 0-padded."""
+    import numpy as np
+
+    in_top = (top[:, :, None] == histories[:, None, :]) & (histories[:, None, :] > 0)
+    count = in_top.any(axis=2).sum(axis=1)  # each top slot counted once
+    lengths = np.count_nonzero(histories, axis=1)
+    latest = np.zeros((len(top), LATEST), bool)
+    for k in range(LATEST):
+        position = lengths - 1 - k
+        valid = position >= 0
+        items = histories[np.arange(len(top)), np.maximum(position, 0)]
+        latest[:, k] = valid & (top == items[:, None]).any(axis=1)
+    return count, latest
+
+
+def diagnose(run_dir, data_dir, batch_size):
+    import numpy as np
+
+    from hybrid_tfrs import run_dir as runs
+    from hybrid_tfrs.data.pipeline import pad_latest
+    from hybrid_tfrs.run_data import load_split
+    from hybrid_tfrs.training import load_run_model
+
+    config = runs.read_config(run_dir)
+    if data_dir:
+        config.data_dir = data_dir
+    _, split = load_split(config)
+    model = load_run_model(os.path.join(run_dir, runs.BEST_MODEL_FILE))
+    histories = pad_latest(split.test_histories, config.max_len)
+    targets = np.asarray(split.test_targets)
+    counts, latest, full, unseen = [], [], [], []
+    for start in range(0, len(targets), batch_size):
+        batch = histories[start : start + batch_size]
+        scores = np.asarray(model.score_items(batch), dtype=np.float64)
+        top, full_rank, unseen_rank = top_items_and_ranks(
+            scores,
+            split.test_histories[start : start + batch_size],
+            targets[start : start + batch_size],
+        )
+        count, k_latest = seen_in_top(top, batch)
+        counts.append(count)
+        latest.append(k_latest)
+        full.append(full_rank)
+        unseen.append(unseen_rank)
+    counts, latest = np.concatenate(counts), np.concatenate(latest)
+    ndcg = {
+        name: float(np.mean(np.where(ranks <= TOP, 1.0 / np.log2(ranks + 1), 0.0)))
+        for name, ranks in (("full", np.concatenate(full)), ("full-unseen", np.concatenate(unseen)))
+    }
+    return {
+        "run_dir": run_dir,
+        "dataset": config.dataset,
+        "model": config.model,
+        "seen_item_bias": model.seen_item_bias,
+        "users": int(len(targets)),
+        "ndcg@10": ndcg,
+        "history_items_in_top10": float(counts.mean()),
+        "users_with_a_history_item_in_top10": float((counts > 0).mean()),
+        "kth_latest_in_top10": [float(v) for v in latest.mean(axis=0)],
+    }
+
+
+def markdown(results):
+    lines = [
+        "| run | dataset | model | users | learned offset | full NDCG@10 | full-unseen NDCG@10 "
+        "| history items in top-10 | users with one | latest item in top-10 "
+        "| 2nd | 3rd | 4th | 5th |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        bias = "-" if r["seen_item_bias"] is None else f"{r['seen_item_bias']:.2f}"
+        latest = " | ".join(f"{v:.3f}" for v in r["kth_latest_in_top10"])
+        lines.append(
+            f"| {r['run_dir']} | {r['dataset']} | {r['model']} | {r['users']} | {bias} "
+            f"| {r['ndcg@10']['full']:.4f} | {r['ndcg@10']['full-unseen']:.4f} "
+            f"| {r['history_items_in_top10']:.2f} "
+            f"| {r['users_with_a_history_item_in_top10']:.3f} | {latest} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(_):
+    from hybrid_tfrs.cli.common import quiet_tensorflow
+
+    quiet_tensorflow()
+    results = [diagnose(run, FLAGS.data_dir, FLAGS.batch_size) for run in FLAGS.run_dirs]
+    table = markdown(results)
+    print(table)
+    if FLAGS.output:
+        command = (
+            f"python benchmarks/seen_items.py --data_dir={FLAGS.data_dir} "
+            f"--run_dirs={','.join(FLAGS.run_dirs)} --output={FLAGS.output}"
+        )
+        with open(FLAGS.output, "w") as handle:
+            handle.write(f"# Already-seen items in the top-10\n\nCommand: `{command}`\n\n{table}")
+        with open(os.path.splitext(FLAGS.output)[0] + ".json", "w") as handle:
+            json.dump(results, handle, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)
