@@ -15,11 +15,8 @@ and the inputs ``item_ids`` [B, L], every candidate that position t's history
 
 from hybrid_tfrs.backend import keras, ops, random
 from hybrid_tfrs.config import LOSSES, NEGATIVE_SAMPLERS  # noqa: F401  (re-exported)
-from hybrid_tfrs.layers.seen_item_bias import (
-    seen_in_prefix_all,
-    seen_in_prefix_own,
-    seen_in_prefix_shared,
-)
+from hybrid_tfrs.layers.seen_item_bias import seen_in_prefix_own, seen_in_prefix_shared
+from hybrid_tfrs.layers.sequence_features import repeat_flags
 
 _NEG_INF = -1e9
 
@@ -47,16 +44,55 @@ def _own_seen(item_ids, candidates):
 
 def full_softmax_loss(hidden, item_table, targets, normalizer=None, item_ids=None, seen_bias=None):
     """Cross-entropy over the whole catalogue (item 0 is never a class)."""
-    num_classes = ops.shape(item_table)[0]
+    own_targets = targets
     queries, targets, weights = _flatten(hidden, targets)
     logits = ops.matmul(queries, ops.transpose(item_table))  # [BL, N + 1]
-    if seen_bias is not None:
-        seen = seen_in_prefix_all(item_ids, num_classes)
-        logits = seen_bias(logits, ops.reshape(seen, (-1, num_classes)))
     padding_column = ops.one_hot(ops.zeros_like(targets), ops.shape(item_table)[0])
     logits = logits + padding_column * _NEG_INF
-    per_position = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+    if seen_bias is None:
+        per_position = keras.losses.sparse_categorical_crossentropy(
+            targets, logits, from_logits=True
+        )
+    else:
+        per_position = _offset_cross_entropy(
+            hidden, item_table, logits, own_targets, item_ids, seen_bias.bias
+        )
     return _reduce(per_position, weights, normalizer)
+
+
+def _offset_cross_entropy(hidden, item_table, logits, targets, item_ids, bias):
+    """Full cross-entropy [BL] with ``bias`` added to each prefix's items' logits.
+
+    Never forms a second [BL, N + 1] tensor: with P the softmax mass of the
+    prefix's distinct items (their logits are a [B, L, L] product),
+    log Z' = log Z + log((1 - P) + e^bias P), and the target's logit gains
+    ``bias`` if the prefix holds it.
+
+    Args:
+        hidden: [B, L, d] queries; item_table: [N + 1, d]; logits: [BL, N + 1]
+        (padding column masked); targets, item_ids: int [B, L].
+    """
+    batch, length = ops.shape(item_ids)[0], ops.shape(item_ids)[1]
+    log_z = ops.reshape(ops.logsumexp(logits, axis=-1), (batch, length))
+    prefix_logits = ops.einsum(  # [B, t, s]: query at t . item at s
+        "btd,bsd->bts", hidden, ops.take(item_table, item_ids, axis=0)
+    )
+    positions = ops.arange(length)
+    first = ops.logical_and(item_ids > 0, repeat_flags(item_ids) == 0)  # distinct items once
+    counted = ops.logical_and(
+        (positions[None, :] <= positions[:, None])[None], first[:, None, :]
+    )  # [B, t, s]
+    mass = ops.sum(
+        ops.where(counted, ops.exp(prefix_logits - log_z[:, :, None]), 0.0), axis=-1
+    )  # [B, L]
+    bias = ops.cast(bias, logits.dtype)
+    shifted = ops.maximum(1.0 - mass, 0.0) + ops.exp(bias) * mass
+    new_log_z = log_z + ops.log(ops.maximum(shifted, 1e-30))
+    # Gathered from the table, not from ``logits``: a gather's gradient there
+    # would scatter into a dense [BL, N + 1] tensor (slow under XLA on CPU).
+    target_logits = ops.sum(hidden * ops.take(item_table, targets, axis=0), axis=-1)
+    target_logits = target_logits + bias * seen_in_prefix_own(item_ids, targets)
+    return ops.reshape(new_log_z - target_logits, (-1,))
 
 
 def sample_negatives(targets, weights, num_items, num_negatives, sampler, seed):

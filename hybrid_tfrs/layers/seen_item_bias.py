@@ -20,22 +20,6 @@ The mask helpers return float masks of the shapes the losses use.
 from hybrid_tfrs.backend import keras, ops
 
 
-def seen_in_prefix_all(item_ids, num_classes):
-    """Every class against each prefix: [B, L, C], 1 where class c is in item_ids[b, :t+1].
-
-    Class 0 (padding) is never seen. Memory O(B L C), the size of the full
-    softmax's logits it is added to.
-
-    Args:
-        item_ids: int [B, L], 0 = padding.
-        num_classes: C (N + 1).
-    """
-    counts = ops.cumsum(ops.one_hot(item_ids, num_classes), axis=1)
-    seen = ops.cast(counts > 0, "float32")
-    not_padding = ops.cast(ops.arange(num_classes) > 0, "float32")
-    return seen * not_padding[None, None, :]
-
-
 def seen_in_prefix_shared(item_ids, candidate_ids):
     """Candidates shared by all positions against each prefix: [B, L, M].
 
