@@ -58,7 +58,7 @@ ABLATIONS = {
         "final_lr_ratio": "0.05",
     },
     "hybrid-target-loss": {"loss_normalization": "target"},  # every target weighs the same
-    "hybrid-seen-bias": {"seen_item_bias": "true"},  # a learned offset for seen items
+    "hybrid-no-seen-bias": {"seen_item_bias": "false"},  # no learned offset for seen items
     "hybrid-lr-5e-4": {  # BSARec's constant rate on Beauty
         "learning_rate": "0.0005",
         "lr_schedule": "constant",

@@ -22,11 +22,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_list("run_dirs", None, "Output folders of trained runs (hybrid-tfrs-train).")
-flags.DEFINE_string("data_dir", None, "Folder of the dataset files (as for training).")
-flags.DEFINE_integer("batch_size", 256, "Test users per batch.", lower_bound=1)
-flags.DEFINE_string("output", None, "Markdown file to write (a .json with the numbers beside it).")
-flags.mark_flag_as_required("run_dirs")
 FLAGS = flags.FLAGS
 
 TOP = 10
@@ -160,5 +155,10 @@ def main(_):
             json.dump(results, handle, indent=1)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags defined here: tests import this file beside others
+    flags.DEFINE_list("run_dirs", None, "Output folders of trained runs (hybrid-tfrs-train).")
+    flags.DEFINE_string("data_dir", None, "Folder of the dataset files (as for training).")
+    flags.DEFINE_integer("batch_size", 256, "Test users per batch.", lower_bound=1)
+    flags.DEFINE_string("output", None, "Markdown file to write (a .json beside it).")
+    flags.mark_flag_as_required("run_dirs")
     app.run(main)
