@@ -1,25 +1,14 @@
 """benchmarks/gate_diagnosis.py: the alpha sweep (what a gate could gain), end to end."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_benchmark
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "gate_diagnosis", REPO_ROOT / "benchmarks" / "gate_diagnosis.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-diagnosis = _load_script()
+diagnosis = load_benchmark("gate_diagnosis")
 
 
 def test_length_buckets_cover_histories_past_the_window():

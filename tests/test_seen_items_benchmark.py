@@ -1,25 +1,14 @@
 """benchmarks/seen_items.py: history items in the top-10, by hand and end to end."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_benchmark
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "seen_items", REPO_ROOT / "benchmarks" / "seen_items.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-seen_items = _load_script()
+seen_items = load_benchmark("seen_items")
 
 
 def test_ranks_and_counts_by_hand():
