@@ -28,32 +28,6 @@ TOP = 10
 LATEST = 5
 
 
-def top_items_and_ranks(scores, seen_histories, targets):
-    """Per user: top-10 item ids [B, 10] and the target's rank (1-based) under
-    ``full`` and ``full-unseen`` (ties count against the target).
-
-    Args:
-        scores: float [B, N + 1], column 0 = -inf.
-        seen_histories: B int arrays, each user's whole history (``full-unseen``
-            leaves all of it out, as hybrid_tfrs.evaluation does).
-        targets: int [B].
-    """
-    import numpy as np
-
-    rows = np.arange(len(targets))
-    target_scores = scores[rows, targets]
-    at_or_above = scores >= target_scores[:, None]
-    at_or_above[rows, targets] = False
-    seen = np.zeros_like(at_or_above)
-    for row, items in enumerate(seen_histories):
-        seen[row, items] = True
-    seen[rows, targets] = False  # the target always counts
-    full = 1 + at_or_above.sum(axis=1)
-    unseen = full - (at_or_above & seen).sum(axis=1)
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :TOP]
-    return top, full, unseen
-
-
 def seen_in_top(top, histories):
     """(number of history items in each top-10 [B], [B, LATEST] whether the k-th
     latest item is in it); histories left-aligned, 0-padded."""
@@ -77,40 +51,35 @@ def diagnose(run_dir, data_dir, batch_size):
     from hybrid_tfrs import run_dir as runs
     from hybrid_tfrs.data.pipeline import pad_latest
     from hybrid_tfrs.run_data import load_split
-    from hybrid_tfrs.training import load_run_model
+    from hybrid_tfrs.training import load_run_model, split_ranks
 
     config = runs.read_config(run_dir)
     if data_dir:
         config.data_dir = data_dir
     _, split = load_split(config)
     model = load_run_model(os.path.join(run_dir, runs.BEST_MODEL_FILE))
+    ranks, _ = split_ranks(
+        model, split, "test", config.max_len, ("full", "full-unseen"), batch_size=batch_size
+    )
     histories = pad_latest(split.test_histories, config.max_len)
-    targets = np.asarray(split.test_targets)
-    counts, latest, full, unseen = [], [], [], []
-    for start in range(0, len(targets), batch_size):
+    counts, latest = [], []
+    for start in range(0, len(histories), batch_size):
         batch = histories[start : start + batch_size]
-        scores = np.asarray(model.score_items(batch), dtype=np.float64)
-        top, full_rank, unseen_rank = top_items_and_ranks(
-            scores,
-            split.test_histories[start : start + batch_size],
-            targets[start : start + batch_size],
-        )
-        count, k_latest = seen_in_top(top, batch)
+        top, _ = model.recommend(batch, k=TOP)
+        count, k_latest = seen_in_top(np.asarray(top), batch)
         counts.append(count)
         latest.append(k_latest)
-        full.append(full_rank)
-        unseen.append(unseen_rank)
     counts, latest = np.concatenate(counts), np.concatenate(latest)
     ndcg = {
-        name: float(np.mean(np.where(ranks <= TOP, 1.0 / np.log2(ranks + 1), 0.0)))
-        for name, ranks in (("full", np.concatenate(full)), ("full-unseen", np.concatenate(unseen)))
+        name: float(np.mean(np.where(r <= TOP, 1.0 / np.log2(r + 1), 0.0)))
+        for name, r in ranks.items()
     }
     return {
         "run_dir": run_dir,
         "dataset": config.dataset,
         "model": config.model,
         "seen_item_bias": model.seen_item_bias,
-        "users": int(len(targets)),
+        "users": int(len(histories)),
         "ndcg@10": ndcg,
         "history_items_in_top10": float(counts.mean()),
         "users_with_a_history_item_in_top10": float((counts > 0).mean()),

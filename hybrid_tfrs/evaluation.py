@@ -599,8 +599,9 @@ class _BatchScorer:
             # Each row's distinct items, as (row, item) pairs and as a [B, L] lookup.
             self.histories = histories
             rows, columns = np.nonzero(histories)
-            pairs = np.unique(rows * (num_items + 1) + histories[rows, columns])
-            self.seen_rows, self.seen_items = pairs // (num_items + 1), pairs % (num_items + 1)
+            self.seen_rows, self.seen_items = _distinct_pairs(
+                rows, histories[rows, columns], num_items
+            )
 
     def chunk(self, lo, hi):
         """float [B, hi - lo], the scores of items lo..hi-1."""
@@ -623,6 +624,12 @@ class _BatchScorer:
         return scores
 
 
+def _distinct_pairs(rows, items, num_items):
+    """(rows, items) int [P] pairs with each (row, item) kept once, sorted."""
+    pairs = np.unique(np.asarray(rows, np.int64) * (num_items + 1) + items)
+    return pairs // (num_items + 1), pairs % (num_items + 1)
+
+
 def _batch_pairs(flat, offsets):
     """(rows int [P], items int [P]) of flattened items, int [P] and offsets int [B + 1]."""
     return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)), np.asarray(flat)
@@ -640,8 +647,7 @@ def _full_ranks(scorer, targets, seen, num_items, chunk_size):
     rows = np.arange(targets.shape[0])
     target_scores = scorer.candidate_scores(targets[:, None])  # [B, 1]
     if seen is not None:  # a repeated item of a user counts once
-        pairs = np.unique(seen[0] * (num_items + 1) + seen[1])
-        seen_rows, seen_items = pairs // (num_items + 1), pairs % (num_items + 1)
+        seen_rows, seen_items = _distinct_pairs(*seen, num_items)
     above = np.zeros(targets.shape[0], dtype=np.int64)
     seen_above = np.zeros(targets.shape[0], dtype=np.int64)
     for lo in range(1, num_items + 1, chunk_size):

@@ -83,8 +83,6 @@ class RecommenderModule(tf.Module):
         self.top_k = top_k
         self.exclude_history = bool(exclude_history)
         self.chunk_size = chunk_size
-        # The learned seen-item offset layer, if the model has one.
-        self.seen_bias = getattr(model, "seen_bias", None)
         # Tracked here so the SavedModel holds every weight the functions read.
         self.model_variables = list(model.variables)
         self.vocabulary = tf.saved_model.Asset(vocabulary_path)
@@ -157,9 +155,9 @@ class RecommenderModule(tf.Module):
         inputs = self.model_input(known)
         query = self.model.query_embedding(inputs)
         offset = None
-        if self.seen_bias is not None:  # the items the model read get its offset
+        if self.model.seen_bias is not None:  # the items the model read get its offset
             pairs = tf.cast(tf.where(inputs > 0), tf.int32)
-            offset = (pairs[:, 0], tf.gather_nd(inputs, pairs), self.seen_bias.bias)
+            offset = (pairs[:, 0], tf.gather_nd(inputs, pairs), self.model.seen_bias.bias)
         # Every known item of the row (not only the latest max_len) scores
         # -inf: (row, item) pairs, O(B * T), never a [B, T, N] one-hot.
         seen_rows = tf.cast(known.value_rowids(), tf.int32)
@@ -213,7 +211,8 @@ class RecommenderModule(tf.Module):
     def item_embeddings(self):
         indices = tf.range(self.num_items, dtype=tf.int64)
         table = tf.convert_to_tensor(self.model.encoder.item_embeddings)[1:]
-        bias = self.seen_bias.bias if self.seen_bias is not None else 0.0
+        seen_bias = self.model.seen_bias
+        bias = seen_bias.bias if seen_bias is not None else 0.0
         return {
             "item_ids": self.raw_id_table.lookup(indices),
             "embeddings": tf.cast(table, tf.float32),

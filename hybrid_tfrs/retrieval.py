@@ -202,12 +202,13 @@ class SequentialRetrievalModel(keras.Model):
         """
         query, alpha = self.query_embedding(item_ids, return_alpha=True)
         scores = ops.matmul(query, ops.transpose(self.encoder.item_embeddings))
-        if self.seen_bias is not None:
-            scores = self.seen_bias(scores, seen_in_history(item_ids, self.num_items + 1))
         blocked = ops.equal(ops.arange(self.num_items + 1), 0)[None, :]  # padding column
-        if exclude_history:
-            seen = ops.max(ops.one_hot(item_ids, self.num_items + 1), axis=1) > 0
-            blocked = ops.logical_or(blocked, seen)
+        if self.seen_bias is not None or exclude_history:
+            seen = seen_in_history(item_ids, self.num_items + 1)
+            if self.seen_bias is not None:
+                scores = self.seen_bias(scores, seen)
+            if exclude_history:
+                blocked = ops.logical_or(blocked, seen > 0)
         scores = ops.where(blocked, -np.inf, scores)
         return (scores, alpha) if return_alpha else scores
 

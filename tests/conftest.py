@@ -44,6 +44,22 @@ def run_python(code, env_overrides, timeout=600):
     )
 
 
+def run_command(args, timeout=600):
+    """Runs ``python <args>`` from the repository root; the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def train_run(output_dir, *train_flags):
+    """Trains with ``hybrid-tfrs-train <train_flags> --output_dir=<output_dir>``;
+    fails the test with the trainer's stderr if it exits non-zero."""
+    trained = run_command(
+        ["-m", "hybrid_tfrs.cli.train", *train_flags, f"--output_dir={output_dir}"]
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+
+
 def full_ndcg_at_10(score_matrix, split, histories, targets):
     """Full-ranking NDCG@10 of ``score_matrix(histories [B, L]) -> [B, N + 1]``."""
     from hybrid_tfrs.evaluation import evaluate

@@ -387,6 +387,7 @@ class IntegerScoreModel:
     every score is exact whatever the chunking, and many tie."""
 
     max_len, num_items = MAX_LEN, NUM_ITEMS
+    seen_bias = None  # no learned seen-item offset
 
     def __init__(self, seed=3, dim=3):
         table = np.random.default_rng(seed).integers(-2, 3, size=(NUM_ITEMS + 1, dim))

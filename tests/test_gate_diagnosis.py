@@ -1,12 +1,10 @@
 """benchmarks/gate_diagnosis.py: the alpha sweep (what a gate could gain), end to end."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, load_benchmark
+from conftest import load_benchmark, run_command, train_run
 
 diagnosis = load_benchmark("gate_diagnosis")
 
@@ -55,29 +53,16 @@ def test_the_script_sweeps_a_trained_hybrid(tmp_path):
         "--hidden_dim=16",
         "--epochs=1",
         "--batch_size=64",
-        f"--output_dir={run}",
     ]
-    trained = subprocess.run(
-        [sys.executable, "-m", "hybrid_tfrs.cli.train", "--model=hybrid", *tiny],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    train_run(run, "--model=hybrid", *tiny)
     output = tmp_path / "diagnosis.md"
-    result = subprocess.run(
+    result = run_command(
         [
-            sys.executable,
-            str(REPO_ROOT / "benchmarks" / "gate_diagnosis.py"),
+            "benchmarks/gate_diagnosis.py",
             f"--run_dirs={run}",
             "--sweep_alphas=0,0.5,1",
             f"--output={output}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (diagnosed,) = json.loads(output.with_suffix(".json").read_text())
@@ -92,16 +77,8 @@ def test_the_script_sweeps_a_trained_hybrid(tmp_path):
 
 
 def test_the_script_rejects_weights_outside_0_1(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "benchmarks" / "gate_diagnosis.py"),
-            f"--run_dirs={tmp_path}",
-            "--sweep_alphas=0,1.5",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
+    result = run_command(
+        ["benchmarks/gate_diagnosis.py", f"--run_dirs={tmp_path}", "--sweep_alphas=0,1.5"],
         timeout=120,
     )
     assert result.returncode != 0
