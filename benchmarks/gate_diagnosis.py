@@ -82,8 +82,9 @@ def branch_outputs(model, histories, batch_size):
     return out
 
 
-def stored_query_fn(histories, queries):
-    """A ``score_fn`` that returns precomputed queries, batch by batch, in order."""
+def stored_query_fn(histories, queries, seen_bias=None):
+    """A ``score_fn`` that returns precomputed queries, batch by batch, in order, with
+    the model's learned seen-item offset (``--seen_item_bias``) if it has one."""
     import numpy as np
 
     offset = [0]
@@ -94,7 +95,10 @@ def stored_query_fn(histories, queries):
         if not np.array_equal(batch, histories[start:stop]):
             raise AssertionError("target_ranks visited the users out of order")
         offset[0] = stop
-        return {"query": queries[start:stop]}
+        output = {"query": queries[start:stop]}
+        if seen_bias is not None:
+            output["seen_bias"] = seen_bias
+        return output
 
     return score
 
@@ -192,7 +196,7 @@ def diagnose(run_dir, data_dir, batch_size, sweep_alphas):
         ("model", out["hidden"]),
     ):
         ranks[name], _ = target_ranks(
-            stored_query_fn(histories, queries),
+            stored_query_fn(histories, queries, model.seen_item_bias),
             histories,
             targets,
             split.user_items,
@@ -269,7 +273,7 @@ def diagnose(run_dir, data_dir, batch_size, sweep_alphas):
         if model.encoder.fusion_norm is not None:
             blend = ops.convert_to_numpy(model.encoder.fusion_norm(blend))
         swept, _ = target_ranks(
-            stored_query_fn(histories, blend),
+            stored_query_fn(histories, blend, model.seen_item_bias),
             histories,
             targets,
             split.user_items,

@@ -43,7 +43,8 @@ def test_alpha_sweep_breaks_ties_towards_the_smaller_weight():
 
 
 def test_the_script_sweeps_a_trained_hybrid(tmp_path):
-    """A fixed a of 0 is the FMLP branch alone and 1 the LinRec branch alone."""
+    """A fixed a of 0 is the FMLP branch alone and 1 the LinRec branch alone; the
+    model's own NDCG@10 (its seen-item offset included) is the trainer's."""
     run = tmp_path / "run"
     tiny = [
         "--dataset=synthetic",
@@ -53,6 +54,8 @@ def test_the_script_sweeps_a_trained_hybrid(tmp_path):
         "--hidden_dim=16",
         "--epochs=1",
         "--batch_size=64",
+        "--seen_item_bias",
+        "--protocols=full,full-unseen",
     ]
     train_run(run, "--model=hybrid", *tiny)
     output = tmp_path / "diagnosis.md"
@@ -73,6 +76,11 @@ def test_the_script_sweeps_a_trained_hybrid(tmp_path):
     assert diagnosed["sweep"]["model_ndcg"] == pytest.approx(
         diagnosed["ndcg10"]["model"]["full-unseen"], abs=1e-12
     )
+    trained = json.loads((run / "metrics.json").read_text())["test"]
+    for protocol in ("full", "full-unseen"):
+        assert diagnosed["ndcg10"]["model"][protocol] == pytest.approx(
+            trained[protocol]["NDCG@10"], abs=1e-6
+        )
     assert "Best single a" in output.read_text()
 
 
