@@ -7,6 +7,7 @@
 Each run is ``trainers/train.py --flagfile=flags/<dataset>_<model>.flags`` in its
 own process (its log in ``<runs_dir>/<dataset>/<name>/seed<s>/train.log``); a run
 whose folder already holds a finished training is evaluated again, not retrained.
+``--cores=0,1`` runs two at a time, each pinned to its own core.
 Ablations are the hybrid's flagfile plus one change, capacity-matched baselines a
 baseline's flagfile with more layers (see ``ABLATIONS``).
 
@@ -115,7 +116,17 @@ flags.DEFINE_string("runs_dir", "runs/accuracy", "Where the runs' folders go.")
 flags.DEFINE_string("output", "benchmarks/results/accuracy", "Output path without extension.")
 flags.DEFINE_boolean("plots", True, "Also draw the PNG plots (needs matplotlib).")
 flags.DEFINE_boolean("train", True, "False: only collect runs that already finished.")
+flags.DEFINE_list(
+    "cores",
+    [],
+    "CPU cores to pin the runs to, one run a core at a time (0,1: two runs at once, each on "
+    "its own core); empty: one run after another, unpinned.",
+)
 FLAGS = flags.FLAGS
+
+
+class RunFailed(Exception):
+    """A training exited non-zero; the message names its last log line and the log."""
 
 
 def run_plan(datasets, models, ablations, seeds):
@@ -157,27 +168,96 @@ def train_command(flagfile, overrides, seed, output_dir, data_dir):
     ]
 
 
-def run_one(command, output_dir):
-    """Runs (or re-evaluates) one training; returns its metrics.json dict."""
+def run_one(command, output_dir, core=None):
+    """Runs (or re-evaluates) one training, pinned to ``core`` if given; returns its
+    metrics.json dict. Raises RunFailed if the training exits non-zero."""
     os.makedirs(output_dir, exist_ok=True)
     log_path = os.path.join(output_dir, "train.log")
     started = time.perf_counter()
+    pin = None if core is None else (lambda: os.sched_setaffinity(0, {core}))
     with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n$ {' '.join(command[1:])}\n")
+        where = "" if core is None else f"[core {core}] "
+        log.write(f"\n$ {where}{' '.join(command[1:])}\n")
         log.flush()
-        result = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        result = subprocess.run(
+            command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin
+        )
     if result.returncode != 0:
         with open(log_path, encoding="utf-8", errors="replace") as log:
             last_line = ([line.strip() for line in log if line.strip()] or [""])[-1]
-        sys.exit(f"run failed (exit {result.returncode}): {last_line}\nfull log: {log_path}")
+        raise RunFailed(f"run failed (exit {result.returncode}): {last_line}\nfull log: {log_path}")
     with open(os.path.join(output_dir, "metrics.json"), encoding="utf-8") as handle:
         metrics = json.load(handle)
     print(
-        f"  done in {(time.perf_counter() - started) / 60:.1f} min: test full NDCG@10 "
-        f"{metrics['test']['full']['NDCG@10']:.4f}, best epoch {metrics['best_epoch']}",
+        f"  {output_dir} done in {(time.perf_counter() - started) / 60:.1f} min: test full "
+        f"NDCG@10 {metrics['test']['full']['NDCG@10']:.4f}, best epoch {metrics['best_epoch']}",
         flush=True,
     )
     return metrics
+
+
+def run_all(jobs, cores):
+    """Runs every job, one a core at a time.
+
+    Args:
+      jobs: [PlannedRun], in plan order; a job needing the results of others
+        (``needs_hybrid``) starts after all the others have finished.
+      cores: CPU cores to pin to, [] for one job after another, unpinned.
+
+    Returns:
+      [result] in the order of ``jobs``. After a RunFailed no new job starts;
+      the ones running finish, then it is raised.
+    """
+    import concurrent.futures
+    import queue
+    import threading
+
+    if not cores:
+        return [job(None) for job in jobs]
+    free = queue.Queue()
+    for core in cores:
+        free.put(core)
+    failed = threading.Event()
+
+    def pinned(job):
+        core = free.get()
+        try:
+            if failed.is_set():  # an earlier run failed: start nothing new
+                return None
+            return job(core)
+        except RunFailed:
+            failed.set()
+            raise
+        finally:
+            free.put(core)
+
+    results = [None] * len(jobs)
+    phases = [[i for i, job in enumerate(jobs) if not job.needs_hybrid]]
+    phases.append([i for i, job in enumerate(jobs) if job.needs_hybrid])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(cores)) as pool:
+        for phase in phases:
+            futures = {pool.submit(pinned, jobs[i]): i for i in phase}
+            for future in concurrent.futures.as_completed(futures):
+                if future.exception() is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise future.exception()
+                results[futures[future]] = future.result()
+    return results
+
+
+def check_cores(cores):
+    """--cores as ints, each once and among the cores this process may use."""
+    try:
+        wanted = [int(core) for core in cores]
+    except ValueError:
+        raise app.UsageError(f"--cores: expected integers, got {','.join(cores)}") from None
+    usable = sorted(os.sched_getaffinity(0))
+    unknown = [core for core in wanted if core not in usable]
+    if unknown or len(set(wanted)) != len(wanted):
+        raise app.UsageError(
+            f"--cores: {','.join(cores)} must name distinct cores among {usable} (this machine's)"
+        )
+    return wanted
 
 
 def hybrid_minutes(dataset, seed):
@@ -417,6 +497,46 @@ def machine_name():
     return f"{cpu}, {os.cpu_count()} cores, CPU only"
 
 
+@dataclasses.dataclass
+class PlannedRun:
+    """One entry of the plan; called with a core (or None), it trains (or, with
+    --notrain, reads) the run: (command, metrics.json dict), or None if not finished."""
+
+    number: int
+    total: int
+    dataset: str
+    name: str
+    flagfile: str
+    overrides: dict
+    seed: int
+
+    @property
+    def output_dir(self):
+        return os.path.join(FLAGS.runs_dir, self.dataset, self.name, f"seed{self.seed}")
+
+    @property
+    def needs_hybrid(self):
+        """Whether its flags come from the finished hybrid run ("same as hybrid")."""
+        return "same as hybrid" in self.overrides.values()
+
+    def __call__(self, core):
+        where = "" if core is None else f" on core {core}"
+        print(
+            f"[{self.number}/{self.total}] {self.dataset} {self.name} seed {self.seed}{where}",
+            flush=True,
+        )
+        metrics_path = os.path.join(self.output_dir, "metrics.json")
+        if not FLAGS.train and not os.path.exists(metrics_path):
+            print(f"  skipped: {metrics_path} not found", flush=True)
+            return None
+        resolved = resolve(self.overrides, self.dataset, self.seed)
+        command = train_command(self.flagfile, resolved, self.seed, self.output_dir, FLAGS.data_dir)
+        if FLAGS.train:
+            return command, run_one(command, self.output_dir, core)
+        with open(metrics_path, encoding="utf-8") as handle:
+            return command, json.load(handle)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -425,25 +545,22 @@ def main(argv):
     unknown = set(FLAGS.ablations) - set(ABLATIONS)
     if unknown:
         raise app.UsageError(f"--ablations: unknown {sorted(unknown)}; use {list(ABLATIONS)}")
+    cores = check_cores(FLAGS.cores)
     plan = run_plan(FLAGS.datasets, FLAGS.models, FLAGS.ablations, FLAGS.seeds)
+    jobs = [PlannedRun(number, len(plan), *entry) for number, entry in enumerate(plan, 1)]
+    try:
+        done = run_all(jobs, cores)
+    except RunFailed as error:
+        sys.exit(str(error))
     runs, run_dirs, commands = {}, {}, []
-    for number, (dataset, name, flagfile, overrides, seed) in enumerate(plan, 1):
-        output_dir = os.path.join(FLAGS.runs_dir, dataset, name, f"seed{seed}")
-        metrics_path = os.path.join(output_dir, "metrics.json")
-        print(f"[{number}/{len(plan)}] {dataset} {name} seed {seed}", flush=True)
-        if not FLAGS.train and not os.path.exists(metrics_path):
-            print(f"  skipped: {metrics_path} not found", flush=True)
+    for job, outcome in zip(jobs, done):
+        if outcome is None:  # --notrain and not finished
             continue
-        resolved = resolve(overrides, dataset, seed)
-        command = train_command(flagfile, resolved, seed, output_dir, FLAGS.data_dir)
-        if FLAGS.train:
-            metrics = run_one(command, output_dir)
-        else:
-            with open(metrics_path, encoding="utf-8") as handle:
-                metrics = json.load(handle)
+        command, metrics = outcome
         commands.append(" ".join(["python"] + command[1:]))
-        runs.setdefault((dataset, name, flagfile, json.dumps(overrides)), []).append(metrics)
-        run_dirs.setdefault((dataset, name), []).append((seed, output_dir))
+        key = (job.dataset, job.name, job.flagfile, json.dumps(job.overrides))
+        runs.setdefault(key, []).append(metrics)
+        run_dirs.setdefault((job.dataset, job.name), []).append((job.seed, job.output_dir))
     rows = []
     for (dataset, name, flagfile, overrides), metrics in runs.items():
         rows += aggregate(dataset, name, flagfile, json.loads(overrides), metrics)

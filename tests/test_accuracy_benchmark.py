@@ -1,6 +1,7 @@
 """benchmarks/accuracy.py end to end on tiny synthetic runs: the rows issue 5 asks for."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+CORES = sorted(os.sched_getaffinity(0))[:2]
 # One epoch on a tiny synthetic set: the script's plumbing, not the model's accuracy.
 TINY = "synthetic_users=200,synthetic_items=300,max_len=20,hidden_dim=16,epochs=1,batch_size=64"
 
@@ -32,10 +34,14 @@ def _accuracy(repo_root, tmp_path, *args):
 
 @pytest.fixture(scope="module")
 def campaign(repo_root, tmp_path_factory):
-    """The hybrid and its fixed-alpha ablation, seeds 0 and 1, one epoch each."""
+    """The hybrid and its fixed-alpha ablation, seeds 0 and 1, one epoch each, two
+    runs at a time (one a core) where the machine has two cores."""
     tmp_path = tmp_path_factory.mktemp("accuracy")
     args = ("--datasets=synthetic", "--models=hybrid", "--ablations=hybrid-fixed-alpha")
-    result = _accuracy(repo_root, tmp_path, *args, "--seeds=0,1", f"--override={TINY}")
+    cores = ",".join(map(str, CORES))
+    result = _accuracy(
+        repo_root, tmp_path, *args, "--seeds=0,1", f"--override={TINY}", f"--cores={cores}"
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     with open(tmp_path / "accuracy.json", encoding="utf-8") as handle:
         rows = json.load(handle)
@@ -82,6 +88,16 @@ def test_the_ablation_trains_the_hybrid_flagfile_with_its_one_change(campaign):
     assert fixed["test_alpha"] == [0.5, 0.5]  # mean gate alpha of each seed's test users
 
 
+def test_each_run_is_pinned_to_one_core_and_every_core_is_used(campaign):
+    tmp_path = campaign[0]
+    used = set()
+    for log in (tmp_path / "runs" / "synthetic").glob("*/seed*/train.log"):
+        header = log.read_text(encoding="utf-8").strip().splitlines()[0]
+        assert header.startswith("$ [core "), header
+        used.add(int(header.split("[core ")[1].split("]")[0]))
+    assert used == set(CORES)
+
+
 def test_collecting_without_training_gives_the_same_rows(repo_root, campaign):
     tmp_path, rows, args = campaign
     logs = {
@@ -99,14 +115,17 @@ def test_collecting_without_training_gives_the_same_rows(repo_root, campaign):
     assert "--gate_mode=fixed" in page  # the exact commands are on the page
 
 
-def test_a_failed_run_stops_the_campaign_with_the_runs_own_error(repo_root, tmp_path):
+@pytest.mark.parametrize("cores", ["", str(CORES[0])], ids=["unpinned", "pinned"])
+def test_a_failed_run_stops_the_campaign_with_the_runs_own_error(repo_root, tmp_path, cores):
     override = "--override=epochs=1,synthetic_items=100"  # too few items for uniform-99
-    result = _accuracy(
-        repo_root, tmp_path, "--datasets=synthetic", "--models=fmlp", "--ablations=", override
-    )
+    models = "--models=fmlp,linrec"
+    args = ("--datasets=synthetic", models, "--ablations=", override, f"--cores={cores}")
+    result = _accuracy(repo_root, tmp_path, *args)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "run failed (exit 2): error: --protocols: uniform-99 needs 99" in result.stderr
-    assert str(tmp_path / "runs" / "synthetic" / "fmlp" / "seed0" / "train.log") in result.stderr
+    runs = tmp_path / "runs" / "synthetic"
+    assert str(runs / "fmlp" / "seed0" / "train.log") in result.stderr
+    assert not (runs / "linrec").exists()  # the next run never started
 
 
 @pytest.mark.parametrize(
@@ -114,6 +133,9 @@ def test_a_failed_run_stops_the_campaign_with_the_runs_own_error(repo_root, tmp_
     [
         (["--ablations=no-such-ablation"], "--ablations: unknown ['no-such-ablation']"),
         (["--datasets=nowhere", "--models=hybrid", "--ablations="], "no flagfile"),
+        (["--cores=0,0"], "--cores: 0,0 must name distinct cores among"),
+        (["--cores=4096"], "--cores: 4096 must name distinct cores among"),
+        (["--cores=first"], "--cores: expected integers, got first"),
     ],
 )
 def test_bad_arguments_give_a_one_line_usage_error(repo_root, tmp_path, args, message):
