@@ -16,6 +16,10 @@ Scopes:
     train_step_sampled
                 the same step with the sampled softmax (256 mixed negatives,
                 logQ correction) in place of the full softmax.
+    train_step_seen_bias
+                the full-softmax step with the learned seen-item offset
+                (``--seen_item_bias``: its log-partition term from [B, L, L]
+                logits of each prefix's items).
 
 Rows of an earlier run (``--output``) are kept unless this run measures the
 same (scope, model, L) again, so scopes can be added one run at a time.
@@ -45,7 +49,7 @@ from absl import app, flags
 from hybrid_tfrs.config import GATE_VARIANTS
 
 MODELS = ("hybrid", "linrec", "fmlp", "sasrec", *GATE_VARIANTS)
-SCOPES = ("encoder", "train_step", "train_step_sampled")
+SCOPES = ("encoder", "train_step", "train_step_sampled", "train_step_seen_bias")
 GROWTH_FROM = 200  # growth is reported from this L (or the smallest measured) to the largest
 OUT_OF_MEMORY = "out of memory"
 TIMEOUT = "timeout"
@@ -56,7 +60,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("models", list(MODELS[:4]), f"Encoders to benchmark, among {MODELS}.")
 flags.DEFINE_string("reference", "sasrec", "Model the ratio tables divide by.")
 flags.DEFINE_list("lengths", ["50", "200", "800", "3200"], "Sequence lengths L (max_len).")
-flags.DEFINE_list("scopes", list(SCOPES), "What a step covers: encoder, train_step.")
+flags.DEFINE_list("scopes", list(SCOPES), f"What a step covers, among {SCOPES}.")
 flags.DEFINE_integer("batch_size", 64, "Sequences per batch.", lower_bound=1)
 flags.DEFINE_integer("hidden_dim", 64, "Hidden size.", lower_bound=1)
 flags.DEFINE_integer("num_layers", 2, "Blocks per stack.", lower_bound=1)
@@ -157,8 +161,13 @@ def measure(config):
             return ops.mean(ops.square(encoder(ids, training=True)))
 
     else:
-        loss = "softmax" if config["scope"] == "train_step" else "sampled_softmax"
-        model = hybrid_tfrs.SequentialRetrievalModel(encoder, loss=loss, num_negatives=256)
+        loss = "sampled_softmax" if config["scope"] == "train_step_sampled" else "softmax"
+        model = hybrid_tfrs.SequentialRetrievalModel(
+            encoder,
+            loss=loss,
+            num_negatives=256,
+            seen_item_bias=config["scope"] == "train_step_seen_bias",
+        )
 
         def loss_fn(ids, targets):
             return model.compute_loss(x=ids, y=targets, y_pred=model(ids, training=True))
@@ -474,7 +483,8 @@ def _loss_report(rows):
         full = table[("train_step", model, length)]
         encoder = table.get(("encoder", model, length))
         sampled = table.get(("train_step_sampled", model, length))
-        if encoder is None and sampled is None:
+        seen = table.get(("train_step_seen_bias", model, length))
+        if encoder is None and sampled is None and seen is None:
             continue
         loss_ms = full["ms_per_step"] - encoder["ms_per_step"] if encoder else None
         cells = [
@@ -485,6 +495,8 @@ def _loss_report(rows):
             f"{loss_ms:.1f} ({loss_ms / full['ms_per_step']:.0%})" if encoder else "-",
             f"{sampled['ms_per_step']:.1f}" if sampled else "-",
             f"{full['ms_per_step'] / sampled['ms_per_step']:.2f}x" if sampled else "-",
+            f"{seen['ms_per_step']:.1f}" if seen else "-",
+            f"{seen['ms_per_step'] / full['ms_per_step']:.2f}x" if seen else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if not lines:
@@ -495,10 +507,12 @@ def _loss_report(rows):
         "",
         "Whole step with the full softmax, the encoder alone, their difference (the loss over",
         "the catalogue, its backward and the item-table update), and the whole step with the",
-        "sampled softmax (256 negatives); ms per step.",
+        "sampled softmax (256 negatives); and the full-softmax step with the learned",
+        "seen-item offset (`--seen_item_bias`), as a ratio to the step without it; ms per step.",
         "",
-        "| model | L | step, full softmax | encoder | loss part | step, sampled | saving |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | L | step, full softmax | encoder | loss part | step, sampled | saving "
+        "| step, seen offset | offset cost |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *lines,
     ]
 

@@ -48,32 +48,32 @@ def full_softmax_loss(hidden, item_table, targets, normalizer=None, item_ids=Non
     queries, targets, weights = _flatten(hidden, targets)
     logits = ops.matmul(queries, ops.transpose(item_table))  # [BL, N + 1]
     padding_column = ops.one_hot(ops.zeros_like(targets), ops.shape(item_table)[0])
-    logits = logits + padding_column * _NEG_INF
-    if seen_bias is None:
-        per_position = keras.losses.sparse_categorical_crossentropy(
-            targets, logits, from_logits=True
+    log_z = ops.logsumexp(logits + padding_column * _NEG_INF, axis=-1)  # [BL]
+    # The target's logit gathered from the table, not from ``logits``: a gather's
+    # gradient there would scatter into a dense [BL, N + 1] tensor (slow under
+    # XLA on CPU; the fused sparse cross-entropy is slower too).
+    target_logits = ops.sum(queries * ops.take(item_table, targets, axis=0), axis=-1)
+    if seen_bias is not None:
+        log_z = log_z + _seen_log_z_shift(hidden, item_table, log_z, item_ids, seen_bias.bias)
+        target_logits = target_logits + ops.cast(seen_bias.bias, log_z.dtype) * _own_seen(
+            item_ids, own_targets
         )
-    else:
-        per_position = _offset_cross_entropy(
-            hidden, item_table, logits, own_targets, item_ids, seen_bias.bias
-        )
-    return _reduce(per_position, weights, normalizer)
+    return _reduce(log_z - target_logits, weights, normalizer)
 
 
-def _offset_cross_entropy(hidden, item_table, logits, targets, item_ids, bias):
-    """Full cross-entropy [BL] with ``bias`` added to each prefix's items' logits.
+def _seen_log_z_shift(hidden, item_table, log_z, item_ids, bias):
+    """[BL] log Z' - log Z when ``bias`` is added to each prefix's items' logits.
 
     Never forms a second [BL, N + 1] tensor: with P the softmax mass of the
     prefix's distinct items (their logits are a [B, L, L] product),
-    log Z' = log Z + log((1 - P) + e^bias P), and the target's logit gains
-    ``bias`` if the prefix holds it.
+    log Z' = log Z + log((1 - P) + e^bias P).
 
     Args:
-        hidden: [B, L, d] queries; item_table: [N + 1, d]; logits: [BL, N + 1]
-        (padding column masked); targets, item_ids: int [B, L].
+        hidden: [B, L, d] queries; item_table: [N + 1, d]; log_z: [BL] log
+        partition (padding column excluded); item_ids: int [B, L].
     """
     batch, length = ops.shape(item_ids)[0], ops.shape(item_ids)[1]
-    log_z = ops.reshape(ops.logsumexp(logits, axis=-1), (batch, length))
+    log_z = ops.reshape(log_z, (batch, length))
     prefix_logits = ops.einsum(  # [B, t, s]: query at t . item at s
         "btd,bsd->bts", hidden, ops.take(item_table, item_ids, axis=0)
     )
@@ -85,14 +85,8 @@ def _offset_cross_entropy(hidden, item_table, logits, targets, item_ids, bias):
     mass = ops.sum(
         ops.where(counted, ops.exp(prefix_logits - log_z[:, :, None]), 0.0), axis=-1
     )  # [B, L]
-    bias = ops.cast(bias, logits.dtype)
-    shifted = ops.maximum(1.0 - mass, 0.0) + ops.exp(bias) * mass
-    new_log_z = log_z + ops.log(ops.maximum(shifted, 1e-30))
-    # Gathered from the table, not from ``logits``: a gather's gradient there
-    # would scatter into a dense [BL, N + 1] tensor (slow under XLA on CPU).
-    target_logits = ops.sum(hidden * ops.take(item_table, targets, axis=0), axis=-1)
-    target_logits = target_logits + bias * seen_in_prefix_own(item_ids, targets)
-    return ops.reshape(new_log_z - target_logits, (-1,))
+    shifted = ops.maximum(1.0 - mass, 0.0) + ops.exp(ops.cast(bias, mass.dtype)) * mass
+    return ops.reshape(ops.log(ops.maximum(shifted, 1e-30)), (-1,))
 
 
 def sample_negatives(targets, weights, num_items, num_negatives, sampler, seed):
