@@ -21,9 +21,16 @@ def test_counts_by_hand():
     assert count.tolist() == [0, 0] and not latest.any()
 
 
+def test_items_from_before_the_window_by_hand():
+    top = np.array([[7, 1, 2, 9], [4, 5, 6, 8]])
+    # User 0 read 7, 1, 9, 2 (window 2: 9, 2); user 1 read 8 (all in the window).
+    whole = [[7, 1, 9, 2], [8]]
+    assert seen_items.earlier_in_top(top, whole, window=2).tolist() == [2, 0]  # 7 and 1
+
+
 def test_the_script_agrees_with_the_runs_own_evaluation(tmp_path):
-    """Its NDCG@10 (scored by ``score_items``, offset included) equals the test
-    metrics the trainer wrote (scored by the evaluation's own path)."""
+    """Its NDCG@10 (the run's best model on the test users, offset included)
+    equals the test metrics the trainer wrote; other offsets are tried."""
     run = tmp_path / "run"
     train_run(
         run,
@@ -41,7 +48,14 @@ def test_the_script_agrees_with_the_runs_own_evaluation(tmp_path):
         "--protocols=full,full-unseen",
     )
     output = tmp_path / "seen.md"
-    result = run_command(["benchmarks/seen_items.py", f"--run_dirs={run}", f"--output={output}"])
+    result = run_command(
+        [
+            "benchmarks/seen_items.py",
+            f"--run_dirs={run}",
+            f"--output={output}",
+            "--try_offsets=-50,0",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (diagnosed,) = json.loads(output.with_suffix(".json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())["test"]
@@ -50,4 +64,8 @@ def test_the_script_agrees_with_the_runs_own_evaluation(tmp_path):
             metrics[protocol]["NDCG@10"], abs=1e-6
         )
     assert diagnosed["seen_item_bias"] != 0.0  # trained, and reported
-    assert "learned offset" in output.read_text()
+    tried = diagnosed["ndcg@10_with_offset"]
+    assert list(tried) == ["-50.0", "0.0"]
+    assert all(0.0 <= v[p] <= 1.0 for v in tried.values() for p in ("full", "full-unseen"))
+    page = output.read_text()
+    assert "learned offset" in page and "learned offset replaced by each value" in page
