@@ -3,15 +3,19 @@
 Layout (see hybrid_tfrs.training)::
 
     config.json  vocabulary.txt  model.keras  metrics.json  test_ranks.npz
-    checkpoints/last.keras  checkpoints/state.json  tensorboard/
+    checkpoints/last.keras  checkpoints/state.json  tensorboard/  .lock
 
 A folder that holds a run is resumed only with the same settings (those in
 ``hybrid_tfrs.config.RESUMABLE_WITH_OTHER`` may differ); otherwise
 :func:`check_run_dir` raises :class:`RunDirError` before anything is written.
 Every file is written to a temporary name and renamed, so a kill leaves the old
-file or the new one, never half of one. Imports neither Keras nor TensorFlow.
+file or the new one, never half of one. A training holds :func:`exclusive`'s
+lock on the folder, so two never write it at once. Imports neither Keras nor
+TensorFlow.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -41,6 +45,7 @@ RUN_FILES = (
     CHECKPOINT_DIR,
     TENSORBOARD_DIR,
 )
+LOCK_FILE = ".lock"  # held by the training that writes the folder; see exclusive()
 STATE_KEYS = frozenset({"best_score", "best_epoch", "waited", "epochs_done", "history"})
 START_OVER = "rerun with --noresume to replace it, or choose a new --output_dir"
 
@@ -122,6 +127,37 @@ def _check_folder_can_be_written(folder):
         raise RunDirError(f"--output_dir={folder}: {existing} is a file, expected a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RunDirError(f"--output_dir={folder}: {existing} is not writable")
+
+
+@contextlib.contextmanager
+def exclusive(output_dir):
+    """Holds an exclusive lock on ``output_dir`` (its ``.lock`` file, which
+    names the holder's process id) while a training writes there.
+
+    The operating system drops the lock when the process ends, however it
+    ends (a kill included), so a stale lock never blocks a rerun. Raises
+    RunDirError naming the folder and the holder if another process has it.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    handle = open(os.path.join(output_dir, LOCK_FILE), "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunDirError(
+            f"--output_dir={output_dir} is in use by another training (process {holder}); "
+            "wait for it to finish or stop it, then rerun to resume"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing the file releases the lock
 
 
 def start_run_dir(config):

@@ -19,6 +19,7 @@ is also exported for TensorFlow Serving to ``<export_dir>/<model kind>/<version>
 (see hybrid_tfrs.export).
 """
 
+import contextlib
 import os
 import time
 
@@ -392,6 +393,20 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, st
         f"{stats['skipped_users']} users skipped"
     )
     chief = distribution.is_chief(strategy)  # the only process that writes files
+    # One training a folder: a second one (a rerun while the first still runs)
+    # would overwrite its checkpoints; it stops here with RunDirError instead.
+    with run_dir.exclusive(config.output_dir) if chief else contextlib.nullcontext():
+        return _fit_and_evaluate(
+            config, log, data, split, stats, state, strategy, chief, callbacks, eval_progress
+        )
+
+
+def _fit_and_evaluate(
+    config, log, data, split, stats, state, strategy, chief, callbacks, eval_progress
+):
+    """The body of :func:`train` once the run's folder is its own: trains from
+    ``state`` (None: from scratch), then, on the chief, evaluates and writes
+    (``stats``: ``split.stats()``)."""
     dataset, steps_per_epoch, targets_per_batch = _training_data(config, data, split)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():

@@ -372,6 +372,44 @@ def test_a_kill_while_saving_leaves_the_previous_files_whole(tmp_path):
     assert [p.read_text() for p in (model_path, state_path, vocabulary_path)] == ["previous"] * 3
 
 
+def test_a_second_training_in_a_folder_in_use_stops_and_touches_nothing(repo_root, tmp_path):
+    from hybrid_tfrs import run_dir
+
+    run = tmp_path / "run"
+    tiny = ["--dataset=synthetic", "--synthetic_users=100", "--synthetic_items=300"]
+    with run_dir.exclusive(str(run)):  # as a training in progress holds it
+        before = _snapshot(run)
+        result = _command(
+            repo_root, "train", *tiny, "--max_len=10", "--epochs=1", f"--output_dir={run}"
+        )
+        _one_line_error(
+            result, f"--output_dir={run} is in use by another training (process {os.getpid()})"
+        )
+        assert _snapshot(run) == before
+
+
+def test_a_killed_trainings_lock_does_not_block_the_rerun(repo_root, tmp_path):
+    from hybrid_tfrs import run_dir
+
+    hold = "import sys, time\nfrom hybrid_tfrs import run_dir\n"
+    hold += "with run_dir.exclusive(sys.argv[1]):\n"
+    hold += "    print('held', flush=True)\n    time.sleep(120)"
+    env = dict(os.environ, PYTHONPATH=str(repo_root))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(run_dir.RunDirError, match=f"process {holder.pid}\\)"):
+            with run_dir.exclusive(str(tmp_path)):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_dir.exclusive(str(tmp_path)):  # the kill released it
+        assert (tmp_path / run_dir.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+
+
 def test_a_failed_download_through_keras_is_one_quiet_line(repo_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     unreachable = "http://127.0.0.1:9"  # nothing listens: the download fails at once
