@@ -66,6 +66,9 @@ ABLATIONS = {
         "warmup_epochs": "0",
         "decay_epochs": "0",
     },
+    "hybrid-adamw": {"weight_decay": "0.01"},  # AdamW, decoupled decay 0.01
+    "hybrid-clipnorm": {"clipnorm": "1.0"},  # each step's gradients clipped to global norm 1
+    "hybrid-batch-64": {"batch_size": "64"},  # four times the updates an epoch on Beauty
     # Capacity-matched baselines ("model" picks the flagfile): about the hybrid's
     # parameters outside the item table (benchmarks/parameters.py --num_layers=4).
     "fmlp-4-layers": {"model": "fmlp", "num_layers": "4"},

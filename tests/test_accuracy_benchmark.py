@@ -181,6 +181,20 @@ def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers(r
     )
 
 
+def test_every_ablation_sets_flags_the_trainer_has(repo_root):
+    """A misspelt flag in ABLATIONS would only fail hours into a campaign."""
+    code = (
+        "import sys, dataclasses; sys.path.insert(0, 'benchmarks'); import accuracy; "
+        "from hybrid_tfrs.config import TrainConfig; "
+        "fields = {f.name for f in dataclasses.fields(TrainConfig)}; "
+        "print(sorted({k for o in accuracy.ABLATIONS.values() for k in o} - fields))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
 def _paired(repo_root, *args):
     return subprocess.run(
         [sys.executable, str(repo_root / "benchmarks" / "paired.py"), *args],
