@@ -159,6 +159,21 @@ def test_an_ablation_its_flagfile_already_is_is_skipped_not_trained(repo_root, t
     assert "[1/1] ml-1m hybrid-latest-window seed 0" in result.stdout
 
 
+def test_an_ablation_for_some_datasets_is_skipped_on_the_others(repo_root):
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import accuracy; "
+        "print(accuracy.run_plan(['beauty', 'ml-1m'], [], ['hybrid-stride-100'], ['0']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out.splitlines()[0] == "beauty hybrid-stride-100: skipped, for ml-1m only"
+    stride = {"window_stride": "100"}
+    assert out.splitlines()[1] == str(
+        [("ml-1m", "hybrid-stride-100", "flags/ml-1m_hybrid.flags", stride, 0)]
+    )
+
+
 def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers(repo_root):
     code = (
         "import sys; sys.path.insert(0, 'benchmarks'); import accuracy; "
@@ -187,7 +202,8 @@ def test_every_ablation_sets_flags_the_trainer_has(repo_root):
         "import sys, dataclasses; sys.path.insert(0, 'benchmarks'); import accuracy; "
         "from hybrid_tfrs.config import TrainConfig; "
         "fields = {f.name for f in dataclasses.fields(TrainConfig)}; "
-        "print(sorted({k for o in accuracy.ABLATIONS.values() for k in o} - fields))"
+        "keys = {k for o in accuracy.ABLATIONS.values() for k in o} - {'only_datasets'}; "
+        "print(sorted(keys - fields))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True
