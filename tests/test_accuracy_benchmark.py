@@ -159,14 +159,22 @@ def test_an_ablation_its_flagfile_already_is_is_skipped_not_trained(repo_root, t
     assert "[1/1] ml-1m hybrid-latest-window seed 0" in result.stdout
 
 
-def test_an_ablation_for_some_datasets_is_skipped_on_the_others(repo_root):
-    code = (
-        "import sys; sys.path.insert(0, 'benchmarks'); import accuracy; "
-        "print(accuracy.run_plan(['beauty', 'ml-1m'], [], ['hybrid-stride-100'], ['0']))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True
+def _with_accuracy(repo_root, code):
+    """The stripped stdout of ``code`` run with benchmarks/accuracy.py imported as ``accuracy``."""
+    prelude = "import sys; sys.path.insert(0, 'benchmarks'); import accuracy; "
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
+
+
+def test_an_ablation_for_some_datasets_is_skipped_on_the_others(repo_root):
+    out = _with_accuracy(
+        repo_root, "print(accuracy.run_plan(['beauty', 'ml-1m'], [], ['hybrid-stride-100'], ['0']))"
+    )
     assert out.splitlines()[0] == "beauty hybrid-stride-100: skipped, for ml-1m only"
     stride = {"window_stride": "100"}
     assert out.splitlines()[1] == str(
@@ -175,14 +183,11 @@ def test_an_ablation_for_some_datasets_is_skipped_on_the_others(repo_root):
 
 
 def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers(repo_root):
-    code = (
-        "import sys; sys.path.insert(0, 'benchmarks'); import accuracy; "
-        "print(accuracy.run_plan(['ml-1m'], [], ['fmlp-4-layers', 'hybrid-vector-gate'], ['1']))"
+    out = _with_accuracy(
+        repo_root,
+        "print(accuracy.run_plan(['ml-1m'], [], ['fmlp-4-layers', 'hybrid-vector-gate'], ['1']))",
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == str(
+    assert out == str(
         [
             ("ml-1m", "fmlp-4-layers", "flags/ml-1m_fmlp.flags", {"num_layers": "4"}, 1),
             (
@@ -198,17 +203,14 @@ def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers(r
 
 def test_every_ablation_sets_flags_the_trainer_has(repo_root):
     """A misspelt flag in ABLATIONS would only fail hours into a campaign."""
-    code = (
-        "import sys, dataclasses; sys.path.insert(0, 'benchmarks'); import accuracy; "
-        "from hybrid_tfrs.config import TrainConfig; "
+    out = _with_accuracy(
+        repo_root,
+        "import dataclasses; from hybrid_tfrs.config import TrainConfig; "
         "fields = {f.name for f in dataclasses.fields(TrainConfig)}; "
         "keys = {k for o in accuracy.ABLATIONS.values() for k in o} - {'only_datasets'}; "
-        "print(sorted(keys - fields))"
+        "print(sorted(keys - fields))",
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    assert out == "[]"
 
 
 def _paired(repo_root, *args):
