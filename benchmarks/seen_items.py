@@ -68,10 +68,9 @@ def earlier_in_top(top, whole_histories, window):
 
 def ndcg_at_10(ranks):
     """{protocol: NDCG@10} of {protocol: int ranks [U]}."""
-    return {
-        name: float(np.mean(np.where(r <= TOP, 1.0 / np.log2(r + 1), 0.0)))
-        for name, r in ranks.items()
-    }
+    from hybrid_tfrs.evaluation import metrics_from_ranks
+
+    return {name: metrics_from_ranks(r)["NDCG@10"] for name, r in ranks.items()}
 
 
 def diagnose(run_dir, data_dir, batch_size, try_offsets=()):

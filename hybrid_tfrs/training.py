@@ -380,7 +380,7 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, st
     before anything is written.
     """
     config.validate()
-    state = run_dir.check_run_dir(config)
+    run_dir.check_run_dir(config)  # settings and folder, before anything is loaded
     strategy = strategy or distribution.make_strategy(
         config.distribution_strategy, config.collective_timeout_seconds
     )
@@ -397,16 +397,16 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, st
     # would overwrite its checkpoints; it stops here with RunDirError instead.
     with run_dir.exclusive(config.output_dir) if chief else contextlib.nullcontext():
         return _fit_and_evaluate(
-            config, log, data, split, stats, state, strategy, chief, callbacks, eval_progress
+            config, log, data, split, stats, strategy, chief, callbacks, eval_progress
         )
 
 
-def _fit_and_evaluate(
-    config, log, data, split, stats, state, strategy, chief, callbacks, eval_progress
-):
-    """The body of :func:`train` once the run's folder is its own: trains from
-    ``state`` (None: from scratch), then, on the chief, evaluates and writes
-    (``stats``: ``split.stats()``)."""
+def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callbacks, eval_progress):
+    """The body of :func:`train` once the run's folder is its own: resumes from
+    the state found there (read under the lock, so never one a finishing run
+    is still writing) or starts afresh, trains, then, on the chief, evaluates
+    and writes (``stats``: ``split.stats()``)."""
+    state = run_dir.check_run_dir(config)
     dataset, steps_per_epoch, targets_per_batch = _training_data(config, data, split)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
