@@ -7,6 +7,10 @@
 Each run is ``trainers/train.py --flagfile=flags/<dataset>_<model>.flags`` in its
 own process (its log in ``<runs_dir>/<dataset>/<name>/seed<s>/train.log``); a run
 whose folder already holds a finished training is evaluated again, not retrained.
+``--records_dir=DIR`` keeps each finished run's metrics.json and test ranks in
+``DIR/<dataset>/<name>/seed<s>/`` (small enough to commit); a run found there
+and not in ``--runs_dir`` counts as finished, so tables and paired tests outlive
+the run folders.
 ``--cores=0,1`` runs two at a time, each pinned to its own core.
 Ablations are the hybrid's flagfile plus one change, capacity-matched baselines a
 baseline's flagfile with more layers (see ``ABLATIONS``).
@@ -24,6 +28,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -125,6 +130,13 @@ flags.DEFINE_string("runs_dir", "runs/accuracy", "Where the runs' folders go.")
 flags.DEFINE_string("output", "benchmarks/results/accuracy", "Output path without extension.")
 flags.DEFINE_boolean("plots", True, "Also draw the PNG plots (needs matplotlib).")
 flags.DEFINE_boolean("train", True, "False: only collect runs that already finished.")
+flags.DEFINE_string(
+    "records_dir",
+    "",
+    "Where to keep each finished run's record: its metrics.json and test ranks, a few hundred "
+    "KB (empty: nowhere). A run whose folder is gone but whose record is here counts as "
+    "finished, so results outlive the run folders and their checkpoints, and can be committed.",
+)
 flags.DEFINE_list(
     "cores",
     [],
@@ -199,8 +211,7 @@ def run_one(command, output_dir, core=None):
         with open(log_path, encoding="utf-8", errors="replace") as log:
             last_line = ([line.strip() for line in log if line.strip()] or [""])[-1]
         raise RunFailed(f"run failed (exit {result.returncode}): {last_line}\nfull log: {log_path}")
-    with open(os.path.join(output_dir, "metrics.json"), encoding="utf-8") as handle:
-        metrics = json.load(handle)
+    metrics = read_metrics(output_dir)
     print(
         f"  {output_dir} done in {(time.perf_counter() - started) / 60:.1f} min: test full "
         f"NDCG@10 {metrics['test']['full']['NDCG@10']:.4f}, best epoch {metrics['best_epoch']}",
@@ -274,12 +285,15 @@ def check_cores(cores):
 
 
 def hybrid_minutes(dataset, seed):
-    """Training minutes of the finished hybrid run of this dataset and seed."""
-    path = os.path.join(FLAGS.runs_dir, dataset, "hybrid", f"seed{seed}", "metrics.json")
-    if not os.path.exists(path):
+    """Training minutes of the finished hybrid run of this dataset and seed (its folder or
+    its record)."""
+    run = os.path.join(dataset, "hybrid", f"seed{seed}")
+    record = os.path.join(FLAGS.records_dir, run) if FLAGS.records_dir else None
+    folder = finished_dir(os.path.join(FLAGS.runs_dir, run), record)
+    if folder is None:
+        path = os.path.join(FLAGS.runs_dir, run, "metrics.json")
         raise app.UsageError(f"{path} not found: the ablation's time budget is the hybrid's")
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)["train_minutes"]
+    return read_metrics(folder)["train_minutes"]
 
 
 def flagfile_value(flagfile, name):
@@ -513,7 +527,9 @@ def machine_name():
 @dataclasses.dataclass
 class PlannedRun:
     """One entry of the plan; called with a core (or None), it trains (or, with
-    --notrain, reads) the run: (command, metrics.json dict), or None if not finished."""
+    --notrain, reads) the run and keeps its record (--records_dir): (command,
+    metrics.json dict, the folder holding them and the test ranks), or None if
+    not finished. A run with a record but no run folder is read from the record."""
 
     number: int
     total: int
@@ -532,22 +548,67 @@ class PlannedRun:
         """Whether its flags come from the finished hybrid run ("same as hybrid")."""
         return "same as hybrid" in self.overrides.values()
 
+    @property
+    def record_dir(self):
+        """Its folder under --records_dir (None without one)."""
+        if not FLAGS.records_dir:
+            return None
+        return os.path.join(FLAGS.records_dir, self.dataset, self.name, f"seed{self.seed}")
+
     def __call__(self, core):
         where = "" if core is None else f" on core {core}"
         print(
             f"[{self.number}/{self.total}] {self.dataset} {self.name} seed {self.seed}{where}",
             flush=True,
         )
-        metrics_path = os.path.join(self.output_dir, "metrics.json")
-        if not FLAGS.train and not os.path.exists(metrics_path):
-            print(f"  skipped: {metrics_path} not found", flush=True)
-            return None
         resolved = resolve(self.overrides, self.dataset, self.seed)
         command = train_command(self.flagfile, resolved, self.seed, self.output_dir, FLAGS.data_dir)
+        record = self.record_dir
+        if record is not None and finished_dir(self.output_dir, record) == record:
+            print(f"  read from its record, {record} (no run folder)", flush=True)
+            return command, read_metrics(record), record
         if FLAGS.train:
-            return command, run_one(command, self.output_dir, core)
-        with open(metrics_path, encoding="utf-8") as handle:
-            return command, json.load(handle)
+            metrics = run_one(command, self.output_dir, core)
+        elif finished_dir(self.output_dir) is None:
+            missing = os.path.join(self.output_dir, "metrics.json")
+            print(f"  skipped: {missing} not found", flush=True)
+            return None
+        else:
+            metrics = read_metrics(self.output_dir)
+        if record is not None:
+            keep_record(self.output_dir, record)
+        return command, metrics, self.output_dir
+
+
+def finished_dir(*folders):
+    """The first of ``folders`` (None ones skipped) holding a metrics.json, else None."""
+    for folder in folders:
+        if folder and os.path.exists(os.path.join(folder, "metrics.json")):
+            return folder
+    return None
+
+
+def read_metrics(folder):
+    with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def keep_record(run_folder, record_folder):
+    """Copies a finished run's test ranks (compressed) and metrics.json into its record
+    folder; metrics.json goes last, so a record that has it is whole."""
+    from hybrid_tfrs.run_dir import TEST_RANKS_FILE
+    from hybrid_tfrs.significance import read_ranks, write_ranks
+
+    os.makedirs(record_folder, exist_ok=True)
+    ranks_path = os.path.join(run_folder, TEST_RANKS_FILE)
+    if os.path.exists(ranks_path):
+        ranks = read_ranks(ranks_path)
+        write_ranks(
+            os.path.join(record_folder, TEST_RANKS_FILE), ranks.ranks, ranks.user_ids, ranks.split
+        )
+    temporary = os.path.join(record_folder, "metrics.json.tmp")
+    shutil.copyfile(os.path.join(run_folder, "metrics.json"), temporary)
+    os.replace(temporary, os.path.join(record_folder, "metrics.json"))
 
 
 def main(argv):
@@ -569,11 +630,11 @@ def main(argv):
     for job, outcome in zip(jobs, done):
         if outcome is None:  # --notrain and not finished
             continue
-        command, metrics = outcome
+        command, metrics, folder = outcome
         commands.append(" ".join(["python"] + command[1:]))
         key = (job.dataset, job.name, job.flagfile, json.dumps(job.overrides))
         runs.setdefault(key, []).append(metrics)
-        run_dirs.setdefault((job.dataset, job.name), []).append((job.seed, job.output_dir))
+        run_dirs.setdefault((job.dataset, job.name), []).append((job.seed, folder))
     rows = []
     for (dataset, name, flagfile, overrides), metrics in runs.items():
         rows += aggregate(dataset, name, flagfile, json.loads(overrides), metrics)

@@ -19,7 +19,7 @@ whether a new seed would reproduce the difference).
   values (e.g. both models miss the top 10) are dropped, the classic rule; 1.0
   when every user is equal.
 
-File layout of ``<split>_ranks.npz``: ``user_ids`` str [U] (the split's user
+File layout of ``<split>_ranks.npz`` (compressed): ``user_ids`` str [U] (the split's user
 order), ``split`` str, and one int32 [U] array of 1-based ranks per protocol,
 keyed by the protocol's name (``full``, ``full-unseen``, ...).
 """
@@ -68,7 +68,7 @@ def write_ranks(path, ranks, user_ids, split):
         arrays[protocol] = values.astype(np.int32)
     temporary = f"{path}.tmp"
     with open(temporary, "wb") as handle:  # a file object: np.savez adds no ".npz"
-        np.savez(handle, user_ids=user_ids, split=np.str_(split), **arrays)
+        np.savez_compressed(handle, user_ids=user_ids, split=np.str_(split), **arrays)
     os.replace(temporary, path)
 
 

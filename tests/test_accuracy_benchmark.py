@@ -273,3 +273,39 @@ def test_runs_without_rank_files_are_named_not_tested(repo_root, campaign, tmp_p
         f"error: --baseline: {old / 'test_ranks.npz'} not found; write it with "
         f"hybrid-tfrs-evaluate --run_dir={old} --splits=test --write_ranks"
     ) in result.stderr
+
+
+def test_run_records_outlive_the_run_folders(repo_root, campaign, tmp_path):
+    """--records_dir keeps each run's metrics.json and test ranks; with the run folders
+    gone, the same rows and paired tests come from the records, and nothing retrains."""
+    from hybrid_tfrs.significance import read_ranks
+
+    source, rows, args = campaign
+    shutil.copytree(source / "runs", tmp_path / "runs", ignore=shutil.ignore_patterns("*.keras"))
+    records = tmp_path / "records"
+    common = (*args, "--seeds=0,1", f"--override={TINY}", f"--records_dir={records}")
+    result = _accuracy(repo_root, tmp_path, *common, "--notrain")
+    assert result.returncode == 0, result.stderr[-4000:]
+    kept = records / "synthetic" / "hybrid-fixed-alpha" / "seed1"
+    assert sorted(os.listdir(kept)) == ["metrics.json", "test_ranks.npz"]
+    original = read_ranks(
+        source / "runs" / "synthetic" / "hybrid-fixed-alpha" / "seed1" / "test_ranks.npz"
+    )
+    copy = read_ranks(kept / "test_ranks.npz")
+    assert (
+        list(copy.user_ids) == list(original.user_ids)
+        and copy.ranks.keys() == original.ranks.keys()
+    )
+    assert all(np.array_equal(copy.ranks[p], original.ranks[p]) for p in original.ranks)
+    with open(tmp_path / "accuracy_paired.json", encoding="utf-8") as handle:
+        paired = json.load(handle)
+
+    shutil.rmtree(tmp_path / "runs")
+    result = _accuracy(repo_root, tmp_path, *common)  # training allowed: the records are the runs
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("read from its record") == 4
+    assert not (tmp_path / "runs").exists()
+    with open(tmp_path / "accuracy.json", encoding="utf-8") as handle:
+        assert json.load(handle) == rows
+    with open(tmp_path / "accuracy_paired.json", encoding="utf-8") as handle:
+        assert json.load(handle) == paired and paired
