@@ -287,11 +287,10 @@ def check_cores(cores):
 def hybrid_minutes(dataset, seed):
     """Training minutes of the finished hybrid run of this dataset and seed (its folder or
     its record)."""
-    run = os.path.join(dataset, "hybrid", f"seed{seed}")
-    record = os.path.join(FLAGS.records_dir, run) if FLAGS.records_dir else None
-    folder = finished_dir(os.path.join(FLAGS.runs_dir, run), record)
+    output_dir, record_dir = run_folders(dataset, "hybrid", seed)
+    folder = finished_dir(output_dir, record_dir)
     if folder is None:
-        path = os.path.join(FLAGS.runs_dir, run, "metrics.json")
+        path = os.path.join(output_dir, "metrics.json")
         raise app.UsageError(f"{path} not found: the ablation's time budget is the hybrid's")
     return read_metrics(folder)["train_minutes"]
 
@@ -541,7 +540,7 @@ class PlannedRun:
 
     @property
     def output_dir(self):
-        return os.path.join(FLAGS.runs_dir, self.dataset, self.name, f"seed{self.seed}")
+        return run_folders(self.dataset, self.name, self.seed)[0]
 
     @property
     def needs_hybrid(self):
@@ -551,9 +550,7 @@ class PlannedRun:
     @property
     def record_dir(self):
         """Its folder under --records_dir (None without one)."""
-        if not FLAGS.records_dir:
-            return None
-        return os.path.join(FLAGS.records_dir, self.dataset, self.name, f"seed{self.seed}")
+        return run_folders(self.dataset, self.name, self.seed)[1]
 
     def __call__(self, core):
         where = "" if core is None else f" on core {core}"
@@ -580,6 +577,13 @@ class PlannedRun:
         return command, metrics, self.output_dir
 
 
+def run_folders(dataset, name, seed):
+    """(its folder under --runs_dir, its record's under --records_dir or None)."""
+    run = os.path.join(dataset, name, f"seed{seed}")
+    record = os.path.join(FLAGS.records_dir, run) if FLAGS.records_dir else None
+    return os.path.join(FLAGS.runs_dir, run), record
+
+
 def finished_dir(*folders):
     """The first of ``folders`` (None ones skipped) holding a metrics.json, else None."""
     for folder in folders:
@@ -595,10 +599,17 @@ def read_metrics(folder):
 
 def keep_record(run_folder, record_folder):
     """Copies a finished run's test ranks (compressed) and metrics.json into its record
-    folder; metrics.json goes last, so a record that has it is whole."""
+    folder; metrics.json goes last, so a record that has it is whole. A record whose
+    metrics.json is the run's already is left as it is."""
+    import filecmp
+
     from hybrid_tfrs.run_dir import TEST_RANKS_FILE
     from hybrid_tfrs.significance import read_ranks, write_ranks
 
+    metrics_path = os.path.join(run_folder, "metrics.json")
+    kept_metrics = os.path.join(record_folder, "metrics.json")
+    if os.path.exists(kept_metrics) and filecmp.cmp(metrics_path, kept_metrics, shallow=False):
+        return
     os.makedirs(record_folder, exist_ok=True)
     ranks_path = os.path.join(run_folder, TEST_RANKS_FILE)
     if os.path.exists(ranks_path):
@@ -607,8 +618,8 @@ def keep_record(run_folder, record_folder):
             os.path.join(record_folder, TEST_RANKS_FILE), ranks.ranks, ranks.user_ids, ranks.split
         )
     temporary = os.path.join(record_folder, "metrics.json.tmp")
-    shutil.copyfile(os.path.join(run_folder, "metrics.json"), temporary)
-    os.replace(temporary, os.path.join(record_folder, "metrics.json"))
+    shutil.copyfile(metrics_path, temporary)
+    os.replace(temporary, kept_metrics)
 
 
 def main(argv):
