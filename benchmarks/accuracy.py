@@ -66,6 +66,7 @@ ABLATIONS = {
     },
     "hybrid-target-loss": {"loss_normalization": "target"},  # every target weighs the same
     "hybrid-no-seen-bias": {"seen_item_bias": "false"},  # no learned offset for seen items
+    "fmlp-no-seen-bias": {"model": "fmlp", "seen_item_bias": "false"},  # its FMLP pair
     "hybrid-lr-5e-4": {  # BSARec's constant rate on Beauty
         "learning_rate": "0.0005",
         "lr_schedule": "constant",
@@ -296,12 +297,17 @@ def hybrid_minutes(dataset, seed):
 
 
 def flagfile_value(flagfile, name):
-    """The value a flagfile gives --name (None if it does not set it)."""
+    """The value a flagfile gives --name, the last setting winning (None if it does not set
+    it); a boolean set bare (--name, --noname) gives "true" or "false"."""
+    value = None
     with open(os.path.join(REPO, flagfile), encoding="utf-8") as handle:
         for line in handle:
-            if line.strip().startswith(f"--{name}="):
-                return line.strip().split("=", 1)[1]
-    return None
+            line = line.strip()
+            if line.startswith(f"--{name}="):
+                value = line.split("=", 1)[1]
+            elif line in (f"--{name}", f"--no{name}"):
+                value = "true" if line == f"--{name}" else "false"
+    return value
 
 
 def changes_nothing(overrides, flagfile):

@@ -182,6 +182,20 @@ def test_an_ablation_for_some_datasets_is_skipped_on_the_others(repo_root):
     )
 
 
+def test_a_boolean_set_bare_in_the_flagfile_is_read_as_true_or_false(repo_root, tmp_path):
+    """beauty_hybrid.flags says --seen_item_bias: turning it off is a change to train; a
+    flagfile saying --noseen_item_bias already is the ablation."""
+    off = {"seen_item_bias": "false"}
+    out = _with_accuracy(
+        repo_root, "print(accuracy.run_plan(['beauty'], [], ['hybrid-no-seen-bias'], ['0']))"
+    )
+    assert out == str([("beauty", "hybrid-no-seen-bias", "flags/beauty_hybrid.flags", off, 0)])
+    flagfile = tmp_path / "off.flags"
+    flagfile.write_text("--seen_item_bias\n--noseen_item_bias\n--dropout=0.5\n")
+    code = f"print(accuracy.changes_nothing({off!r}, {str(flagfile)!r}))"
+    assert _with_accuracy(repo_root, code) == "True"
+
+
 def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers(repo_root):
     out = _with_accuracy(
         repo_root,
