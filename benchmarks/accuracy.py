@@ -13,7 +13,9 @@ and not in ``--runs_dir`` counts as finished, so tables and paired tests outlive
 the run folders.
 ``--cores=0,1`` runs two at a time, each pinned to its own core.
 Ablations are the hybrid's flagfile plus one change, capacity-matched baselines a
-baseline's flagfile with more layers (see ``ABLATIONS``).
+baseline's flagfile with more layers (see ``ABLATIONS``). Each is parsed with the
+trainer's own flags before any run starts: one the flagfile already is gets skipped,
+one with a flag or value the trainer refuses stops the campaign there.
 
 Writes ``<output>.json``: a list of rows ``{"dataset", "model", "variant",
 "protocol", "split": "test", "seeds", "metrics": {metric: mean}, "std": {metric:
@@ -40,6 +42,7 @@ from hybrid_tfrs.config import GATE_VARIANTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
+SAME_AS_HYBRID = "same as hybrid"  # an override filled in per run: the hybrid's train minutes
 # name -> the flags that turn the hybrid's flagfile into the ablation ("model": another
 # model's flagfile; "only_datasets": the datasets it applies to, comma-separated).
 ABLATIONS = {
@@ -81,7 +84,7 @@ ABLATIONS = {
     "fmlp-4-layers": {"model": "fmlp", "num_layers": "4"},
     "sasrec-4-layers": {"model": "sasrec", "num_layers": "4"},
     # papers' layers trained on the last position of each prefix, for as long as the hybrid
-    "hybrid-last-position": {"causal": "false", "max_train_minutes": "same as hybrid"},
+    "hybrid-last-position": {"causal": "false", "max_train_minutes": SAME_AS_HYBRID},
     # only each history's latest max_len targets (the ML-1M flagfiles train them all)
     "hybrid-latest-window": {"window_stride": "0"},
     # every target trained with at least 100 items of context (ML-1M's flagfile: stride 200)
@@ -296,36 +299,34 @@ def hybrid_minutes(dataset, seed):
     return read_metrics(folder)["train_minutes"]
 
 
-def flagfile_value(flagfile, name):
-    """The value a flagfile gives --name, the last setting winning (None if it does not set
-    it); a boolean set bare (--name, --noname) gives "true" or "false"."""
-    value = None
-    with open(os.path.join(REPO, flagfile), encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if line.startswith(f"--{name}="):
-                value = line.split("=", 1)[1]
-            elif line in (f"--{name}", f"--no{name}"):
-                value = "true" if line == f"--{name}" else "false"
-    return value
+def flagfile_config(flagfile, overrides):
+    """The TrainConfig the trainer would run for ``flagfile`` with ``overrides``, parsed by
+    the trainer's own flags (so 5e-4 and 0.0005, --flag and --flag=true, are one value).
+    UsageError naming the flagfile for a flag it does not have or a value it refuses."""
+    from hybrid_tfrs.cli.train_flags import config_from_flags, define_train_flags
+
+    trainer_flags = flags.FlagValues()
+    define_train_flags(trainer_flags)
+    argv = ["train", f"--flagfile={os.path.join(REPO, flagfile)}"]
+    try:
+        trainer_flags([*argv, *(f"--{name}={value}" for name, value in overrides.items())])
+    except flags.Error as error:
+        raise app.UsageError(f"{flagfile} with {overrides}: {error}") from error
+    return config_from_flags(trainer_flags)
 
 
 def changes_nothing(overrides, flagfile):
-    """Whether the flagfile already sets every override (an unset flag: its TrainConfig default)."""
-    from hybrid_tfrs.training import TrainConfig  # imports Keras: only needed here
-
-    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
-    for name, value in overrides.items():
-        current = flagfile_value(flagfile, name)
-        if str(defaults.get(name) if current is None else current).lower() != value.lower():
-            return False
-    return True
+    """Whether the flagfile's run already is the run with these overrides. One filled in per
+    run ("same as hybrid") always changes it."""
+    if SAME_AS_HYBRID in overrides.values():
+        return False
+    return flagfile_config(flagfile, overrides) == flagfile_config(flagfile, {})
 
 
 def resolve(overrides, dataset, seed):
     """Overrides with the placeholder "same as hybrid" filled in."""
     resolved = dict(overrides)
-    if resolved.get("max_train_minutes") == "same as hybrid":
+    if resolved.get("max_train_minutes") == SAME_AS_HYBRID:
         resolved["max_train_minutes"] = f"{hybrid_minutes(dataset, seed):.2f}"
     return resolved
 
@@ -551,7 +552,7 @@ class PlannedRun:
     @property
     def needs_hybrid(self):
         """Whether its flags come from the finished hybrid run ("same as hybrid")."""
-        return "same as hybrid" in self.overrides.values()
+        return SAME_AS_HYBRID in self.overrides.values()
 
     @property
     def record_dir(self):

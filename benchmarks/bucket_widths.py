@@ -27,9 +27,9 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-# Defines the trainer's flags (--flagfile, --data_dir, --max_len, ...) beside ours.
-from hybrid_tfrs.cli.train import config_from_flags  # noqa: E402
+from hybrid_tfrs.cli.train_flags import config_from_flags, define_train_flags  # noqa: E402
 
+define_train_flags(flags.FLAGS)  # the trainer's flags (--flagfile, --max_len, ...) beside ours
 flags.DEFINE_string("buckets", "default;2,3,4,6,8,12,16,24,32", "Width lists, ';'-separated.")
 flags.DEFINE_integer("rounds", 2, "Timed epochs per setting, alternating.")
 flags.DEFINE_string("output", "benchmarks/results/bucket_widths.md", "Results page (appended).")

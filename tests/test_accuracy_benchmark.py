@@ -196,6 +196,22 @@ def test_a_boolean_set_bare_in_the_flagfile_is_read_as_true_or_false(repo_root, 
     assert _with_accuracy(repo_root, code) == "True"
 
 
+def test_an_override_is_compared_as_the_trainer_parses_it(repo_root, tmp_path):
+    """5e-4 is the flagfile's 0.0005: no run to make; a value the trainer refuses or a flag
+    it does not have stops the plan, naming the flagfile, before hours of other runs."""
+    flagfile = tmp_path / "lr.flags"
+    flagfile.write_text("--learning_rate=0.0005\n--model=fmlp\n")
+    same = f"print(accuracy.changes_nothing({{'learning_rate': '5e-4'}}, {str(flagfile)!r}))"
+    assert _with_accuracy(repo_root, same) == "True"
+    other = f"print(accuracy.changes_nothing({{'learning_rate': '1e-3'}}, {str(flagfile)!r}))"
+    assert _with_accuracy(repo_root, other) == "False"
+    for bad in ({"learning_rate": "fast"}, {"num_layerz": "4"}):
+        code = f"accuracy.changes_nothing({bad!r}, {str(flagfile)!r})"
+        with pytest.raises(subprocess.CalledProcessError) as failure:
+            _with_accuracy(repo_root, code)
+        assert "UsageError" in failure.value.stderr and "lr.flags" in failure.value.stderr
+
+
 def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers(repo_root):
     out = _with_accuracy(
         repo_root,
@@ -216,15 +232,14 @@ def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers(r
 
 
 def test_every_ablation_sets_flags_the_trainer_has(repo_root):
-    """A misspelt flag in ABLATIONS would only fail hours into a campaign."""
+    """A misspelt flag or a refused value in ABLATIONS would only fail hours into a campaign:
+    planning every ablation on both datasets parses each with the trainer's flags."""
     out = _with_accuracy(
         repo_root,
-        "import dataclasses; from hybrid_tfrs.config import TrainConfig; "
-        "fields = {f.name for f in dataclasses.fields(TrainConfig)}; "
-        "keys = {k for o in accuracy.ABLATIONS.values() for k in o} - {'only_datasets'}; "
-        "print(sorted(keys - fields))",
+        "plan = accuracy.run_plan(['beauty', 'ml-1m'], [], list(accuracy.ABLATIONS), ['0']); "
+        "print(sorted({name for _, name, *_ in plan}) == sorted(accuracy.ABLATIONS))",
     )
-    assert out == "[]"
+    assert out.splitlines()[-1] == "True"
 
 
 def _paired(repo_root, *args):
