@@ -228,8 +228,8 @@ class ValidationCallback(keras.callbacks.Callback):
     """Full-ranking validation NDCG@10 after each epoch; keeps the best model.
 
     Saves the best model and the last one plus a small state file (to resume),
-    each atomically, logs one summary line per epoch, and stops after
-    ``patience`` epochs without improvement or when the time budget is spent.
+    each atomically, logs one summary line per epoch, and stops once more than
+    ``patience`` epochs in a row bring no improvement or when the time budget is spent.
     """
 
     def __init__(self, split, config, state, log, writes_files=True):
