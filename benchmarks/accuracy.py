@@ -317,10 +317,10 @@ def flagfile_config(flagfile, overrides):
 
 def changes_nothing(overrides, flagfile):
     """Whether the flagfile's run already is the run with these overrides. One filled in per
-    run ("same as hybrid") always changes it."""
-    if SAME_AS_HYBRID in overrides.values():
-        return False
-    return flagfile_config(flagfile, overrides) == flagfile_config(flagfile, {})
+    run ("same as hybrid") always changes it; the others are parsed all the same."""
+    known = {name: value for name, value in overrides.items() if value != SAME_AS_HYBRID}
+    same = flagfile_config(flagfile, known) == flagfile_config(flagfile, {})
+    return same and len(known) == len(overrides)
 
 
 def resolve(overrides, dataset, seed):
