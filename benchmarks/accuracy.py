@@ -37,59 +37,8 @@ import time
 
 import numpy as np
 from absl import app, flags
+from campaign_plan import ABLATIONS, MODELS, REPO, SAME_AS_HYBRID, run_plan
 
-from hybrid_tfrs.config import GATE_VARIANTS
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
-SAME_AS_HYBRID = "same as hybrid"  # an override filled in per run: the hybrid's train minutes
-# name -> the flags that turn the hybrid's flagfile into the ablation ("model": another
-# model's flagfile; "only_datasets": the datasets it applies to, comma-separated).
-ABLATIONS = {
-    "hybrid-fixed-alpha": {"gate_mode": "fixed"},  # alpha = 0.5 for everyone
-    "hybrid-hidden-alpha": {"gate_mode": "hidden_state"},  # per-user alpha, no statistics
-    "hybrid-branch-loss": {"branch_loss_weight": "0.5"},  # each branch trained as a query too
-    # The fusion variants of docs/model.md#the-gate, as flag values.
-    **{
-        name: {k: str(v).lower() if isinstance(v, bool) else v for k, v in fields.items()}
-        for name, fields in GATE_VARIANTS.items()
-    },
-    # Recipe A/B (issue 12): one change to the training recipe each.
-    "hybrid-cosine-60": {  # warmup 1 epoch, cosine to 5 % of the peak over 60 epochs
-        "lr_schedule": "cosine",
-        "warmup_epochs": "1",
-        "decay_epochs": "60",
-        "final_lr_ratio": "0.05",
-    },
-    "hybrid-cosine-25": {  # the same decay over 25 epochs, within reach of patience 10
-        "lr_schedule": "cosine",
-        "warmup_epochs": "1",
-        "decay_epochs": "25",
-        "final_lr_ratio": "0.05",
-    },
-    "hybrid-target-loss": {"loss_normalization": "target"},  # every target weighs the same
-    "hybrid-no-seen-bias": {"seen_item_bias": "false"},  # no learned offset for seen items
-    "fmlp-no-seen-bias": {"model": "fmlp", "seen_item_bias": "false"},  # its FMLP pair
-    "hybrid-lr-5e-4": {  # BSARec's constant rate on Beauty
-        "learning_rate": "0.0005",
-        "lr_schedule": "constant",
-        "warmup_epochs": "0",
-        "decay_epochs": "0",
-    },
-    "hybrid-adamw": {"weight_decay": "0.01"},  # AdamW, decoupled decay 0.01
-    "hybrid-clipnorm": {"clipnorm": "1.0"},  # each step's gradients clipped to global norm 1
-    "hybrid-batch-64": {"batch_size": "64"},  # four times the updates an epoch on Beauty
-    # Capacity-matched baselines ("model" picks the flagfile): about the hybrid's
-    # parameters outside the item table (benchmarks/parameters.py --num_layers=4).
-    "fmlp-4-layers": {"model": "fmlp", "num_layers": "4"},
-    "sasrec-4-layers": {"model": "sasrec", "num_layers": "4"},
-    # papers' layers trained on the last position of each prefix, for as long as the hybrid
-    "hybrid-last-position": {"causal": "false", "max_train_minutes": SAME_AS_HYBRID},
-    # only each history's latest max_len targets (the ML-1M flagfiles train them all)
-    "hybrid-latest-window": {"window_stride": "0"},
-    # every target trained with at least 100 items of context (ML-1M's flagfile: stride 200)
-    "hybrid-stride-100": {"window_stride": "100", "only_datasets": "ml-1m"},
-}
 HEADLINE = ("HR@10", "NDCG@10", "MRR")
 # docs/design.md#published-numbers, each under the protocol it was measured with.
 PUBLISHED = [
@@ -152,31 +101,6 @@ FLAGS = flags.FLAGS
 
 class RunFailed(Exception):
     """A training exited non-zero; the message names its last log line and the log."""
-
-
-def run_plan(datasets, models, ablations, seeds):
-    """[(dataset, name, flagfile, overrides dict, seed)] of every run to make."""
-    plan = []
-    for dataset in datasets:
-        named = [(m, m, {}) for m in models]
-        for name in ablations:
-            overrides = dict(ABLATIONS[name])
-            only = overrides.pop("only_datasets", None)
-            if only is not None and dataset not in only.split(","):
-                print(f"{dataset} {name}: skipped, for {only} only", flush=True)
-                continue
-            named.append((name, overrides.pop("model", "hybrid"), overrides))
-        for name, model, overrides in named:
-            flagfile = os.path.join("flags", f"{dataset}_{model}.flags")
-            if not os.path.exists(os.path.join(REPO, flagfile)):
-                raise app.UsageError(f"no flagfile {flagfile} for --datasets/--models")
-            if overrides and changes_nothing(overrides, flagfile):
-                given = " ".join(f"--{key}={value}" for key, value in overrides.items())
-                print(f"{dataset} {name}: skipped, {flagfile} already has {given}", flush=True)
-                continue
-            for seed in seeds:
-                plan.append((dataset, name, flagfile, overrides, int(seed)))
-    return plan
 
 
 def extra_flags():
@@ -297,30 +221,6 @@ def hybrid_minutes(dataset, seed):
         path = os.path.join(output_dir, "metrics.json")
         raise app.UsageError(f"{path} not found: the ablation's time budget is the hybrid's")
     return read_metrics(folder)["train_minutes"]
-
-
-def flagfile_config(flagfile, overrides):
-    """The TrainConfig the trainer would run for ``flagfile`` with ``overrides``, parsed by
-    the trainer's own flags (so 5e-4 and 0.0005, --flag and --flag=true, are one value).
-    UsageError naming the flagfile for a flag it does not have or a value it refuses."""
-    from hybrid_tfrs.cli.train_flags import config_from_flags, define_train_flags
-
-    trainer_flags = flags.FlagValues()
-    define_train_flags(trainer_flags)
-    argv = ["train", f"--flagfile={os.path.join(REPO, flagfile)}"]
-    try:
-        trainer_flags([*argv, *(f"--{name}={value}" for name, value in overrides.items())])
-    except flags.Error as error:
-        raise app.UsageError(f"{flagfile} with {overrides}: {error}") from error
-    return config_from_flags(trainer_flags)
-
-
-def changes_nothing(overrides, flagfile):
-    """Whether the flagfile's run already is the run with these overrides. One filled in per
-    run ("same as hybrid") always changes it; the others are parsed all the same."""
-    known = {name: value for name, value in overrides.items() if value != SAME_AS_HYBRID}
-    same = flagfile_config(flagfile, known) == flagfile_config(flagfile, {})
-    return same and len(known) == len(overrides)
 
 
 def resolve(overrides, dataset, seed):

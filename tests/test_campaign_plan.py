@@ -1,0 +1,60 @@
+"""benchmarks/campaign_plan.py: the campaign's runs, each parsed with the trainer's flags."""
+
+import sys
+
+import pytest
+from absl import app
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import campaign_plan  # noqa: E402
+
+
+def test_an_ablation_for_some_datasets_is_skipped_on_the_others(capsys):
+    plan = campaign_plan.run_plan(["beauty", "ml-1m"], [], ["hybrid-stride-100"], ["0"])
+    assert capsys.readouterr().out == "beauty hybrid-stride-100: skipped, for ml-1m only\n"
+    stride = {"window_stride": "100"}
+    assert plan == [("ml-1m", "hybrid-stride-100", "flags/ml-1m_hybrid.flags", stride, 0)]
+
+
+def test_a_boolean_set_bare_in_the_flagfile_is_read_as_true_or_false(tmp_path):
+    """beauty_hybrid.flags says --seen_item_bias: turning it off is a change to train; a
+    flagfile saying --noseen_item_bias already is the ablation."""
+    off = {"seen_item_bias": "false"}
+    plan = campaign_plan.run_plan(["beauty"], [], ["hybrid-no-seen-bias"], ["0"])
+    assert plan == [("beauty", "hybrid-no-seen-bias", "flags/beauty_hybrid.flags", off, 0)]
+    flagfile = tmp_path / "off.flags"
+    flagfile.write_text("--seen_item_bias\n--noseen_item_bias\n--dropout=0.5\n")
+    assert campaign_plan.changes_nothing(off, str(flagfile))
+
+
+def test_an_override_is_compared_as_the_trainer_parses_it(tmp_path):
+    """5e-4 is the flagfile's 0.0005: no run to make; a value the trainer refuses or a flag
+    it does not have stops the plan, naming the flagfile, before hours of other runs."""
+    flagfile = tmp_path / "lr.flags"
+    flagfile.write_text("--learning_rate=0.0005\n--model=fmlp\n")
+    assert campaign_plan.changes_nothing({"learning_rate": "5e-4"}, str(flagfile))
+    assert not campaign_plan.changes_nothing({"learning_rate": "1e-3"}, str(flagfile))
+    for bad in ({"learning_rate": "fast"}, {"num_layerz": "4"}):
+        with pytest.raises(app.UsageError, match="lr.flags"):
+            campaign_plan.changes_nothing(bad, str(flagfile))
+
+
+def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers():
+    plan = campaign_plan.run_plan(["ml-1m"], [], ["fmlp-4-layers", "hybrid-vector-gate"], ["1"])
+    assert plan == [
+        ("ml-1m", "fmlp-4-layers", "flags/ml-1m_fmlp.flags", {"num_layers": "4"}, 1),
+        ("ml-1m", "hybrid-vector-gate", "flags/ml-1m_hybrid.flags", {"gate_output": "vector"}, 1),
+    ]
+
+
+def test_every_ablation_sets_flags_the_trainer_has():
+    """A misspelt flag or a refused value in ABLATIONS would only fail hours into a campaign:
+    planning every ablation on both datasets parses each with the trainer's flags."""
+    plan = campaign_plan.run_plan(["beauty", "ml-1m"], [], list(campaign_plan.ABLATIONS), ["0"])
+    assert sorted({name for _, name, *_ in plan}) == sorted(campaign_plan.ABLATIONS)
+
+
+def test_a_model_without_a_flagfile_is_refused_by_name():
+    with pytest.raises(app.UsageError, match="no flagfile flags/beauty_gru.flags"):
+        campaign_plan.run_plan(["beauty"], ["gru"], [], ["0"])
