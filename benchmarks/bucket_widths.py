@@ -27,6 +27,8 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from results_page import append_section  # noqa: E402
+
 from hybrid_tfrs.cli.train_flags import config_from_flags, define_train_flags  # noqa: E402
 
 define_train_flags(flags.FLAGS)  # the trainer's flags (--flagfile, --max_len, ...) beside ours
@@ -112,18 +114,20 @@ def main(argv):
         keras.utils.set_random_seed(base.seed)
         model = build_model(base, split.num_items, split.item_popularity)
         compile_model(model, base, steps_per_epoch=int(dataset.cardinality()))
-        warmup = _epoch_seconds(model, dataset)
         runs.append(
             dict(
                 widths=batch_widths(base.max_len, widths),
                 dataset=dataset,
                 model=model,
                 density=_target_density(dataset),
-                warmup=warmup,
                 seconds=[],
             )
         )
-        print(f"{runs[-1]['widths']}: warm-up epoch {warmup:.0f} s", flush=True)
+    # Warm up only once every model is built: keras.utils.set_random_seed, called before
+    # each build, makes the models built before it trace their steps again.
+    for run in runs:
+        run["warmup"] = _epoch_seconds(run["model"], run["dataset"])
+        print(f"{run['widths']}: warm-up epoch {run['warmup']:.0f} s", flush=True)
     load_before = os.getloadavg()[0]
     for _ in range(FLAGS.rounds):
         for run in runs:
@@ -163,14 +167,12 @@ def main(argv):
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    path = os.path.join(REPO, FLAGS.output)
-    if not os.path.exists(path):
-        text = (
-            "# Length buckets: padding and seconds per epoch\n\n"
-            "Appended by benchmarks/bucket_widths.py, newest last.\n" + text
-        )
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(text)
+    append_section(
+        os.path.join(REPO, FLAGS.output),
+        "Length buckets: padding and seconds per epoch",
+        "benchmarks/bucket_widths.py",
+        text,
+    )
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from campaign_plan import ABLATIONS, MODELS, SAME_AS_HYBRID, flagfile_config, run_plan  # noqa: E402
+from results_page import append_section  # noqa: E402
 
 flags.DEFINE_string(
     "data_dir", os.environ.get("HYBRID_TFRS_DATA_DIR"), "Folder with Beauty.txt and ml-1m/."
@@ -115,21 +116,12 @@ class TimedModel:
 
     def epoch(self):
         """(seconds of the training steps, seconds of the validation pass)."""
-        from hybrid_tfrs.training import evaluate_split
+        from hybrid_tfrs.training import validate
 
         started = time.perf_counter()
         self.model.fit(self.dataset, epochs=1, shuffle=False, verbose=0)
         trained = time.perf_counter()
-        evaluate_split(
-            self.model,
-            self.split,
-            "valid",
-            self.config.max_len,
-            protocols=("full",),
-            batch_size=self.config.eval_batch_size,
-            score_fn=self.score_fn,
-            progress=False,
-        )
+        validate(self.model, self.split, self.config, self.score_fn)
         return trained - started, time.perf_counter() - trained
 
     @property
@@ -205,14 +197,12 @@ def main(argv):
             )
     text = markdown(models, models[0].split, started, load_before, os.getloadavg()[0])
     print(text)
-    path = os.path.join(REPO, FLAGS.output)
-    if not os.path.exists(path):
-        text = (
-            "# Seconds per epoch, side by side\n\n"
-            "Appended by benchmarks/epoch_cost.py, newest last.\n" + text
-        )
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(text)
+    append_section(
+        os.path.join(REPO, FLAGS.output),
+        "Seconds per epoch, side by side",
+        "benchmarks/epoch_cost.py",
+        text,
+    )
 
 
 if __name__ == "__main__":

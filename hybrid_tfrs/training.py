@@ -184,6 +184,21 @@ def evaluate_split(
     )
 
 
+def validate(model, split, config, score_fn):
+    """The pass made after every epoch: ``full`` metrics of ``split``'s validation
+    users (the ``evaluate_split`` dict), ``score_fn`` from ``score_function(model)``."""
+    return evaluate_split(
+        model,
+        split,
+        "valid",
+        config.max_len,
+        protocols=("full",),
+        batch_size=config.eval_batch_size,
+        score_fn=score_fn,
+        progress=False,
+    )
+
+
 def split_ranks(model, split, part, max_len, protocols=PROTOCOLS, **kwargs):
     """Every user's target rank and gate alpha on ``part`` of an in-memory split.
 
@@ -250,16 +265,7 @@ class ValidationCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.epoch_started
-        result = evaluate_split(
-            self.model,
-            self.split,
-            "valid",
-            self.config.max_len,
-            protocols=("full",),
-            batch_size=self.config.eval_batch_size,
-            score_fn=self.score_fn,
-            progress=False,
-        )
+        result = validate(self.model, self.split, self.config, self.score_fn)
         validation_seconds = time.perf_counter() - self.epoch_started - seconds
         score = result["protocols"]["full"][VALIDATION_METRIC]
         alpha = result["alpha"]  # the hybrid's mean gate on the validation users, else None
@@ -324,7 +330,7 @@ def stopped_by(state, config):
     return stop[0] if stop else "epochs"
 
 
-def _training_data(config, data, split):
+def training_data(config, data, split):
     """The epoch's batches, the number of batches and the mean number of targets in one.
 
     With --prepared_dir the batches stream from the shards (``data`` is a
@@ -407,7 +413,7 @@ def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callback
     is still writing) or starts afresh, trains, then, on the chief, evaluates
     and writes (``stats``: ``split.stats()``)."""
     state = run_dir.check_run_dir(config)
-    dataset, steps_per_epoch, targets_per_batch = _training_data(config, data, split)
+    dataset, steps_per_epoch, targets_per_batch = training_data(config, data, split)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         if state is None:
