@@ -93,6 +93,10 @@ def test_streamed_batches_are_the_in_memory_batches(
     else:
         in_memory = last_position_dataset(split.train, 8, 16, seed=5)
     assert int(streamed.cardinality()) == int(in_memory.cardinality()) > 1
+    # Autotuning's thread would make every epoch wait for its next wake-up
+    # (pipeline.without_autotuning): both pipelines turn it off.
+    assert streamed.options().autotune.enabled is False
+    assert in_memory.options().autotune.enabled is False
     for _ in range(2):  # a new order each epoch, the same in both
         pairs = list(zip(streamed, in_memory, strict=True))
         for (inputs, targets), (inputs_ref, targets_ref) in pairs:
@@ -160,6 +164,7 @@ def test_prepared_evaluation_streams_users_batch_by_batch(prepared_dir, monkeypa
     def logged_dataset(*args, **kwargs):
         dataset = streamed_eval_dataset(*args, **kwargs)
         assert isinstance(dataset, tf.data.Dataset)
+        assert dataset.options().autotune.enabled is False  # pipeline.without_autotuning
         return LoggedBatches(dataset)
 
     score_function = training.score_function

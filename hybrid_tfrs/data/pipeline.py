@@ -15,7 +15,25 @@ __all__ = [
     "pad_latest",
     "training_dataset",
     "training_examples",
+    "without_autotuning",
 ]
+
+
+def without_autotuning(dataset):
+    """``dataset`` with tf.data's autotuning off (a tf.data.Dataset, any element).
+
+    Autotuning runs a background thread that wakes at doubling intervals (10 ms,
+    20 ms, 40 ms, ... up to a minute), and deleting an iterator waits for that
+    thread's next wake-up. Keras makes a new iterator every epoch, so an epoch is
+    rounded up to the next wake-up: on one core a 21 s epoch of FMLP-Rec on Beauty
+    took 41.0 s (10 ms x (2^12 - 1) = 40.95 s), every epoch
+    (benchmarks/results/epoch_cost.md). These pipelines cost little next to a
+    training step; without autotuning, AUTOTUNE parallelism is the number of cores
+    and AUTOTUNE prefetch buffers grow on demand.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def pad_latest(sequences, max_len):
@@ -176,7 +194,7 @@ def training_dataset(
             dataset = dataset.map(_pad_rows_to(batch_size))
     else:
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return without_autotuning(dataset.prefetch(tf.data.AUTOTUNE))
 
 
 def last_position_dataset(train_sequences, max_len, batch_size, seed=0, shuffle=True):
@@ -223,4 +241,4 @@ def last_position_dataset(train_sequences, max_len, batch_size, seed=0, shuffle=
     if shuffle:
         dataset = dataset.shuffle(len(ends), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(window, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return without_autotuning(dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE))

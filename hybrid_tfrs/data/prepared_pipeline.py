@@ -11,7 +11,12 @@ user (:func:`streamed_split`).
 import numpy as np
 import tensorflow as tf
 
-from hybrid_tfrs.data.pipeline import _pad_rows_to, _trim_to_bucket, batch_widths
+from hybrid_tfrs.data.pipeline import (
+    _pad_rows_to,
+    _trim_to_bucket,
+    batch_widths,
+    without_autotuning,
+)
 from hybrid_tfrs.data.prepared import PreparedSplit
 from hybrid_tfrs.data.readers import DataError
 from hybrid_tfrs.data.split import Split
@@ -234,7 +239,7 @@ def streamed_training_dataset(
         num_targets = int(pairs.sum())  # every target once
     else:
         num_targets = int(widths.sum())  # the latest max_len targets
-    return rows.prefetch(tf.data.AUTOTUNE), num_targets
+    return without_autotuning(rows.prefetch(tf.data.AUTOTUNE)), num_targets
 
 
 def streamed_split(prepared):
@@ -304,6 +309,5 @@ def streamed_eval_dataset(prepared, part, max_len, batch_size):
         }
 
     users = _parsed_batches(prepared.shards, batch_size=batch_size)
-    return users.map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
-        tf.data.AUTOTUNE
-    )
+    batches = users.map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return without_autotuning(batches.prefetch(tf.data.AUTOTUNE))
