@@ -66,6 +66,9 @@ def planned_configs():
         raise app.UsageError(
             f"--models: unknown {unknown}; use {list(MODELS)} or {list(ABLATIONS)}"
         )
+    malformed = [item for item in FLAGS.override if "=" not in item]
+    if malformed:
+        raise app.UsageError(f"--override: {malformed} not name=value, e.g. max_len=16")
     extra = dict(item.split("=", 1) for item in FLAGS.override)
     models = [name for name in FLAGS.models if name in MODELS]
     ablations = [name for name in FLAGS.models if name in ABLATIONS]

@@ -49,3 +49,10 @@ def test_an_unknown_model_is_refused_by_name(repo_root, tmp_path):
     assert "--models: unknown ['hybrid-tiny']" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.md").exists()
+
+
+def test_a_malformed_override_is_refused_by_name(repo_root, tmp_path):
+    result = _epoch_cost(repo_root, "--override=max_len", f"--output={tmp_path}/x.md")
+    assert result.returncode != 0
+    assert "--override: ['max_len'] not name=value" in result.stderr
+    assert "Traceback" not in result.stderr
