@@ -47,6 +47,18 @@ ABLATIONS = {
         "warmup_epochs": "0",
         "decay_epochs": "0",
     },
+    # Beauty's target is full-unseen: pick the best epoch by that protocol, with and
+    # without the seen-item offset (which full-unseen makes moot at ranking time)
+    "hybrid-unseen-validation": {"validation_protocol": "full-unseen"},
+    "hybrid-no-bias-unseen-validation": {
+        "seen_item_bias": "false",
+        "validation_protocol": "full-unseen",
+    },
+    "fmlp-no-bias-unseen-validation": {
+        "model": "fmlp",
+        "seen_item_bias": "false",
+        "validation_protocol": "full-unseen",
+    },
     "hybrid-adamw": {"weight_decay": "0.01"},  # AdamW, decoupled decay 0.01
     "hybrid-clipnorm": {"clipnorm": "1.0"},  # each step's gradients clipped to global norm 1
     "hybrid-batch-64": {"batch_size": "64"},  # four times the updates an epoch on Beauty

@@ -33,6 +33,8 @@ NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
 PROTOCOLS = ("full", "full-unseen", "uniform-99", "pop-100")
 METRICS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR", "MRR@10")
 NUM_NEGATIVES = {"uniform-99": 99, "pop-100": 100}
+# Protocols the per-epoch validation can rank by (the sampled ones redraw their negatives).
+VALIDATION_PROTOCOLS = ("full", "full-unseen")
 LOSS_NORMALIZATIONS = ("batch", "target")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 DISTRIBUTION_STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored")
@@ -105,6 +107,7 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 20
     patience: int = 5
+    validation_protocol: str = "full"
     max_train_minutes: float = 0.0
     seed: int = 0
     min_length: int = 3
@@ -151,6 +154,11 @@ class TrainConfig:
             (self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1"),
             (self.epochs >= 1, "epochs", "must be >= 1"),
             (self.patience >= 0, "patience", "must be >= 0"),
+            (
+                self.validation_protocol in VALIDATION_PROTOCOLS,
+                "validation_protocol",
+                f"must be one of {VALIDATION_PROTOCOLS}",
+            ),
             (self.max_train_minutes >= 0, "max_train_minutes", "must be >= 0 (0 = no limit)"),
             (self.learning_rate > 0, "learning_rate", "must be > 0"),
             (self.weight_decay >= 0, "weight_decay", "must be >= 0"),

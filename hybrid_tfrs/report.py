@@ -23,7 +23,7 @@ def _png(figure):
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _validation_figure(plt, history, best_epoch):
+def _validation_figure(plt, history, best_epoch, protocol):
     figure, ax = plt.subplots(figsize=(6, 3.5))
     epochs = [row["epoch"] for row in history]
     ax.plot(epochs, [row["val_ndcg@10"] for row in history], marker="o", markersize=3)
@@ -31,7 +31,7 @@ def _validation_figure(plt, history, best_epoch):
         ax.axvline(best_epoch, color="grey", linestyle="--", label=f"best (epoch {best_epoch})")
         ax.legend()
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation NDCG@10 (full)")
+    ax.set_ylabel(f"validation NDCG@10 ({protocol})")
     ax.grid(alpha=0.3)
     return figure
 
@@ -73,7 +73,15 @@ def render_report(metrics):
     figures = []
     if metrics.get("history"):
         figures.append(
-            ("Validation", _validation_figure(plt, metrics["history"], metrics.get("best_epoch")))
+            (
+                "Validation",
+                _validation_figure(
+                    plt,
+                    metrics["history"],
+                    metrics.get("best_epoch"),
+                    metrics.get("config", {}).get("validation_protocol", "full"),
+                ),
+            )
         )
     buckets = metrics.get("test_buckets") or []
     if buckets:

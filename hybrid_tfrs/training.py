@@ -185,14 +185,15 @@ def evaluate_split(
 
 
 def validate(model, split, config, score_fn):
-    """The pass made after every epoch: ``full`` metrics of ``split``'s validation
-    users (the ``evaluate_split`` dict), ``score_fn`` from ``score_function(model)``."""
+    """The pass made after every epoch: ``config.validation_protocol``'s metrics of
+    ``split``'s validation users (the ``evaluate_split`` dict), ``score_fn`` from
+    ``score_function(model)``."""
     return evaluate_split(
         model,
         split,
         "valid",
         config.max_len,
-        protocols=("full",),
+        protocols=(config.validation_protocol,),
         batch_size=config.eval_batch_size,
         score_fn=score_fn,
         progress=False,
@@ -240,7 +241,8 @@ def load_run_model(path, way_out=run_dir.START_OVER):
 
 
 class ValidationCallback(keras.callbacks.Callback):
-    """Full-ranking validation NDCG@10 after each epoch; keeps the best model.
+    """Full-ranking validation NDCG@10 (``--validation_protocol``) after each epoch; keeps
+    the best model.
 
     Saves the best model and the last one plus a small state file (to resume),
     each atomically, logs one summary line per epoch, and stops once more than
@@ -267,7 +269,7 @@ class ValidationCallback(keras.callbacks.Callback):
         seconds = time.perf_counter() - self.epoch_started
         result = validate(self.model, self.split, self.config, self.score_fn)
         validation_seconds = time.perf_counter() - self.epoch_started - seconds
-        score = result["protocols"]["full"][VALIDATION_METRIC]
+        score = result["protocols"][self.config.validation_protocol][VALIDATION_METRIC]
         alpha = result["alpha"]  # the hybrid's mean gate on the validation users, else None
         loss = float(logs["loss"]) if logs and "loss" in logs else None
         if logs is not None:
@@ -301,7 +303,8 @@ class ValidationCallback(keras.callbacks.Callback):
             run_dir.save_model(self.model, run_dir.run_path(self.config, run_dir.LAST_MODEL_FILE))
             run_dir.write_json(run_dir.run_path(self.config, run_dir.STATE_FILE), self.state)
         self.log(
-            f"epoch {epoch + 1}/{self.config.epochs} - loss {loss:.4f} - val {VALIDATION_METRIC} "
+            f"epoch {epoch + 1}/{self.config.epochs} - loss {loss:.4f} - val "
+            f"{_validation_name(self.config)} "
             f"{score:.4f} (best {self.state['best_score']:.4f} at epoch "
             f"{self.state['best_epoch']}) - {seconds + validation_seconds:.1f}s "
             f"({validation_seconds:.1f}s validation)"
@@ -311,6 +314,13 @@ class ValidationCallback(keras.callbacks.Callback):
         if stop:
             self.log(f"stopping: {stop[1]}")
             self.model.stop_training = True
+
+
+def _validation_name(config):
+    """``NDCG@10`` under the default ``full`` protocol, else prefixed by the protocol."""
+    if config.validation_protocol == "full":
+        return VALIDATION_METRIC
+    return f"{config.validation_protocol} {VALIDATION_METRIC}"
 
 
 def _stop(state, config):

@@ -68,6 +68,9 @@ FLAG_HELP = {
     "epochs": "Maximum epochs.",
     "patience": "Stop once more than this many epochs in a row bring no better validation "
     "NDCG@10 (10: after the 11th; Keras's EarlyStopping would stop after the 10th).",
+    "validation_protocol": "Protocol of the validation NDCG@10 that picks the best epoch and "
+    "drives --patience: full (every item ranked) or full-unseen (the history's items left "
+    "out), the one your results report.",
     "max_train_minutes": "Stop after the epoch that passes this much training time (0 = no limit).",
     "seed": "Seed of initialisation, shuffling, negatives and the synthetic data.",
     "min_length": "Users with fewer items are skipped (and counted).",
