@@ -33,8 +33,9 @@ NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
 PROTOCOLS = ("full", "full-unseen", "uniform-99", "pop-100")
 METRICS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR", "MRR@10")
 NUM_NEGATIVES = {"uniform-99": 99, "pop-100": 100}
-# Protocols the per-epoch validation can rank by (the sampled ones redraw their negatives).
-VALIDATION_PROTOCOLS = ("full", "full-unseen")
+# Protocols the per-epoch validation can rank by: not the sampled ones, which redraw
+# their negatives.
+VALIDATION_PROTOCOLS = tuple(p for p in PROTOCOLS if p not in NUM_NEGATIVES)
 LOSS_NORMALIZATIONS = ("batch", "target")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 DISTRIBUTION_STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored")
