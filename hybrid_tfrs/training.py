@@ -29,17 +29,24 @@ import numpy as np
 from hybrid_tfrs import distribution, run_dir
 from hybrid_tfrs.config import PROTOCOLS, TrainConfig  # noqa: F401  (TrainConfig re-exported)
 from hybrid_tfrs.data import pad_latest
-from hybrid_tfrs.data.pipeline import batch_widths, last_position_dataset, training_dataset
+from hybrid_tfrs.data.pipeline import (
+    batch_widths,
+    last_position_dataset,
+    skip_epochs,
+    training_dataset,
+)
 from hybrid_tfrs.data.prepared import PreparedSplit
 from hybrid_tfrs.encoders import build_encoder
 from hybrid_tfrs.evaluation import evaluate, evaluate_batches, format_table, target_ranks
 from hybrid_tfrs.optimization import make_optimizer
+from hybrid_tfrs.random_state import restore_seed_states, seed_states
 from hybrid_tfrs.report import write_report
 from hybrid_tfrs.retrieval import SequentialRetrievalModel
 from hybrid_tfrs.run_data import check_sampled_protocols, load_split  # noqa: F401  (re-exported)
 from hybrid_tfrs.significance import write_ranks
 
 VALIDATION_METRIC = "NDCG@10"
+SEED_STATES_KEY = "seed_states"  # in the state file: the random streams' states (to resume)
 
 
 def build_model(config, num_items, item_popularity, targets_per_batch=None):
@@ -295,6 +302,7 @@ class ValidationCallback(keras.callbacks.Callback):
         else:
             self.state["waited"] += 1
         self.state["epochs_done"] = epoch + 1
+        self.state[SEED_STATES_KEY] = seed_states(self.model)
         if self.writes_files:
             if improved:
                 run_dir.save_model(
@@ -314,6 +322,16 @@ class ValidationCallback(keras.callbacks.Callback):
         if stop:
             self.log(f"stopping: {stop[1]}")
             self.model.stop_training = True
+
+
+def _resume_random_streams(model, dataset, state, log):
+    """Puts a resumed run's dropout streams and shuffle where an uninterrupted one's
+    would be after ``state["epochs_done"]`` epochs, so the two train alike."""
+    skip_epochs(dataset, state["epochs_done"])
+    if SEED_STATES_KEY in state:
+        restore_seed_states(model, state[SEED_STATES_KEY])
+    else:  # a state file written before the streams were saved
+        log("the state file has no dropout stream states: dropout restarts its masks")
 
 
 def _validation_name(config):
@@ -423,8 +441,10 @@ def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callback
     is still writing) or starts afresh, trains, then, on the chief, evaluates
     and writes (``stats``: ``split.stats()``)."""
     state = run_dir.check_run_dir(config)
-    dataset, steps_per_epoch, targets_per_batch = training_data(config, data, split)
+    # Seeded first: the shuffle's order depends on the global seed too, so a run
+    # is the same whatever the process ran before it.
     keras.utils.set_random_seed(config.seed)
+    dataset, steps_per_epoch, targets_per_batch = training_data(config, data, split)
     with strategy.scope():
         if state is None:
             state = {"best_score": -1.0, "best_epoch": 0, "waited": 0, "epochs_done": 0}
@@ -433,6 +453,7 @@ def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callback
             compile_model(model, config, steps_per_epoch)
         else:
             model = load_run_model(run_dir.run_path(config, run_dir.LAST_MODEL_FILE))
+            _resume_random_streams(model, dataset, state, log)
             log(f"resuming after epoch {state['epochs_done']} from {config.output_dir}")
         model.optimizer.build(model.trainable_variables)
     if chief:
@@ -459,8 +480,11 @@ def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callback
                 model, dataset, config.epochs, state["epochs_done"], fit_callbacks, strategy
             )
         else:
+            # One iterator for the whole fit, so each epoch is the next order of
+            # the shuffle whatever iterators Keras makes (see skip_epochs).
             model.fit(
-                dataset,
+                dataset.repeat(),
+                steps_per_epoch=steps_per_epoch,
                 epochs=config.epochs,
                 initial_epoch=state["epochs_done"],
                 callbacks=fit_callbacks,

@@ -7,6 +7,7 @@ from hybrid_tfrs.data import DataError
 from hybrid_tfrs.data.pipeline import (
     batch_widths,
     last_position_dataset,
+    skip_epochs,
     training_dataset,
     training_examples,
 )
@@ -106,3 +107,30 @@ def test_last_position_examples_have_one_target_at_the_last_item():
 def test_last_position_dataset_rejects_empty_training_data():
     with pytest.raises(DataError, match="no training examples"):
         last_position_dataset([np.array([1], "int32")], max_len=5, batch_size=2)
+
+
+def _epoch_orders(dataset, epochs):
+    """The first batch's inputs of each of ``epochs`` epochs (one iterator each)."""
+    return [next(iter(dataset))[0].numpy() for _ in range(epochs)]
+
+
+@pytest.mark.parametrize("bucket_by_length", [False, True])
+def test_skipped_epochs_leave_the_orders_an_uninterrupted_run_would_see(bucket_by_length):
+    sequences = _sequences()
+
+    def make():
+        return training_dataset(sequences, 50, 16, seed=3, bucket_by_length=bucket_by_length)
+
+    straight = _epoch_orders(make(), 4)
+    resumed = _epoch_orders(skip_epochs(make(), 2), 2)
+    for expected, got in zip(straight[2:], resumed, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    # Not the trivial case: every epoch has its own order.
+    assert not np.array_equal(straight[0], straight[2])
+
+
+def test_skipped_epochs_leave_the_last_position_orders_of_an_uninterrupted_run():
+    sequences = _sequences()
+    straight = _epoch_orders(last_position_dataset(sequences, 50, 16, seed=3), 3)
+    resumed = _epoch_orders(skip_epochs(last_position_dataset(sequences, 50, 16, seed=3), 2), 1)
+    np.testing.assert_array_equal(resumed[0], straight[2])

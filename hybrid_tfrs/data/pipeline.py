@@ -131,6 +131,20 @@ def _pad_rows_to(batch_size):
     return pad
 
 
+def skip_epochs(dataset, epochs):
+    """``dataset`` (the same object) advanced past its first ``epochs`` epochs.
+
+    Every new iterator of a ``shuffle(..., reshuffle_each_iteration=True)``
+    draws the next order from the dataset's seed, and a training run takes one
+    iterator an epoch (``dataset.repeat()`` makes one per repetition): making
+    and dropping ``epochs`` of them gives a resumed run the orders an
+    uninterrupted one would see from there on. No element is read.
+    """
+    for _ in range(epochs):
+        iter(dataset)
+    return dataset
+
+
 def training_dataset(
     train_sequences,
     max_len,

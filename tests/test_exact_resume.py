@@ -1,0 +1,74 @@
+"""A run stopped and resumed trains exactly as one that was never stopped.
+
+A resume restores the weights and the optimizer from ``last.keras``; the
+dropout streams (Keras does not save a ``SeedGenerator``'s state) and the
+epoch's place in the tf.data shuffle come from the run's state file.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from hybrid_tfrs import run_dir
+from hybrid_tfrs.random_state import restore_seed_states, seed_states
+from hybrid_tfrs.training import TrainConfig, load_run_model, train
+
+SETTINGS = dict(
+    synthetic_users=200,
+    synthetic_items=300,
+    max_len=20,
+    hidden_dim=16,
+    dropout=0.5,  # large, so a dropout stream that restarts shows in the loss
+    lr_schedule="cosine",
+    warmup_epochs=1.0,
+    decay_epochs=4.0,  # the same schedule for the 2-epoch and the 4-epoch call
+    patience=10,
+    protocols="full",
+)
+
+
+def _history(metrics):
+    return [(row["loss"], row["val_ndcg@10"]) for row in metrics["history"]]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same 4 epochs, once straight through and once as 2 + 2 after a restart."""
+    straight = str(tmp_path_factory.mktemp("straight"))
+    resumed = str(tmp_path_factory.mktemp("resumed"))
+    whole = train(TrainConfig(epochs=4, output_dir=straight, **SETTINGS), log=lambda _: None)
+    train(TrainConfig(epochs=2, output_dir=resumed, **SETTINGS), log=lambda _: None)
+    lines = []
+    parts = train(TrainConfig(epochs=4, output_dir=resumed, **SETTINGS), log=lines.append)
+    return whole, parts, lines, straight, resumed
+
+
+def test_a_resumed_run_has_the_losses_and_scores_of_an_uninterrupted_one(runs):
+    whole, parts, lines, _, _ = runs
+    assert any(line.startswith("resuming after epoch 2") for line in lines)
+    assert [row["epoch"] for row in parts["history"]] == [1, 2, 3, 4]
+    np.testing.assert_allclose(_history(parts), _history(whole), rtol=1e-5)
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(runs):
+    *_, straight, resumed = runs
+    ends = [
+        load_run_model(os.path.join(folder, run_dir.LAST_MODEL_FILE))
+        for folder in (straight, resumed)
+    ]
+    for a, b in zip(ends[0].weights, ends[1].weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
+def test_random_streams_are_put_back_only_into_a_model_with_as_many():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5)])
+    model(np.ones((2, 4)), training=True)  # draws once: the counter moves on
+    states = seed_states(model)
+    assert len(states) == 1 and states[0][1] == 1
+    fresh = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5)])
+    restore_seed_states(fresh, states)
+    assert seed_states(fresh) == states
+    with pytest.raises(ValueError, match="2 saved random-stream states for a model with 1"):
+        restore_seed_states(fresh, states * 2)
