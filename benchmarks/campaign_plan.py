@@ -39,6 +39,10 @@ ABLATIONS = {
         "final_lr_ratio": "0.05",
     },
     "hybrid-target-loss": {"loss_normalization": "target"},  # every target weighs the same
+    # ... and the baselines under the same recipe
+    "fmlp-target-loss": {"model": "fmlp", "loss_normalization": "target"},
+    "sasrec-target-loss": {"model": "sasrec", "loss_normalization": "target"},
+    "linrec-target-loss": {"model": "linrec", "loss_normalization": "target"},
     "hybrid-no-seen-bias": {"seen_item_bias": "false"},  # no learned offset for seen items
     "fmlp-no-seen-bias": {"model": "fmlp", "seen_item_bias": "false"},  # its FMLP pair
     "hybrid-lr-5e-4": {  # BSARec's constant rate on Beauty
