@@ -280,14 +280,18 @@ def aggregate(dataset, name, flagfile, overrides, runs):
 def paired_tests(run_dirs):
     """Paired tests of the hybrid against every other variant of its dataset (benchmarks/paired.py).
 
+    A baseline trained another way (``fmlp-target-loss``: a model, a dash, the
+    change) is also tested against the hybrid trained that way
+    (``hybrid-target-loss``) when both are there: the same recipe on both sides.
+
     Args:
       run_dirs: {(dataset, variant): [(seed, run folder)]}.
 
     Returns:
-      (results, notes): results, one paired.compare result per dataset, variant
+      (results, notes): results, one paired.compare result per dataset, pair
       and protocol among ``paired.PROTOCOLS`` that all runs have, with
-      "dataset", "name" ("hybrid"), "baseline" (the variant) and "seeds";
-      notes, {dataset: [line]} naming the variants left out for want of
+      "dataset", "name" (the hybrid side), "baseline" (the variant) and "seeds";
+      notes, {dataset: [line]} naming the pairs left out for want of
       test_ranks.npz files.
     """
     from paired import PROTOCOLS, compare  # benchmarks/paired.py
@@ -297,25 +301,37 @@ def paired_tests(run_dirs):
 
     results, notes = [], {}
     for (dataset, name), runs in run_dirs.items():
-        hybrid = run_dirs.get((dataset, "hybrid"))
-        if name == "hybrid" or hybrid is None:
-            continue
-        paths = [[os.path.join(d, TEST_RANKS_FILE) for _, d in side] for side in (hybrid, runs)]
-        missing = [path for path in paths[0] + paths[1] if not os.path.exists(path)]
-        if missing:
-            notes.setdefault(dataset, []).append(
-                f"hybrid against {name}: no paired test, {', '.join(missing)} not found "
-                "(hybrid-tfrs-evaluate --run_dir=DIR --splits=test --write_ranks writes it)"
-            )
-            continue
-        mine, theirs = ([read_ranks(path) for path in side] for side in paths)
-        protocols = [p for p in PROTOCOLS if all(p in r.ranks for r in mine + theirs)]
-        seeds = " / ".join(",".join(str(seed) for seed, _ in side) for side in (hybrid, runs))
-        for result in compare(mine, theirs, protocols):
-            results.append(
-                {"dataset": dataset, "name": "hybrid", "baseline": name, "seeds": seeds, **result}
-            )
+        for reference in _hybrid_sides(name):
+            hybrid = run_dirs.get((dataset, reference))
+            if hybrid is None:
+                continue
+            paths = [[os.path.join(d, TEST_RANKS_FILE) for _, d in side] for side in (hybrid, runs)]
+            missing = [path for path in paths[0] + paths[1] if not os.path.exists(path)]
+            if missing:
+                notes.setdefault(dataset, []).append(
+                    f"{reference} against {name}: no paired test, {', '.join(missing)} not found "
+                    "(hybrid-tfrs-evaluate --run_dir=DIR --splits=test --write_ranks writes it)"
+                )
+                continue
+            mine, theirs = ([read_ranks(path) for path in side] for side in paths)
+            protocols = [p for p in PROTOCOLS if all(p in r.ranks for r in mine + theirs)]
+            seeds = " / ".join(",".join(str(seed) for seed, _ in side) for side in (hybrid, runs))
+            for result in compare(mine, theirs, protocols):
+                results.append(
+                    {"dataset": dataset, "name": reference, "baseline": name, "seeds": seeds}
+                    | result
+                )
     return results, notes
+
+
+def _hybrid_sides(name):
+    """The hybrid variants ``name`` is tested against: the hybrid, and for a baseline
+    trained another way (``fmlp-target-loss``) the hybrid trained that way too."""
+    if name == "hybrid":
+        return []
+    model, _, change = name.partition("-")
+    same_recipe = [f"hybrid-{change}"] if model in MODELS and model != "hybrid" and change else []
+    return ["hybrid", *same_recipe]
 
 
 def _cell(row, metric):
@@ -407,7 +423,9 @@ def _paired_section(results, notes):
         return missing
     first = results[0]
     return [
-        f"Paired test of the hybrid against each model: test {first['metric']} per user, "
+        f"Paired test of the hybrid against each model (and of a baseline trained another "
+        "way, e.g. `fmlp-target-loss`, against the hybrid trained the same way): test "
+        f"{first['metric']} per user, "
         f"the same {first['users']:,} test users, under each protocol named; each model's "
         "per-user value is averaged over its seeds (runs column: hybrid / other) before the "
         f"test; margin = hybrid minus the other; 95% interval and p-value from "

@@ -255,3 +255,34 @@ def test_run_records_outlive_the_run_folders(repo_root, campaign, tmp_path):
         assert json.load(handle) == rows
     with open(tmp_path / "accuracy_paired.json", encoding="utf-8") as handle:
         assert json.load(handle) == paired and paired
+
+
+def test_a_baseline_trained_another_way_is_also_tested_against_the_hybrid_trained_so(
+    repo_root, tmp_path
+):
+    """fmlp-target-loss against hybrid and hybrid-target-loss; fmlp-4-layers (no
+    hybrid-4-layers) and the hybrid's own ablations against the hybrid only."""
+    from hybrid_tfrs.significance import write_ranks
+
+    rng = np.random.default_rng(0)
+    variants = ["hybrid", "hybrid-target-loss", "fmlp-target-loss", "fmlp-4-layers"]
+    for variant in variants:
+        ranks = {"full": rng.integers(1, 50, size=30), "full-unseen": rng.integers(1, 50, size=30)}
+        (tmp_path / variant).mkdir()
+        write_ranks(tmp_path / variant / "test_ranks.npz", ranks, range(30), "test")
+    script = (
+        "import json, sys; sys.path.insert(0, 'benchmarks'); import accuracy; "
+        f"runs = {{('d', v): [(0, {str(tmp_path)!r} + '/' + v)] for v in {variants!r}}}; "
+        "results, notes = accuracy.paired_tests(runs); "
+        "print(json.dumps(sorted({(r['name'], r['baseline']) for r in results})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=repo_root, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == [
+        ["hybrid", "fmlp-4-layers"],
+        ["hybrid", "fmlp-target-loss"],
+        ["hybrid", "hybrid-target-loss"],
+        ["hybrid-target-loss", "fmlp-target-loss"],
+    ]
