@@ -37,7 +37,9 @@ import time
 
 import numpy as np
 from absl import app, flags
-from campaign_plan import ABLATIONS, MODELS, REPO, SAME_AS_HYBRID, run_plan
+from campaign_plan import ABLATIONS, MODELS, REPO, SAME_AS_HYBRID, flagfile_config, run_plan
+
+from hybrid_tfrs.config import TrainConfig
 
 HEADLINE = ("HR@10", "NDCG@10", "MRR")
 # docs/design.md#published-numbers, each under the protocol it was measured with.
@@ -486,9 +488,16 @@ class PlannedRun:
         resolved = resolve(self.overrides, self.dataset, self.seed)
         command = train_command(self.flagfile, resolved, self.seed, self.output_dir, FLAGS.data_dir)
         record = self.record_dir
+        planned = {**resolved, **extra_flags(), "seed": self.seed}
         if record is not None and finished_dir(self.output_dir, record) == record:
-            print(f"  read from its record, {record} (no run folder)", flush=True)
-            return command, read_metrics(record), record
+            metrics = read_metrics(record)
+            stale = stale_settings(metrics, self.flagfile, planned)
+            if not stale:
+                print(f"  read from its record, {record} (no run folder)", flush=True)
+                return command, metrics, record
+            print(f"  not used: {record} was trained with {stale}", flush=True)
+            if not FLAGS.train:
+                return None
         if FLAGS.train:
             metrics = run_one(command, self.output_dir, core)
         elif finished_dir(self.output_dir) is None:
@@ -497,9 +506,29 @@ class PlannedRun:
             return None
         else:
             metrics = read_metrics(self.output_dir)
+            stale = stale_settings(metrics, self.flagfile, planned)
+            if stale:
+                print(f"  not used: {self.output_dir} was trained with {stale}", flush=True)
+                return None
         if record is not None:
             keep_record(self.output_dir, record)
         return command, metrics, self.output_dir
+
+
+def stale_settings(metrics, flagfile, overrides):
+    """How a finished run (its metrics.json) differs from the planned one, as
+    "--flag=its value (the plan: value)" joined by commas; "" when it is the planned run.
+    A flagfile changed since the run was trained makes its record stale, not silently mixed in.
+    """
+    planned = flagfile_config(flagfile, overrides)
+    try:
+        trained = TrainConfig.from_json(metrics["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        return f"settings this version cannot read ({error})"
+    return ", ".join(
+        f"--{name}={old!r} (the plan: {new!r})"
+        for name, (old, new) in planned.differences(trained).items()
+    )
 
 
 def run_folders(dataset, name, seed):

@@ -208,7 +208,7 @@ def test_runs_without_rank_files_are_named_not_tested(repo_root, campaign, tmp_p
     shutil.copytree(source / "runs", tmp_path / "runs", ignore=shutil.ignore_patterns("*.keras"))
     old = tmp_path / "runs" / "synthetic" / "hybrid-fixed-alpha" / "seed1"
     (old / "test_ranks.npz").unlink()  # as a run trained before runs kept their ranks
-    result = _accuracy(repo_root, tmp_path, *args, "--seeds=0,1", "--notrain")
+    result = _accuracy(repo_root, tmp_path, *args, "--seeds=0,1", f"--override={TINY}", "--notrain")
     assert result.returncode == 0, result.stderr[-4000:]
     page = (tmp_path / "accuracy.md").read_text(encoding="utf-8")
     assert "Paired test of the hybrid" not in page
@@ -286,3 +286,30 @@ def test_a_baseline_trained_another_way_is_also_tested_against_the_hybrid_traine
         ["hybrid", "hybrid-target-loss"],
         ["hybrid-target-loss", "fmlp-target-loss"],
     ]
+
+
+def test_a_run_trained_with_other_settings_than_the_plan_is_named_not_used(
+    repo_root, campaign, tmp_path
+):
+    """After a flagfile changes, its old runs and records are not mixed into the tables."""
+    source, _, args = campaign
+    shutil.copytree(source / "runs", tmp_path / "runs", ignore=shutil.ignore_patterns("*.keras"))
+    records = tmp_path / "records"
+    common = (*args, "--seeds=0,1", f"--records_dir={records}", "--notrain")
+    result = _accuracy(repo_root, tmp_path, *common, f"--override={TINY}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "not used" not in result.stdout
+    changed = f"--override={TINY},dropout=0.3"
+
+    result = _accuracy(repo_root, tmp_path, *common, changed)
+    assert result.returncode == 0, result.stderr[-4000:]
+    folder = tmp_path / "runs" / "synthetic" / "hybrid" / "seed0"
+    assert f"not used: {folder} was trained with --dropout=0.2 (the plan: 0.3)" in result.stdout
+    with open(tmp_path / "accuracy.json", encoding="utf-8") as handle:
+        assert json.load(handle) == []
+
+    shutil.rmtree(tmp_path / "runs")  # only the records are left
+    result = _accuracy(repo_root, tmp_path, *common, changed)
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = records / "synthetic" / "hybrid-fixed-alpha" / "seed1"
+    assert f"not used: {record} was trained with --dropout=0.2 (the plan: 0.3)" in result.stdout
