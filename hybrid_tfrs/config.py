@@ -59,7 +59,7 @@ RESUMABLE_WITH_OTHER = frozenset(
         "patience",
         "max_train_minutes",
         "distribution_strategy",  # the global batch and the math stay the same
-        "bucket_widths",  # the same rows and targets, grouped into other batch widths
+        "bucket_widths",  # the same rows and targets in other batches (with target weighting)
         "collective_timeout_seconds",
     }
 )
@@ -291,12 +291,19 @@ class TrainConfig:
         return cls(**payload)
 
     def differences(self, other):
-        """``{flag: (other's value, this value)}`` for the settings that would change the run."""
+        """``{flag: (other's value, this value)}`` for the settings that would change the run.
+
+        ``bucket_widths`` changes it under ``loss_normalization="batch"``: a batch's
+        mean weighs each of its targets by 1 / (targets in the batch), so other
+        widths weigh the same targets otherwise.
+        """
+        free = RESUMABLE_WITH_OTHER
+        if "batch" in (self.loss_normalization, other.loss_normalization):
+            free = free - {"bucket_widths"}
         return {
             field.name: (getattr(other, field.name), getattr(self, field.name))
             for field in dataclasses.fields(self)
-            if field.name not in RESUMABLE_WITH_OTHER
-            and getattr(other, field.name) != getattr(self, field.name)
+            if field.name not in free and getattr(other, field.name) != getattr(self, field.name)
         }
 
 

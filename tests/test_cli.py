@@ -318,6 +318,15 @@ def test_settings_that_do_not_change_the_model_may_differ_on_resume(tmp_path):
     assert check_run_dir(config) is None
 
 
+def test_bucket_widths_may_differ_on_resume_only_where_every_target_weighs_the_same():
+    from hybrid_tfrs.config import TrainConfig
+
+    for weighting, changes in (("target", {}), ("batch", {"bucket_widths": ("", "2,4,8")})):
+        before = TrainConfig(loss_normalization=weighting)
+        after = TrainConfig(loss_normalization=weighting, bucket_widths="2,4,8")
+        assert after.differences(before) == changes
+
+
 @pytest.mark.parametrize(
     "broken, content, message",
     [
