@@ -78,6 +78,21 @@ ABLATIONS = {
     "hybrid-stride-100": {"window_stride": "100", "only_datasets": "ml-1m"},
 }
 
+# The Beauty flagfiles weigh every target the same (--loss_normalization=target) since
+# 3 December 2026. "<model or ablation>-batch-loss" is that run with each batch's mean,
+# as the runs before that day were trained (on ML-1M, whose flagfiles still take the
+# mean, each is skipped as the flagfile's own run).
+ABLATIONS.update(
+    {
+        f"{name}-batch-loss": {**fields, "loss_normalization": "batch"}
+        for name, fields in [
+            *((model, {} if model == "hybrid" else {"model": model}) for model in MODELS),
+            *ABLATIONS.items(),
+        ]
+        if "loss_normalization" not in fields
+    }
+)
+
 
 def run_plan(datasets, models, ablations, seeds):
     """[(dataset, name, flagfile, overrides dict, seed)] of every run to make."""
