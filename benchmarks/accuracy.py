@@ -37,7 +37,15 @@ import time
 
 import numpy as np
 from absl import app, flags
-from campaign_plan import ABLATIONS, MODELS, REPO, SAME_AS_HYBRID, flagfile_config, run_plan
+from campaign_plan import (
+    ABLATIONS,
+    BATCH_LOSS,
+    MODELS,
+    REPO,
+    SAME_AS_HYBRID,
+    flagfile_config,
+    run_plan,
+)
 
 from hybrid_tfrs.config import TrainConfig
 
@@ -327,13 +335,18 @@ def paired_tests(run_dirs):
 
 
 def _hybrid_sides(name):
-    """The hybrid variants ``name`` is tested against: the hybrid, and for a baseline
-    trained another way (``fmlp-target-loss``) the hybrid trained that way too."""
+    """The hybrid variants ``name`` is tested against: the hybrid; for a baseline
+    trained another way (``fmlp-target-loss``) the hybrid trained that way too; and
+    for a variant trained with each batch's mean, the hybrid trained so."""
     if name == "hybrid":
         return []
     model, _, change = name.partition("-")
-    same_recipe = [f"hybrid-{change}"] if model in MODELS and model != "hybrid" and change else []
-    return ["hybrid", *same_recipe]
+    sides = ["hybrid"]
+    if model in MODELS and model != "hybrid" and change:
+        sides.append(f"hybrid-{change}")
+    if name.endswith(BATCH_LOSS) and name != f"hybrid{BATCH_LOSS}":
+        sides.append(f"hybrid{BATCH_LOSS}")
+    return list(dict.fromkeys(sides))  # in order, once each
 
 
 def _cell(row, metric):
@@ -426,7 +439,8 @@ def _paired_section(results, notes):
     first = results[0]
     return [
         f"Paired test of the hybrid against each model (and of a baseline trained another "
-        "way, e.g. `fmlp-target-loss`, against the hybrid trained the same way): test "
+        "way, e.g. `fmlp-target-loss` or `hybrid-fixed-alpha-batch-loss`, against the hybrid "
+        "trained the same way): test "
         f"{first['metric']} per user, "
         f"the same {first['users']:,} test users, under each protocol named; each model's "
         "per-user value is averaged over its seeds (runs column: hybrid / other) before the "

@@ -80,11 +80,16 @@ ABLATIONS = {
 
 # The Beauty flagfiles weigh every target the same (--loss_normalization=target) since
 # 3 December 2026. "<model or ablation>-batch-loss" is that run with each batch's mean,
-# as the runs before that day were trained (on ML-1M, whose flagfiles still take the
-# mean, each is skipped as the flagfile's own run).
+# as the runs before that day were trained (Beauty only: ML-1M's flagfiles still take
+# the mean, so there it would repeat the run without the suffix).
+BATCH_LOSS = "-batch-loss"
 ABLATIONS.update(
     {
-        f"{name}-batch-loss": {**fields, "loss_normalization": "batch"}
+        f"{name}{BATCH_LOSS}": {
+            **fields,
+            "loss_normalization": "batch",
+            "only_datasets": "beauty",
+        }
         for name, fields in [
             *((model, {} if model == "hybrid" else {"model": model}) for model in MODELS),
             *ABLATIONS.items(),
