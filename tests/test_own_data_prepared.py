@@ -312,3 +312,33 @@ def test_two_workers_train_from_prepared_shards(prepared_dir, tmp_path):
     assert codes == [0, 0], logs
     assert "Traceback" not in logs[0] + logs[1]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_trained"] == 1
+
+
+def test_a_resumed_run_from_shards_trains_as_an_uninterrupted_one(prepared_dir, tmp_path):
+    """The streamed pipeline's shuffles (of shards and of rows) resume where they were."""
+    from hybrid_tfrs.training import TrainConfig, train
+
+    settings = dict(
+        dataset="own",
+        prepared_dir=str(prepared_dir),
+        shuffle_buffer=40,  # fewer than the rows: the shard order is shuffled too
+        max_len=10,
+        hidden_dim=16,
+        num_layers=1,
+        batch_size=32,
+        dropout=0.5,
+        patience=10,
+        protocols="full",
+    )
+
+    def losses(metrics):
+        return [(row["loss"], row["val_ndcg@10"]) for row in metrics["history"]]
+
+    straight = train(
+        TrainConfig(epochs=4, output_dir=str(tmp_path / "a"), **settings), log=lambda _: None
+    )
+    train(TrainConfig(epochs=2, output_dir=str(tmp_path / "b"), **settings), log=lambda _: None)
+    resumed = train(
+        TrainConfig(epochs=4, output_dir=str(tmp_path / "b"), **settings), log=lambda _: None
+    )
+    np.testing.assert_allclose(losses(resumed), losses(straight), rtol=1e-5)

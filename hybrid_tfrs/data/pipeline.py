@@ -136,12 +136,14 @@ def skip_epochs(dataset, epochs):
 
     Every new iterator of a ``shuffle(..., reshuffle_each_iteration=True)``
     draws the next order from the dataset's seed, and a training run takes one
-    iterator an epoch (``dataset.repeat()`` makes one per repetition): making
-    and dropping ``epochs`` of them gives a resumed run the orders an
-    uninterrupted one would see from there on. No element is read.
+    iterator an epoch (``dataset.repeat()`` makes one per repetition): opening
+    ``epochs`` of them gives a resumed run the orders an uninterrupted one
+    would see from there on. Each is read for one batch, because a pipeline
+    opens some inner iterators only then (the shard order of the streamed
+    pipeline: data.prepared_pipeline); that costs one shuffle buffer an epoch.
     """
     for _ in range(epochs):
-        iter(dataset)
+        next(iter(dataset))
     return dataset
 
 
