@@ -438,10 +438,9 @@ def _paired_section(results, notes):
         return missing
     first = results[0]
     return [
-        f"Paired test of the hybrid against each model (and of a baseline trained another "
+        "Paired test of the hybrid against each model (and of a baseline trained another "
         "way, e.g. `fmlp-target-loss` or `hybrid-fixed-alpha-batch-loss`, against the hybrid "
-        "trained the same way): test "
-        f"{first['metric']} per user, "
+        f"trained the same way): test {first['metric']} per user, "
         f"the same {first['users']:,} test users, under each protocol named; each model's "
         "per-user value is averaged over its seeds (runs column: hybrid / other) before the "
         f"test; margin = hybrid minus the other; 95% interval and p-value from "

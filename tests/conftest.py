@@ -60,6 +60,25 @@ def train_run(output_dir, *train_flags):
     assert trained.returncode == 0, trained.stderr[-3000:]
 
 
+def straight_and_resumed(folder, settings, epochs=4, stop_after=2):
+    """The same training twice: ``epochs`` straight, and stopped after ``stop_after``
+    then resumed. Returns (straight metrics, resumed metrics, the resume's log lines);
+    the runs are in ``folder``/straight and ``folder``/resumed."""
+    from hybrid_tfrs.training import TrainConfig, train
+
+    straight, resumed = (str(Path(folder) / name) for name in ("straight", "resumed"))
+    whole = train(TrainConfig(epochs=epochs, output_dir=straight, **settings), log=lambda _: None)
+    train(TrainConfig(epochs=stop_after, output_dir=resumed, **settings), log=lambda _: None)
+    lines = []
+    parts = train(TrainConfig(epochs=epochs, output_dir=resumed, **settings), log=lines.append)
+    return whole, parts, lines
+
+
+def losses_and_scores(metrics):
+    """[(training loss, validation NDCG@10)] of each epoch of a run's metrics.json."""
+    return [(row["loss"], row["val_ndcg@10"]) for row in metrics["history"]]
+
+
 def full_ndcg_at_10(score_matrix, split, histories, targets):
     """Full-ranking NDCG@10 of ``score_matrix(histories [B, L]) -> [B, N + 1]``."""
     from hybrid_tfrs.evaluation import evaluate

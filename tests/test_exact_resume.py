@@ -10,10 +10,11 @@ import os
 import keras
 import numpy as np
 import pytest
+from conftest import losses_and_scores, straight_and_resumed
 
 from hybrid_tfrs import run_dir
 from hybrid_tfrs.random_state import restore_seed_states, seed_states
-from hybrid_tfrs.training import TrainConfig, load_run_model, train
+from hybrid_tfrs.training import load_run_model
 
 SETTINGS = dict(
     synthetic_users=200,
@@ -29,27 +30,19 @@ SETTINGS = dict(
 )
 
 
-def _history(metrics):
-    return [(row["loss"], row["val_ndcg@10"]) for row in metrics["history"]]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The same 4 epochs, once straight through and once as 2 + 2 after a restart."""
-    straight = str(tmp_path_factory.mktemp("straight"))
-    resumed = str(tmp_path_factory.mktemp("resumed"))
-    whole = train(TrainConfig(epochs=4, output_dir=straight, **SETTINGS), log=lambda _: None)
-    train(TrainConfig(epochs=2, output_dir=resumed, **SETTINGS), log=lambda _: None)
-    lines = []
-    parts = train(TrainConfig(epochs=4, output_dir=resumed, **SETTINGS), log=lines.append)
-    return whole, parts, lines, straight, resumed
+    folder = tmp_path_factory.mktemp("runs")
+    whole, parts, lines = straight_and_resumed(folder, SETTINGS)
+    return whole, parts, lines, str(folder / "straight"), str(folder / "resumed")
 
 
 def test_a_resumed_run_has_the_losses_and_scores_of_an_uninterrupted_one(runs):
     whole, parts, lines, _, _ = runs
     assert any(line.startswith("resuming after epoch 2") for line in lines)
     assert [row["epoch"] for row in parts["history"]] == [1, 2, 3, 4]
-    np.testing.assert_allclose(_history(parts), _history(whole), rtol=1e-5)
+    np.testing.assert_allclose(losses_and_scores(parts), losses_and_scores(whole), rtol=1e-5)
 
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(runs):

@@ -12,7 +12,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import free_ports, run_python, start_worker
+from conftest import (
+    free_ports,
+    losses_and_scores,
+    run_python,
+    start_worker,
+    straight_and_resumed,
+)
 
 beam = pytest.importorskip("apache_beam")
 
@@ -316,8 +322,6 @@ def test_two_workers_train_from_prepared_shards(prepared_dir, tmp_path):
 
 def test_a_resumed_run_from_shards_trains_as_an_uninterrupted_one(prepared_dir, tmp_path):
     """The streamed pipeline's shuffles (of shards and of rows) resume where they were."""
-    from hybrid_tfrs.training import TrainConfig, train
-
     settings = dict(
         dataset="own",
         prepared_dir=str(prepared_dir),
@@ -330,15 +334,5 @@ def test_a_resumed_run_from_shards_trains_as_an_uninterrupted_one(prepared_dir, 
         patience=10,
         protocols="full",
     )
-
-    def losses(metrics):
-        return [(row["loss"], row["val_ndcg@10"]) for row in metrics["history"]]
-
-    straight = train(
-        TrainConfig(epochs=4, output_dir=str(tmp_path / "a"), **settings), log=lambda _: None
-    )
-    train(TrainConfig(epochs=2, output_dir=str(tmp_path / "b"), **settings), log=lambda _: None)
-    resumed = train(
-        TrainConfig(epochs=4, output_dir=str(tmp_path / "b"), **settings), log=lambda _: None
-    )
-    np.testing.assert_allclose(losses(resumed), losses(straight), rtol=1e-5)
+    straight, resumed, _ = straight_and_resumed(tmp_path, settings)
+    np.testing.assert_allclose(losses_and_scores(resumed), losses_and_scores(straight), rtol=1e-5)
