@@ -15,7 +15,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
 SAME_AS_HYBRID = "same as hybrid"  # an override filled in per run: the hybrid's train minutes
 # name -> the flags that turn the hybrid's flagfile into the ablation ("model": another
-# model's flagfile; "only_datasets": the datasets it applies to, comma-separated).
+# model's flagfile; "only_datasets": the datasets it applies to, comma-separated;
+# "skip_if_flagfile_has": a flag whose value, when the flagfile already has it, makes the
+# ablation a copy of another one there).
 ABLATIONS = {
     "hybrid-fixed-alpha": {"gate_mode": "fixed"},  # alpha = 0.5 for everyone
     "hybrid-hidden-alpha": {"gate_mode": "hidden_state"},  # per-user alpha, no statistics
@@ -80,15 +82,15 @@ ABLATIONS = {
 
 # The Beauty flagfiles weigh every target the same (--loss_normalization=target) since
 # 3 December 2026. "<model or ablation>-batch-loss" is that run with each batch's mean,
-# as the runs before that day were trained (Beauty only: ML-1M's flagfiles still take
-# the mean, so there it would repeat the run without the suffix).
+# as the runs before that day were trained. Where a flagfile still takes the mean it would
+# repeat the run without the suffix, so it is skipped there ("skip_if_flagfile_has").
 BATCH_LOSS = "-batch-loss"
 ABLATIONS.update(
     {
         f"{name}{BATCH_LOSS}": {
             **fields,
             "loss_normalization": "batch",
-            "only_datasets": "beauty",
+            "skip_if_flagfile_has": "loss_normalization",
         }
         for name, fields in [
             *((model, {} if model == "hybrid" else {"model": model}) for model in MODELS),
@@ -115,6 +117,11 @@ def run_plan(datasets, models, ablations, seeds):
             flagfile = os.path.join("flags", f"{dataset}_{model}.flags")
             if not os.path.exists(os.path.join(REPO, flagfile)):
                 raise app.UsageError(f"no flagfile {flagfile} for {dataset} {model}")
+            defining = overrides.pop("skip_if_flagfile_has", None)
+            if defining is not None and changes_nothing({defining: overrides[defining]}, flagfile):
+                given = f"--{defining}={overrides[defining]}"
+                print(f"{dataset} {name}: skipped, {flagfile} already has {given}", flush=True)
+                continue
             if overrides and changes_nothing(overrides, flagfile):
                 given = " ".join(f"--{key}={value}" for key, value in overrides.items())
                 print(f"{dataset} {name}: skipped, {flagfile} already has {given}", flush=True)

@@ -48,11 +48,44 @@ def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers()
     ]
 
 
-def test_every_ablation_sets_flags_the_trainer_has():
+def test_every_ablation_sets_flags_the_trainer_has(capsys):
     """A misspelt flag or a refused value in ABLATIONS would only fail hours into a campaign:
-    planning every ablation on both datasets parses each with the trainer's flags."""
+    planning every ablation on both datasets parses each with the trainer's flags (an
+    ablation skipped on both as a copy of another is parsed too, by changes_nothing)."""
     plan = campaign_plan.run_plan(["beauty", "ml-1m"], [], list(campaign_plan.ABLATIONS), ["0"])
-    assert sorted({name for _, name, *_ in plan}) == sorted(campaign_plan.ABLATIONS)
+    skipped_as_copies = {
+        line.split()[1].rstrip(":")
+        for line in capsys.readouterr().out.splitlines()
+        if "already has" in line
+    }
+    planned = {name for _, name, *_ in plan}
+    assert sorted(planned | skipped_as_copies) == sorted(campaign_plan.ABLATIONS)
+
+
+def test_a_batch_loss_variant_is_skipped_where_the_flagfile_takes_the_batch_mean(
+    tmp_path, monkeypatch, capsys
+):
+    """X-batch-loss is X with --loss_normalization=batch: planned where the flagfile weighs
+    every target alike, skipped as X's copy where it already takes each batch's mean, and
+    limited to X's own datasets."""
+    flags_dir = tmp_path / "flags"
+    flags_dir.mkdir()
+    for dataset, loss in (("beauty", "target"), ("ml-1m", "batch")):
+        for model in ("hybrid", "fmlp"):
+            text = f"--model={model}\n--loss_normalization={loss}\n"
+            (flags_dir / f"{dataset}_{model}.flags").write_text(text)
+    monkeypatch.setattr(campaign_plan, "REPO", str(tmp_path))
+    names = ["fmlp-4-layers-batch-loss", "hybrid-stride-100-batch-loss"]
+    plan = campaign_plan.run_plan(["beauty", "ml-1m"], [], names, ["0"])
+    batch = {"num_layers": "4", "loss_normalization": "batch"}
+    assert plan == [("beauty", "fmlp-4-layers-batch-loss", "flags/beauty_fmlp.flags", batch, 0)]
+    assert capsys.readouterr().out.splitlines() == [
+        "beauty hybrid-stride-100-batch-loss: skipped, for ml-1m only",
+        "ml-1m fmlp-4-layers-batch-loss: skipped, flags/ml-1m_fmlp.flags already has "
+        "--loss_normalization=batch",
+        "ml-1m hybrid-stride-100-batch-loss: skipped, flags/ml-1m_hybrid.flags already has "
+        "--loss_normalization=batch",
+    ]
 
 
 def test_a_model_without_a_flagfile_is_refused_by_name():
