@@ -175,6 +175,11 @@ def diagnose(run_dir, data_dir, batch_size, sweep_alphas):
     config = runs.read_config(run_dir)
     if config.model != "hybrid":
         raise SystemExit(f"{run_dir}: a {config.model} run; the diagnosis needs a hybrid")
+    if config.fusion == "layer":
+        raise SystemExit(
+            f"{run_dir}: --fusion=layer blends inside each layer, so there are no two branch "
+            "outputs to take apart; the diagnosis needs a hybrid that blends at the end"
+        )
     if data_dir:
         config.data_dir = data_dir
     _, split = load_split(config)

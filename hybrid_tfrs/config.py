@@ -14,7 +14,9 @@ GATE_MODES = ("statistics", "learned", "fixed", "hidden_state", "statistics_hidd
 # Feature groups the statistics gate can read (hybrid_tfrs/layers/sequence_features.py).
 GATE_FEATURE_GROUPS = ("basic", "trend", "recency", "diversity", "spectrum")
 GATE_OUTPUTS = ("scalar", "vector")
-FUSIONS = ("blend", "blend_norm")
+FUSIONS = ("blend", "blend_norm", "layer")
+# fusion="layer" gates before any layer runs: no branch outputs exist for the gate to read.
+LAYER_FUSION_GATE_MODES = ("statistics", "learned", "fixed")
 # The hybrid's fusion variants (docs/model.md#the-gate): name -> the TrainConfig
 # fields (and build_encoder arguments) that differ from the default hybrid.
 GATE_VARIANTS = {
@@ -27,6 +29,8 @@ GATE_VARIANTS = {
     "hybrid-shared-ffn": {"share_ffn": True},  # one FFN a layer for both branches
     "hybrid-global-alpha": {"gate_mode": "learned"},  # one learned alpha, no statistics
     "hybrid-shared-block": {"shared_blocks": 1},  # one FMLP block under both branches
+    "hybrid-layer-fusion": {"fusion": "layer"},  # the blend inside every layer, one FFN a layer
+    "hybrid-layer-fusion-fixed": {"fusion": "layer", "gate_mode": "fixed"},  # and alpha 0.5
 }
 LOSSES = ("softmax", "sampled_softmax", "bce")
 NEGATIVE_SAMPLERS = ("in-batch", "uniform", "mixed")
@@ -178,6 +182,21 @@ class TrainConfig:
                 0 <= self.shared_blocks < self.num_layers,
                 "shared_blocks",
                 f"must be in 0..num_layers - 1 = {self.num_layers - 1}",
+            ),
+            (
+                self.fusion != "layer" or self.gate_mode in LAYER_FUSION_GATE_MODES,
+                "gate_mode",
+                f"--fusion=layer gates before any layer runs: one of {LAYER_FUSION_GATE_MODES}",
+            ),
+            (
+                self.fusion != "layer" or not (self.share_ffn or self.shared_blocks),
+                "fusion",
+                "has one FFN a layer and one stack already: no --share_ffn or --shared_blocks",
+            ),
+            (
+                self.fusion != "layer" or self.branch_loss_weight == 0,
+                "branch_loss_weight",
+                "--fusion=layer has no branch outputs to score (it blends inside each layer)",
             ),
             (
                 self.branch_loss_weight == 0 or self.model == "hybrid",

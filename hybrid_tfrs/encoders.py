@@ -3,7 +3,14 @@
 import numpy as np
 
 from hybrid_tfrs.backend import keras, ops, register_serializable
-from hybrid_tfrs.config import ENCODER_KINDS, FUSIONS, GATE_FEATURE_GROUPS, GATE_MODES, GATE_OUTPUTS
+from hybrid_tfrs.config import (
+    ENCODER_KINDS,
+    FUSIONS,
+    GATE_FEATURE_GROUPS,
+    GATE_MODES,
+    GATE_OUTPUTS,
+    LAYER_FUSION_GATE_MODES,
+)
 from hybrid_tfrs.layers.blocks import FeedForward, MixerBlock
 from hybrid_tfrs.layers.embedding import SequenceEmbedding
 from hybrid_tfrs.layers.gate import HiddenStateGate, SequenceStatsGate
@@ -18,6 +25,10 @@ class SequenceEncoder(keras.layers.Layer):
     ``h = alpha * h_linrec + (1 - alpha) * h_fmlp`` (``fusion="blend_norm"``:
     LayerNorm of that). With ``shared_blocks=k`` the first k of the
     ``num_layers`` blocks are one FMLP-Rec trunk that both branches read.
+    ``fusion="layer"`` blends inside every layer instead, on one residual
+    stream: ``x = FFN(alpha_i LinRec_i(x) + (1 - alpha_i) Filter_i(x))``, each
+    mixer with its residual and LayerNorm, one FFN a layer and one alpha per
+    layer from the gate.
     ``"linrec"``, ``"fmlp"`` and ``"sasrec"`` are the single-stack baselines.
     Use ``build_encoder`` to make one.
 
@@ -27,7 +38,9 @@ class SequenceEncoder(keras.layers.Layer):
         return_alpha: hybrid only: also return the gate value alpha [B, L]
             (a vector gate's mean over hidden units).
         return_branches: hybrid only: return ``{"linrec": [B, L, d],
-            "fmlp": [B, L, d], "alpha": [B, L, 1 or d], "hidden": [B, L, d]}``.
+            "fmlp": [B, L, d], "alpha": [B, L, 1 or d], "hidden": [B, L, d]}``
+            (``fusion="layer"``: only ``alpha`` [B, L, num_layers x (1 or d)],
+            layer by layer, and ``hidden``: there are no branch outputs).
 
     Returns:
         [B, L, hidden_dim] (and alpha [B, L] when asked).
@@ -71,6 +84,7 @@ class SequenceEncoder(keras.layers.Layer):
         self.gate_output = gate_output
         self.fusion = fusion
         self.share_ffn = bool(share_ffn and kind == "hybrid")
+        self.layer_fusion = kind == "hybrid" and fusion == "layer"
         self.shared_blocks = int(shared_blocks) if kind == "hybrid" else 0
 
         self.embedding = SequenceEmbedding(
@@ -93,19 +107,22 @@ class SequenceEncoder(keras.layers.Layer):
         self.trunk = [block("fmlp", f"shared_block_{i}") for i in range(self.shared_blocks)]
         own_layers = range(self.shared_blocks, num_layers)
         mixers = ("linrec", "fmlp") if kind == "hybrid" else (kind,)
+        one_ffn_a_layer = self.share_ffn or self.layer_fusion
         self.stacks = {
-            mixer: [block(mixer, f"{mixer}_block_{i}", not self.share_ffn) for i in own_layers]
+            mixer: [block(mixer, f"{mixer}_block_{i}", not one_ffn_a_layer) for i in own_layers]
             for mixer in mixers
         }
         self.shared_ffns = [
             FeedForward(self.inner_dim, dropout_rate, name=f"shared_ffn_{i}")
-            for i in (own_layers if self.share_ffn else ())
+            for i in (own_layers if one_ffn_a_layer else ())
         ]
         self.fusion_norm = None
         if kind == "hybrid" and fusion == "blend_norm":
             self.fusion_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="fusion_norm")
         self.gate = None
         gate_width = hidden_dim if gate_output == "vector" else 1
+        if self.layer_fusion:
+            gate_width *= num_layers  # one alpha (or one a unit) for each layer
         if kind == "hybrid" and gate_mode == "hidden_state":
             self.gate = HiddenStateGate(gate_units, output_units=gate_width, name="gate")
         elif kind == "hybrid":
@@ -170,6 +187,8 @@ class SequenceEncoder(keras.layers.Layer):
         x = self.embedding(item_ids, training=training)
         for block in self.trunk:
             x = block(x, mask=mask, training=training)
+        if self.layer_fusion:
+            return self._blend_in_layers(item_ids, x, mask, training, return_alpha, return_branches)
         outputs = {}
         for mixer, blocks in self.stacks.items():
             h = x
@@ -188,6 +207,20 @@ class SequenceEncoder(keras.layers.Layer):
         if return_branches:
             return dict(outputs, alpha=alpha, hidden=hidden)
         return (hidden, ops.mean(alpha, axis=-1)) if return_alpha else hidden
+
+    def _blend_in_layers(self, item_ids, x, mask, training, return_alpha, return_branches):
+        """``fusion="layer"``: each layer blends its two mixers' outputs, then one FFN."""
+        alpha = self._gate_alpha(item_ids, outputs=None)
+        width = ops.shape(alpha)[-1] // self.num_layers
+        layers = zip(self.stacks["linrec"], self.stacks["fmlp"], self.shared_ffns)
+        for i, (linrec, fmlp, ffn) in enumerate(layers):
+            a = alpha[..., i * width : (i + 1) * width]
+            mixed = a * linrec(x, mask=mask, training=training)
+            mixed = mixed + (1.0 - a) * fmlp(x, mask=mask, training=training)
+            x = ffn(mixed, training=training)
+        if return_branches:
+            return {"alpha": alpha, "hidden": x}
+        return (x, ops.mean(alpha, axis=-1)) if return_alpha else x
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.hidden_dim,)
@@ -264,8 +297,11 @@ def build_encoder(
             ``diversity``, ``spectrum``).
         gate_output: ``"scalar"`` (one alpha a position) or ``"vector"`` (one
             alpha per hidden unit).
-        fusion: ``"blend"`` or ``"blend_norm"`` (LayerNorm after the blend,
-            restoring the norm a blend of weakly correlated outputs loses).
+        fusion: ``"blend"``, ``"blend_norm"`` (LayerNorm after the blend,
+            restoring the norm a blend of weakly correlated outputs loses) or
+            ``"layer"`` (the blend inside every layer, one alpha a layer: one
+            residual stream and one FFN a layer instead of two stacks; the gate
+            reads statistics only, and nothing is shared or split further).
         share_ffn: the two branches share each layer's feed-forward network.
         shared_blocks: hybrid only: the first k < num_layers blocks are one
             FMLP-Rec trunk under both branches (k fewer blocks to run).
@@ -303,6 +339,15 @@ def build_encoder(
         f"must be one of {GATE_OUTPUTS}, got {gate_output!r}",
     )
     _require(fusion in FUSIONS, "fusion", f"must be one of {FUSIONS}, got {fusion!r}")
+    if kind == "hybrid" and fusion == "layer":
+        _require(
+            gate_mode in LAYER_FUSION_GATE_MODES,
+            "gate_mode",
+            f"fusion='layer' gates before any layer runs, so one of {LAYER_FUSION_GATE_MODES}, "
+            f"got {gate_mode!r}",
+        )
+        _require(not share_ffn, "share_ffn", "fusion='layer' already has one FFN a layer")
+        _require(not shared_blocks, "shared_blocks", "fusion='layer' has one stack to share")
     _require(
         kind == "hybrid" or not shared_blocks,
         "shared_blocks",

@@ -103,6 +103,11 @@ class SequentialRetrievalModel(keras.Model):
                 f"branch_loss_weight needs a hybrid encoder (a {encoder.kind} encoder has one "
                 "branch)"
             )
+        if branch_loss_weight and getattr(encoder, "layer_fusion", False):
+            raise ValueError(
+                "branch_loss_weight needs branch outputs; an encoder with fusion='layer' "
+                "blends inside each layer and has none"
+            )
         self.encoder = encoder
         self.branch_loss_weight = float(branch_loss_weight)
         self.seen_bias = SeenItemBias(name="seen_item_bias") if seen_item_bias else None

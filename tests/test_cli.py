@@ -68,6 +68,11 @@ def _one_line_error(result, message):
             "--branch_loss_weight=0.5: needs --model=hybrid",
         ),
         (["--shared_blocks=2"], "--shared_blocks=2: must be in 0..num_layers - 1 = 1"),
+        (
+            ["--fusion=layer", "--gate_mode=hidden_state"],
+            "--gate_mode='hidden_state': --fusion=layer gates before any layer runs",
+        ),
+        (["--fusion=layer", "--share_ffn"], "--fusion='layer': has one FFN a layer"),
         (["--config=nope"], "available: "),
         (["--dataset=nope"], "unknown dataset 'nope'"),
         (["--dataset=beauty", "--data_dir=/nonexistent"], "Beauty.txt not found"),

@@ -197,6 +197,8 @@ FUSION_VARIANTS = {
     "shared-ffn": dict(share_ffn=True),
     "shared-block": dict(shared_blocks=1),
     "shared-block-and-ffn": dict(shared_blocks=1, share_ffn=True),
+    "layer-fusion": dict(fusion="layer"),
+    "layer-fusion-vector": dict(fusion="layer", gate_output="vector"),
 }
 
 
@@ -209,6 +211,7 @@ def test_fusion_variants_are_causal_train_every_weight_and_save(variant, tmp_pat
     branches = encoder(ids, return_branches=True)
     out, alpha = np.asarray(branches["hidden"]), np.asarray(branches["alpha"])
     width = 16 if encoder.gate_output == "vector" else 1
+    width *= encoder.num_layers if encoder.layer_fusion else 1  # one alpha (or d) a layer
     assert out.shape == (4, MAX_LEN, 16) and alpha.shape == (4, MAX_LEN, width)
     assert np.all((alpha > 0) & (alpha < 1))
     # Causal: changing what follows position 5 changes nothing up to it.
@@ -273,9 +276,35 @@ def test_a_shared_block_replaces_one_block_of_each_branch_by_one_trunk_block():
     assert not np.allclose(np.asarray(branches["linrec"]), np.asarray(branches["fmlp"]))
 
 
+def test_layer_fusion_blends_each_layers_two_mixers_on_one_stream_before_its_ffn():
+    """fusion="layer": x = FFN_i(a_i LinRec_i(x) + (1 - a_i) Filter_i(x)), each alpha its own
+    layer's; the weights are the shared-FFN hybrid's plus one gate output a further layer."""
+    encoder = _encoder("hybrid", fusion="layer", dropout_rate=0.0)
+    ids = _histories()
+    branches = encoder(ids, return_branches=True)
+    alpha = np.asarray(branches["alpha"])
+    assert sorted(branches) == ["alpha", "hidden"] and alpha.shape == (3, MAX_LEN, 2)
+    mask = ids != 0
+    x = encoder.embedding(ids)
+    for i in range(2):
+        a = alpha[..., i : i + 1]
+        linrec = encoder.stacks["linrec"][i](x, mask=mask)
+        fmlp = encoder.stacks["fmlp"][i](x, mask=mask)
+        x = encoder.shared_ffns[i](a * linrec + (1 - a) * fmlp)
+    np.testing.assert_allclose(np.asarray(branches["hidden"]), np.asarray(x), atol=1e-5)
+    _, mean_alpha = encoder(ids, return_alpha=True)
+    np.testing.assert_allclose(np.asarray(mean_alpha), alpha.mean(-1), atol=1e-6)
+    gate_output_row = 16 + 1  # one more alpha: 16 hidden units' weights and a bias
+    shared_ffn = _encoder("hybrid", share_ffn=True)
+    assert encoder.count_params() == shared_ffn.count_params() + gate_output_row
+
+
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
+        (dict(fusion="layer", gate_mode="hidden_state"), "gate_mode"),
+        (dict(fusion="layer", share_ffn=True), "share_ffn"),
+        (dict(fusion="layer", shared_blocks=1), "shared_blocks"),
         (dict(shared_blocks=2), "shared_blocks"),
         (dict(shared_blocks=-1), "shared_blocks"),
         (dict(gate_features="basic,season"), "gate_features"),

@@ -437,17 +437,26 @@ def test_chunk_size_must_be_positive(model, tmp_path):
         export_saved_model(model, VOCABULARY, str(tmp_path), "hybrid", version=1, chunk_size=0)
 
 
-def test_a_gate_variant_exports_and_matches_the_in_memory_model(tmp_path):
+ALL_FEATURES = "basic,trend,recency,diversity,spectrum"
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(gate_mode="statistics_hidden", gate_output="vector", fusion="blend_norm"),
+        dict(gate_output="vector", fusion="layer"),
+    ],
+    ids=["statistics-hidden-vector-blend-norm", "vector-layer-fusion"],
+)
+def test_a_gate_variant_exports_and_matches_the_in_memory_model(variant, tmp_path):
     keras.utils.set_random_seed(3)
     encoder = build_encoder(
         "hybrid",
         num_items=NUM_ITEMS,
         max_len=MAX_LEN,
         hidden_dim=HIDDEN,
-        gate_mode="statistics_hidden",
-        gate_features="basic,trend,recency,diversity,spectrum",
-        gate_output="vector",
-        fusion="blend_norm",
+        gate_features=ALL_FEATURES,
+        **variant,
     )
     model = SequentialRetrievalModel(encoder)
     model.set_item_popularity(np.arange(NUM_ITEMS + 1))

@@ -91,3 +91,14 @@ def test_the_script_rejects_weights_outside_0_1(tmp_path):
     )
     assert result.returncode != 0
     assert "--sweep_alphas" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_layer_fusion_run_is_refused_in_one_line(tmp_path):
+    """--fusion=layer has no branch outputs to take apart: a one-line refusal, no traceback."""
+    from hybrid_tfrs.config import TrainConfig
+
+    config = TrainConfig(fusion="layer", output_dir=str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
+    result = run_command(["benchmarks/gate_diagnosis.py", f"--run_dirs={tmp_path}"], timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--fusion=layer blends inside each layer" in result.stderr

@@ -91,6 +91,9 @@ def test_branch_loss_adds_each_branch_as_a_query_of_its_own_and_round_trips():
         )
     with pytest.raises(ValueError, match="must be >= 0"):
         SequentialRetrievalModel(_hybrid(), branch_loss_weight=-1.0)
+    layer_fusion = build_encoder("hybrid", num_items=9, max_len=5, hidden_dim=4, fusion="layer")
+    with pytest.raises(ValueError, match="fusion='layer' blends inside each layer"):
+        SequentialRetrievalModel(layer_fusion, branch_loss_weight=0.3)
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.5])

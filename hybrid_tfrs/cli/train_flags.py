@@ -42,7 +42,8 @@ FLAG_HELP = {
     "gate_features": "Statistics the gate reads, comma-separated groups: basic, trend, "
     "recency, diversity, spectrum (docs/model.md#the-gate).",
     "gate_output": "scalar (one alpha per position) or vector (one per hidden unit).",
-    "fusion": "blend: alpha h_linrec + (1 - alpha) h_fmlp; blend_norm: LayerNorm after it.",
+    "fusion": "blend: alpha h_linrec + (1 - alpha) h_fmlp; blend_norm: LayerNorm after it; "
+    "layer: the blend inside every layer (one residual stream, one FFN and one alpha a layer).",
     "share_ffn": "Hybrid: the two branches share each layer's feed-forward network.",
     "shared_blocks": "Hybrid: the first k of --num_layers blocks are one FMLP-Rec trunk that "
     "both branches read (k blocks fewer to run; k < num_layers).",
