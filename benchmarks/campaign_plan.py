@@ -80,8 +80,8 @@ ABLATIONS = {
     "hybrid-stride-100": {"window_stride": "100", "only_datasets": "ml-1m"},
 }
 
-# The Beauty flagfiles weigh every target the same (--loss_normalization=target) since
-# 3 December 2026. "<model or ablation>-batch-loss" is that run with each batch's mean,
+# The Beauty and ML-1M flagfiles weigh every target the same (--loss_normalization=target)
+# since 3 December 2026. "<model or ablation>-batch-loss" is that run with each batch's mean,
 # as the runs before that day were trained. Where a flagfile still takes the mean it would
 # repeat the run without the suffix, so it is skipped there ("skip_if_flagfile_has").
 BATCH_LOSS = "-batch-loss"
