@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -44,6 +45,17 @@ def run_python(code, env_overrides, timeout=600):
     )
 
 
+def start_python(code, env_overrides, log_path):
+    """Starts ``code`` in a fresh interpreter as :func:`run_python` runs it, its stdout
+    and stderr into ``log_path``; the Popen, to ``wait`` for while the test goes on."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env_overrides)
+    env.pop("PYTEST_CURRENT_TEST", None)
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-c", code], env=env, cwd=REPO_ROOT, stdout=log, stderr=log
+        )
+
+
 def run_command(args, timeout=600):
     """Runs ``python <args>`` from the repository root; the CompletedProcess."""
     return subprocess.run(
@@ -63,12 +75,25 @@ def train_run(output_dir, *train_flags):
 def straight_and_resumed(folder, settings, epochs=4, stop_after=2):
     """The same training twice: ``epochs`` straight, and stopped after ``stop_after``
     then resumed. Returns (straight metrics, resumed metrics, the resume's log lines);
-    the runs are in ``folder``/straight and ``folder``/resumed."""
+    the runs are in ``folder``/straight and ``folder``/resumed.
+
+    The stopped run is the straight run's folder as it was once epoch ``stop_after``
+    was saved (copied before the next epoch starts): what a run killed there leaves,
+    without training its first epochs a second time."""
+    import keras
+
     from hybrid_tfrs.training import TrainConfig, train
 
     straight, resumed = (str(Path(folder) / name) for name in ("straight", "resumed"))
-    whole = train(TrainConfig(epochs=epochs, output_dir=straight, **settings), log=lambda _: None)
-    train(TrainConfig(epochs=stop_after, output_dir=resumed, **settings), log=lambda _: None)
+
+    class StopHere(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == stop_after:  # epoch ``stop_after``'s files are all written
+                shutil.copytree(straight, resumed)
+
+    config = TrainConfig(epochs=epochs, output_dir=straight, **settings)
+    whole = train(config, log=lambda _: None, callbacks=[StopHere()])
+    assert os.path.isdir(resumed), f"the straight run never began epoch {stop_after + 1}"
     lines = []
     parts = train(TrainConfig(epochs=epochs, output_dir=resumed, **settings), log=lines.append)
     return whole, parts, lines

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 CORES = sorted(os.sched_getaffinity(0))[:2]
-# One epoch on a tiny synthetic set: the script's plumbing, not the model's accuracy.
-TINY = "synthetic_users=200,synthetic_items=300,max_len=20,hidden_dim=16,epochs=1,batch_size=64"
+# One epoch of a one-layer model on a tiny synthetic set: the script's plumbing, not the
+# model's accuracy.
+TINY = (
+    "synthetic_users=200,synthetic_items=300,max_len=20,hidden_dim=16,num_layers=1,epochs=1,"
+    "batch_size=64"
+)
 
 
 def _accuracy(repo_root, tmp_path, *args):

@@ -2,8 +2,6 @@
 
 import json
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -21,17 +19,17 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras
 from hybrid_tfrs import SequentialRetrievalModel, build_encoder
 
-normalization, unequal = os.environ["NORMALIZATION"], os.environ["BATCH"] == "unequal"
-rng = np.random.default_rng(0)
-inputs = rng.integers(1, 30, size=(4, 6)).astype("int32")
-targets = rng.integers(1, 30, size=(4, 6)).astype("int32")
-if unequal:  # the replicas' halves hold 12 and 5 targets
-    inputs[2:, 1:] = 0
-    targets[2:, 1:] = 0
-    targets[3, 0] = 0
-data = tf.data.Dataset.from_tensors((inputs, targets))
+def data(unequal):
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(1, 30, size=(4, 6)).astype("int32")
+    targets = rng.integers(1, 30, size=(4, 6)).astype("int32")
+    if unequal:  # the replicas' halves hold 12 and 5 targets
+        inputs[2:, 1:] = 0
+        targets[2:, 1:] = 0
+        targets[3, 0] = 0
+    return tf.data.Dataset.from_tensors((inputs, targets))
 
-def trained(strategy):
+def trained(strategy, normalization, batches):
     with strategy.scope():
         keras.utils.set_random_seed(1)
         encoder = build_encoder("sasrec", num_items=30, max_len=6, hidden_dim=8, num_heads=1,
@@ -40,38 +38,57 @@ def trained(strategy):
         model = SequentialRetrievalModel(encoder, loss_normalization=normalization,
                                          targets_per_batch=per_batch)
         model.compile(optimizer=keras.optimizers.SGD(0.5))
-        model.fit(data, epochs=1, verbose=0)
+        model.fit(batches, epochs=1, verbose=0)
     return [np.asarray(w) for w in model.weights]
 
-one = trained(tf.distribute.get_strategy())
-two = trained(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-print(json.dumps({"diff": max(float(np.abs(a - b).max()) for a, b in zip(one, two)),
-                  "moved": max(float(np.abs(a).max()) for a in one)}))
+diffs = {}
+for case in os.environ["CASES"].split(","):
+    normalization, batch = case.split("-")
+    one = trained(tf.distribute.get_strategy(), normalization, data(batch == "unequal"))
+    two = trained(
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+        normalization,
+        data(batch == "unequal"),
+    )
+    diffs[case] = {"diff": max(float(np.abs(a - b).max()) for a, b in zip(one, two)),
+                   "moved": max(float(np.abs(a).max()) for a in one)}
+print(json.dumps(diffs))
 """
+STEP_CASES = [("batch", "equal"), ("target", "equal"), ("target", "unequal")]
 
 
-@pytest.mark.parametrize(
-    "normalization, batch",
-    [("batch", "equal"), ("target", "equal"), ("target", "unequal")],
-)
-def test_mirrored_step_equals_the_single_device_step(normalization, batch):
-    result = run_python(ONE_STEP, {"NORMALIZATION": normalization, "BATCH": batch}, timeout=300)
+@pytest.fixture(scope="module")
+def step_differences():
+    """{"<normalization>-<batch>": {"diff": largest weight difference, "moved": largest
+    weight}} of every case, all from one interpreter: each case builds its own models,
+    and a TensorFlow start costs more than the step."""
+    cases = ",".join(f"{normalization}-{batch}" for normalization, batch in STEP_CASES)
+    result = run_python(ONE_STEP, {"CASES": cases}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    diff = json.loads(result.stdout.strip().splitlines()[-1])["diff"]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("normalization, batch", STEP_CASES)
+def test_mirrored_step_equals_the_single_device_step(step_differences, normalization, batch):
+    diff = step_differences[f"{normalization}-{batch}"]["diff"]
     assert diff < 1e-5, f"mirrored and single-device weights differ by {diff}"
 
 
 # ------------------------------------------------------------- the trainer
 
-SMALL_RUN = [
-    "--dataset=synthetic",
-    "--synthetic_users=300",
-    "--max_len=30",
-    "--hidden_dim=32",
-    "--batch_size=64",
-    "--protocols=full",
-    "--seed=0",
-]
+# One layer: what is checked is how the trainer distributes, not the depth (each
+# process traces and compiles the model; a second layer costs seconds every time).
+SMALL = dict(
+    dataset="synthetic",
+    synthetic_users=300,
+    max_len=30,
+    hidden_dim=32,
+    num_layers=1,
+    batch_size=64,
+    protocols="full",
+    seed=0,
+)
+SMALL_RUN = [f"--{name}={value}" for name, value in SMALL.items()]
 
 
 def test_the_trainer_runs_mirrored_over_two_logical_cpus(tmp_path):
@@ -91,19 +108,26 @@ train.run(["train", *{SMALL_RUN!r}, "--epochs=1", "--distribution_strategy=mirro
 
 
 def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path):
-    flags = [*SMALL_RUN, "--epochs=3", "--patience=5"]
-    single = subprocess.run(
-        [sys.executable, "-m", "hybrid_tfrs.cli.train", *flags, f"--output_dir={tmp_path / 'one'}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert single.returncode == 0, single.stderr[-2000:]
+    from hybrid_tfrs.training import TrainConfig, train
+
     ports = free_ports(2)
     shared = tmp_path / "two"
-    multi = [*flags, "--distribution_strategy=multi_worker_mirrored", f"--output_dir={shared}"]
+    multi = [
+        *SMALL_RUN,
+        "--epochs=3",
+        "--patience=5",
+        "--distribution_strategy=multi_worker_mirrored",
+        f"--output_dir={shared}",
+    ]
     workers = [start_worker(i, ports, multi, tmp_path / f"worker{i}.log") for i in range(2)]
-    codes = [worker.wait(timeout=900) for worker in workers]
+    try:  # the one-process run of the same settings, here while the workers train
+        config = TrainConfig(**SMALL, epochs=3, patience=5, output_dir=str(tmp_path / "one"))
+        train(config, log=lambda _: None)
+        codes = [worker.wait(timeout=900) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
     logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], logs
     assert "2 replicas, 32 rows each" in logs[0]

@@ -24,7 +24,7 @@ SETTINGS = dict(
     dropout=0.5,  # large, so a dropout stream that restarts shows in the loss
     lr_schedule="cosine",
     warmup_epochs=1.0,
-    decay_epochs=4.0,  # the same schedule for the 2-epoch and the 4-epoch call
+    decay_epochs=4.0,  # over the 4 epochs; the resume must go on along the same curve
     patience=10,
     protocols="full",
 )
@@ -32,7 +32,8 @@ SETTINGS = dict(
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same 4 epochs, once straight through and once as 2 + 2 after a restart."""
+    """The same 4 epochs, once straight through and once as 2 + 2 after a restart
+    (from the straight run's files after epoch 2)."""
     folder = tmp_path_factory.mktemp("runs")
     whole, parts, lines = straight_and_resumed(folder, SETTINGS)
     return whole, parts, lines, str(folder / "straight"), str(folder / "resumed")

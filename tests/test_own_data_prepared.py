@@ -15,7 +15,7 @@ import pytest
 from conftest import (
     free_ports,
     losses_and_scores,
-    run_python,
+    start_python,
     start_worker,
     straight_and_resumed,
 )
@@ -211,6 +211,41 @@ def test_a_run_from_shards_equals_the_in_memory_run(repo_root, prepared_dir, tmp
         protocols="full,full-unseen,uniform-99,pop-100",
     )
     flags = [f"--{name}={value}" for name, value in args.items()]
+    # The in-memory run gets a fresh process too: what earlier tests left in this
+    # one (seed generators, traced functions) must not decide the comparison. It
+    # trains while the streamed run trains and is evaluated.
+    in_memory_run = f"""
+from hybrid_tfrs.config import TrainConfig
+from hybrid_tfrs.data.prepared import load_prepared
+from hybrid_tfrs.data.prepared_pipeline import read_split
+from hybrid_tfrs.training import train
+
+prepared = load_prepared({str(prepared_dir)!r})
+config = TrainConfig(
+    dataset="own", data_file="(in memory)", output_dir={str(tmp_path / "memory")!r}, **{args!r}
+)
+train(config, log=lambda _: None, dataset=(prepared, read_split(prepared)))
+"""
+    memory = start_python(in_memory_run, {"PYTHONPATH": str(repo_root)}, tmp_path / "memory.log")
+    try:
+        _train_and_evaluate_from_shards(repo_root, prepared_dir, tmp_path, flags)
+        code = memory.wait(timeout=300)
+    finally:
+        if memory.poll() is None:
+            memory.kill()
+    assert code == 0, (tmp_path / "memory.log").read_text()[-3000:]
+    streamed = json.loads((tmp_path / "streamed" / "metrics.json").read_text())
+    in_memory = json.loads((tmp_path / "memory" / "metrics.json").read_text())
+    assert streamed["history"][-1]["loss"] == pytest.approx(in_memory["history"][-1]["loss"])
+    for part in ("valid", "test"):
+        for protocol in ("full", "full-unseen", "uniform-99", "pop-100"):
+            expected = in_memory[part][protocol]
+            assert streamed[part][protocol] == pytest.approx(expected, abs=1e-9), (part, protocol)
+
+
+def _train_and_evaluate_from_shards(repo_root, prepared_dir, tmp_path, flags):
+    """trainers/train.py --prepared_dir into ``tmp_path``/streamed, then
+    trainers/evaluate.py on that run: it streams the shards too, with the run's numbers."""
     run = tmp_path / "streamed"
     result = subprocess.run(
         [
@@ -243,29 +278,6 @@ def test_a_run_from_shards_equals_the_in_memory_run(repo_root, prepared_dir, tmp
     }
     assert streamed["config"]["prepared_dir"] == str(prepared_dir)
     assert (run / "vocabulary.txt").read_text() == (prepared_dir / "vocabulary.txt").read_text()
-
-    # The in-memory run gets a fresh process too: what earlier tests left in this
-    # one (seed generators, traced functions) must not decide the comparison.
-    in_memory_run = f"""
-from hybrid_tfrs.config import TrainConfig
-from hybrid_tfrs.data.prepared import load_prepared
-from hybrid_tfrs.data.prepared_pipeline import read_split
-from hybrid_tfrs.training import train
-
-prepared = load_prepared({str(prepared_dir)!r})
-config = TrainConfig(
-    dataset="own", data_file="(in memory)", output_dir={str(tmp_path / "memory")!r}, **{args!r}
-)
-train(config, log=lambda _: None, dataset=(prepared, read_split(prepared)))
-"""
-    result = run_python(in_memory_run, {"PYTHONPATH": str(repo_root)}, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    in_memory = json.loads((tmp_path / "memory" / "metrics.json").read_text())
-    assert streamed["history"][-1]["loss"] == pytest.approx(in_memory["history"][-1]["loss"])
-    for part in ("valid", "test"):
-        for protocol in ("full", "full-unseen", "uniform-99", "pop-100"):
-            expected = in_memory[part][protocol]
-            assert streamed[part][protocol] == pytest.approx(expected, abs=1e-9), (part, protocol)
 
 
 @pytest.mark.parametrize(
@@ -307,6 +319,7 @@ def test_two_workers_train_from_prepared_shards(prepared_dir, tmp_path):
         f"--prepared_dir={prepared_dir}",
         "--max_len=10",
         "--hidden_dim=16",
+        "--num_layers=1",  # what is checked is the start-up order, not the depth
         "--epochs=1",
         "--protocols=full",
         "--distribution_strategy=multi_worker_mirrored",

@@ -26,6 +26,7 @@ SMALL = [
     "--synthetic_items=300",
     "--max_len=30",
     "--hidden_dim=32",
+    "--num_layers=1",  # the commands end to end, not the depth: every run traces the model
     "--batch_size=64",
     "--learning_rate=0.003",
     "--eval_batch_size=256",
@@ -324,7 +325,8 @@ def test_time_budget_stops_training_and_a_resumed_run_does_not_go_on(tmp_path):
         synthetic_items=150,
         max_len=10,
         hidden_dim=16,
-        epochs=5,
+        num_layers=1,
+        epochs=3,
         max_train_minutes=1e-4,  # spent by the first epoch
         protocols="full",
         output_dir=str(tmp_path),
@@ -334,7 +336,7 @@ def test_time_budget_stops_training_and_a_resumed_run_does_not_go_on(tmp_path):
     assert train(config, log=lambda *_: None)["epochs_trained"] == 1
     config.max_train_minutes = 0.0  # no limit: the resumed run trains to --epochs
     last = train(config, log=lambda *_: None)
-    assert last["epochs_trained"] == 5 and last["stopped_by"] == "epochs"
+    assert last["epochs_trained"] == 3 and last["stopped_by"] == "epochs"
 
 
 def test_a_finished_run_says_whether_patience_a_budget_or_the_epoch_cap_stopped_it():
