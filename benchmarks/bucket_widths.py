@@ -48,13 +48,14 @@ def _epoch_seconds(model, dataset):
     return time.perf_counter() - started
 
 
-def _target_density(dataset):
-    """Targets / batch positions over one epoch of ``dataset``."""
-    targets = positions = 0
+def _target_counts(dataset):
+    """(targets / batch positions, targets / batches) over one epoch of ``dataset``."""
+    targets = positions = batches = 0
     for _, batch_targets in dataset:
         targets += int((batch_targets.numpy() > 0).sum())
         positions += batch_targets.shape[0] * batch_targets.shape[1]
-    return targets / positions
+        batches += 1
+    return targets / positions, targets / batches
 
 
 def _validation_seconds(model, split, config):
@@ -111,15 +112,16 @@ def main(argv):
             window_stride=base.window_stride,
             bucket_widths=widths,
         )
+        density, targets_per_batch = _target_counts(dataset)
         keras.utils.set_random_seed(base.seed)
-        model = build_model(base, split.num_items, split.item_popularity)
+        model = build_model(base, split.num_items, split.item_popularity, targets_per_batch)
         compile_model(model, base, steps_per_epoch=int(dataset.cardinality()))
         runs.append(
             dict(
                 widths=batch_widths(base.max_len, widths),
                 dataset=dataset,
                 model=model,
-                density=_target_density(dataset),
+                density=density,
                 seconds=[],
             )
         )

@@ -201,7 +201,9 @@ def _train_comparison(steps, rounds):
     )
     from hybrid_tfrs.training import build_model, compile_model
 
-    config = TrainConfig(dataset="own", prepared_dir=_prepared_path())
+    # Each batch's mean: a step takes the same time under either loss weighting, and this
+    # one needs no count of the targets.
+    config = TrainConfig(dataset="own", prepared_dir=_prepared_path(), loss_normalization="batch")
     prepared = load_prepared(_prepared_path())
     split = read_split(prepared)
     lengths = streamed_split(prepared).train_lengths

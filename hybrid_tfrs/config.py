@@ -108,7 +108,7 @@ class TrainConfig:
     decay_epochs: float = 0.0
     final_lr_ratio: float = 0.0
     clipnorm: float = 0.0
-    loss_normalization: str = "batch"
+    loss_normalization: str = "target"
     batch_size: int = 128
     epochs: int = 20
     patience: int = 5

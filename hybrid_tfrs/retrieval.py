@@ -48,7 +48,8 @@ class SequentialRetrievalModel(keras.Model):
             targets; ``"target"``: the targets' sum / ``targets_per_batch``, so
             every target weighs the same whatever batch it falls in.
         targets_per_batch: mean number of targets in a (global) training
-            batch, needed by ``loss_normalization="target"``.
+            batch, needed to train under ``loss_normalization="target"`` (a
+            model built only to score may leave it out).
         branch_loss_weight: hybrid only; w > 0 trains each branch's output as
             a query of its own too: loss = L(blend) + w * (L(h_linrec) +
             L(h_fmlp)). A gate near 0 or 1 otherwise leaves one branch almost
@@ -91,11 +92,8 @@ class SequentialRetrievalModel(keras.Model):
                 f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, "
                 f"got {loss_normalization!r}"
             )
-        if loss_normalization == "target" and not (targets_per_batch or 0) > 0:
-            raise ValueError(
-                "loss_normalization='target' needs targets_per_batch > 0, "
-                f"got {targets_per_batch!r}"
-            )
+        if targets_per_batch is not None and not targets_per_batch > 0:
+            raise ValueError(f"targets_per_batch must be > 0, got {targets_per_batch!r}")
         if branch_loss_weight < 0:
             raise ValueError(f"branch_loss_weight must be >= 0, got {branch_loss_weight}")
         if branch_loss_weight and encoder.kind != "hybrid":
@@ -155,6 +153,11 @@ class SequentialRetrievalModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         normalizer = self.targets_per_batch if self.loss_normalization == "target" else None
+        if self.loss_normalization == "target" and normalizer is None:
+            raise ValueError(
+                "loss_normalization='target' needs targets_per_batch (the mean number of "
+                "targets in a training batch) to train; pass it, or loss_normalization='batch'"
+            )
         if isinstance(y_pred, dict):
             loss = self._query_loss(y_pred["hidden"], y, normalizer, x)
             for branch in ("linrec", "fmlp"):

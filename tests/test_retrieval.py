@@ -54,8 +54,12 @@ def test_target_normalization_weighs_each_target_alike_and_round_trips():
     np.testing.assert_allclose(loss, per_target * (targets > 0).sum() / 6, rtol=1e-5)
     config = SequentialRetrievalModel.from_config(model.get_config()).get_config()
     assert (config["loss_normalization"], config["targets_per_batch"]) == ("target", 6.0)
-    with pytest.raises(ValueError, match="needs targets_per_batch > 0"):
-        SequentialRetrievalModel(encoder, loss_normalization="target")
+    with pytest.raises(ValueError, match="targets_per_batch must be > 0, got 0"):
+        SequentialRetrievalModel(encoder, loss_normalization="target", targets_per_batch=0)
+    scorer = SequentialRetrievalModel(encoder, loss_normalization="target")  # scores, no count
+    assert np.asarray(scorer.score_items(np.ones((2, 5), "int32"))).shape == (2, 10)
+    with pytest.raises(ValueError, match="needs targets_per_batch .* to train"):
+        scorer.compute_loss(y=targets, y_pred=hidden)
     with pytest.raises(ValueError, match="loss_normalization must be one of"):
         SequentialRetrievalModel(encoder, loss_normalization="mean")
 

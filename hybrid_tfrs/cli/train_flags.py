@@ -63,8 +63,9 @@ FLAG_HELP = {
     "decay_epochs": "Epochs of the decay after warmup (0 = until --epochs).",
     "final_lr_ratio": "Learning rate at the end of the decay, as a share of learning_rate.",
     "clipnorm": "Clip the global norm of each step's gradients to this (0 = no clipping).",
-    "loss_normalization": "batch: mean over each batch's targets; target: every target "
-    "weighs the same whatever its batch (sum / mean targets per batch).",
+    "loss_normalization": "target: every target weighs the same whatever its batch (sum / "
+    "mean targets per batch); batch: mean over each batch's targets (the default before "
+    "3 December 2026: a run started then resumes only with it).",
     "batch_size": "Training batch size (users).",
     "epochs": "Maximum epochs.",
     "patience": "Stop once more than this many epochs in a row bring no better validation "
