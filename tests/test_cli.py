@@ -332,6 +332,16 @@ def test_bucket_widths_may_differ_on_resume_only_where_every_target_weighs_the_s
         assert after.differences(before) == changes
 
 
+def test_a_run_started_under_the_old_loss_default_must_name_it_to_resume():
+    """The default became "target" on 3 December 2026: a run saved with "batch" differs
+    from the same command now, in that flag alone, so the trainer stops and names it."""
+    from hybrid_tfrs.config import TrainConfig
+
+    saved = TrainConfig.from_json(dict(TrainConfig().to_json(), loss_normalization="batch"))
+    assert TrainConfig().differences(saved) == {"loss_normalization": ("batch", "target")}
+    assert TrainConfig(loss_normalization="batch").differences(saved) == {}
+
+
 @pytest.mark.parametrize(
     "broken, content, message",
     [
