@@ -54,7 +54,10 @@ VARIANT = dict(
     gate_mode="statistics_hidden", gate_features="basic,trend,recency,diversity,spectrum",
     gate_output="vector", fusion="blend_norm", share_ffn=True, shared_blocks=1,
 )
-for kind, options in [(kind, {}) for kind in ENCODER_KINDS] + [("hybrid", VARIANT)]:
+LAYER_FUSION = dict(fusion="layer", gate_output="vector")
+for kind, options in [(kind, {}) for kind in ENCODER_KINDS] + [
+    ("hybrid", VARIANT), ("hybrid", LAYER_FUSION)
+]:
     encoder = build_encoder(kind, num_items=N, max_len=L, hidden_dim=16, chunk_size=4, **options)
     out = np.asarray(encoder(ids))
     cut = ids.copy(); cut[:, 5:] = 0
