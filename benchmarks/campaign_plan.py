@@ -118,12 +118,9 @@ def run_plan(datasets, models, ablations, seeds):
             if not os.path.exists(os.path.join(REPO, flagfile)):
                 raise app.UsageError(f"no flagfile {flagfile} for {dataset} {model}")
             defining = overrides.pop("skip_if_flagfile_has", None)
-            if defining is not None and changes_nothing({defining: overrides[defining]}, flagfile):
-                given = f"--{defining}={overrides[defining]}"
-                print(f"{dataset} {name}: skipped, {flagfile} already has {given}", flush=True)
-                continue
-            if overrides and changes_nothing(overrides, flagfile):
-                given = " ".join(f"--{key}={value}" for key, value in overrides.items())
+            checked = overrides if defining is None else {defining: overrides[defining]}
+            if checked and changes_nothing(checked, flagfile):
+                given = " ".join(f"--{key}={value}" for key, value in checked.items())
                 print(f"{dataset} {name}: skipped, {flagfile} already has {given}", flush=True)
                 continue
             for seed in seeds:

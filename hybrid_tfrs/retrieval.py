@@ -101,7 +101,7 @@ class SequentialRetrievalModel(keras.Model):
                 f"branch_loss_weight needs a hybrid encoder (a {encoder.kind} encoder has one "
                 "branch)"
             )
-        if branch_loss_weight and getattr(encoder, "layer_fusion", False):
+        if branch_loss_weight and encoder.layer_fusion:
             raise ValueError(
                 "branch_loss_weight needs branch outputs; an encoder with fusion='layer' "
                 "blends inside each layer and has none"

@@ -31,13 +31,19 @@ def repo_root():
     return REPO_ROOT
 
 
-def run_python(code, env_overrides, timeout=600):
-    """Runs ``code`` in a fresh interpreter with extra environment variables."""
+def _child_env(env_overrides):
+    """This process's environment for a fresh interpreter: quiet TensorFlow, the
+    overrides, and no PYTEST_CURRENT_TEST."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env_overrides)
     env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+def run_python(code, env_overrides, timeout=600):
+    """Runs ``code`` in a fresh interpreter with extra environment variables."""
     return subprocess.run(
         [sys.executable, "-c", code],
-        env=env,
+        env=_child_env(env_overrides),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -48,11 +54,13 @@ def run_python(code, env_overrides, timeout=600):
 def start_python(code, env_overrides, log_path):
     """Starts ``code`` in a fresh interpreter as :func:`run_python` runs it, its stdout
     and stderr into ``log_path``; the Popen, to ``wait`` for while the test goes on."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env_overrides)
-    env.pop("PYTEST_CURRENT_TEST", None)
     with open(log_path, "w") as log:
         return subprocess.Popen(
-            [sys.executable, "-c", code], env=env, cwd=REPO_ROOT, stdout=log, stderr=log
+            [sys.executable, "-c", code],
+            env=_child_env(env_overrides),
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=log,
         )
 
 
