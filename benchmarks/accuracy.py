@@ -342,11 +342,12 @@ def _hybrid_sides(name):
     if name == "hybrid":
         return []
     model, _, change = name.partition("-")
-    sides = ["hybrid"]
+    batch_mean = name.endswith(BATCH_LOSS) and name != f"hybrid{BATCH_LOSS}"
+    sides = [] if batch_mean else ["hybrid"]
     if model in MODELS and model != "hybrid" and change:
         sides.append(f"hybrid-{change}")
-    if name.endswith(BATCH_LOSS) and name != f"hybrid{BATCH_LOSS}":
-        sides = [side for side in sides if side != "hybrid"] + [f"hybrid{BATCH_LOSS}"]
+    if batch_mean:
+        sides.append(f"hybrid{BATCH_LOSS}")
     return list(dict.fromkeys(sides))  # in order, once each
 
 
