@@ -29,6 +29,12 @@ user's last item):
 
 With ``fusion=blend_norm`` the decomposition of item 2 is of the blend before
 its LayerNorm (the norm is one affine map of it per user).
+
+With ``fusion=layer`` there are no two branch queries: item 1 is the model's
+own NDCG@10, items 2 and 3 are per layer (alpha, the two mixers' shares of
+that layer's blend, alpha by length in each layer) and the sweep of item 5
+runs the trained layers with one fixed ``a`` in every layer (``a = 0``: the
+filter mixers alone, ``a = 1``: the LinRec mixers alone).
 """
 
 import json
@@ -55,9 +61,10 @@ LENGTH_EDGES = (5, 10, 20, 50, 100, 200, 400, 800)
 PROTOCOLS = ("full", "full-unseen")
 
 
-def branch_outputs(model, histories, batch_size):
-    """Per user, at the last item: {"linrec", "fmlp", "hidden": [U, d], "alpha": [U, k],
-    "features": [U, F] or None}."""
+def branch_outputs(model, histories, batch_size, fixed_alpha=None):
+    """Per user, at the last item: {"linrec", "fmlp": [U, d] (``fusion="layer"``: each
+    layer's mixer output, [U, num_layers, d]), "hidden": [U, d], "alpha": [U, k],
+    "features": [U, F] or None}; ``fixed_alpha`` blends with one a in place of the gate."""
     import numpy as np
     from keras import ops
 
@@ -66,12 +73,14 @@ def branch_outputs(model, histories, batch_size):
     encoder = model.encoder
     gate = encoder.gate
     parts = {"linrec": [], "fmlp": [], "hidden": [], "alpha": [], "features": []}
-    with_features = isinstance(gate, SequenceStatsGate) and gate.use_statistics
+    with_features = (
+        fixed_alpha is None and isinstance(gate, SequenceStatsGate) and gate.use_statistics
+    )
     for start in range(0, len(histories), batch_size):
         ids = histories[start : start + batch_size]
         last = np.count_nonzero(ids, axis=1) - 1
         rows = np.arange(len(ids))
-        branches = encoder(ids, training=False, return_branches=True)
+        branches = encoder(ids, training=False, return_branches=True, fixed_alpha=fixed_alpha)
         for name in ("linrec", "fmlp", "hidden", "alpha"):
             parts[name].append(ops.convert_to_numpy(branches[name])[rows, last])
         if with_features:
@@ -162,156 +171,197 @@ def alpha_sweep(ndcg_by_alpha, buckets, model_ndcg):
     }
 
 
-def diagnose(run_dir, data_dir, batch_size, sweep_alphas):
+def _load_run(run_dir, data_dir):
+    """The run's config, split, best model and test users (padded, targets, true lengths)."""
     import numpy as np
-    from keras import ops
 
     from hybrid_tfrs import run_dir as runs
     from hybrid_tfrs.data.pipeline import pad_latest
-    from hybrid_tfrs.evaluation import metric_values, metrics_from_ranks, target_ranks
     from hybrid_tfrs.run_data import load_split
-    from hybrid_tfrs.training import item_embeddings, load_run_model
+    from hybrid_tfrs.training import load_run_model
 
     config = runs.read_config(run_dir)
     if config.model != "hybrid":
         raise SystemExit(f"{run_dir}: a {config.model} run; the diagnosis needs a hybrid")
-    if config.fusion == "layer":
-        raise SystemExit(
-            f"{run_dir}: --fusion=layer blends inside each layer, so there are no two branch "
-            "outputs to take apart; the diagnosis needs a hybrid that blends at the end"
-        )
     if data_dir:
         config.data_dir = data_dir
     _, split = load_split(config)
     model = load_run_model(os.path.join(run_dir, runs.BEST_MODEL_FILE))
-    seen = split.test_histories
-    histories = pad_latest(seen, config.max_len)
-    targets = np.asarray(split.test_targets)
-    lengths = np.array([len(h) for h in seen])
-    table = item_embeddings(model)
-    started = time.time()
-    out = branch_outputs(model, histories, batch_size)
-    alpha = out["alpha"]
-    lin, fmlp = alpha * out["linrec"], (1.0 - alpha) * out["fmlp"]
-
-    ranks = {}
-    for name, queries in (
-        ("linrec", out["linrec"]),
-        ("fmlp", out["fmlp"]),
-        ("model", out["hidden"]),
-    ):
-        ranks[name], _ = target_ranks(
-            stored_query_fn(histories, queries, model.seen_item_bias),
-            histories,
-            targets,
-            split.user_items,
-            split.num_items,
-            protocols=PROTOCOLS,
-            batch_size=batch_size,
-            seen_items=seen,
-            item_embeddings=table,
-        )
-
-    target_vectors = table[targets]
-    lin_norm, fmlp_norm = np.linalg.norm(lin, axis=1), np.linalg.norm(fmlp, axis=1)
-    raw_lin, raw_fmlp = np.linalg.norm(out["linrec"], axis=1), np.linalg.norm(out["fmlp"], axis=1)
-    cosine = np.sum(out["linrec"] * out["fmlp"], axis=1) / np.maximum(raw_lin * raw_fmlp, 1e-12)
-    lin_score = np.sum(lin * target_vectors, axis=1)
-    fmlp_score = np.sum(fmlp * target_vectors, axis=1)
-    mean_alpha = alpha.mean(axis=1)
     state_path = os.path.join(run_dir, runs.STATE_FILE)
     state = runs.read_json(state_path) if os.path.isfile(state_path) else {}
+    seen = split.test_histories
+    users = {
+        "seen": seen,
+        "histories": pad_latest(seen, config.max_len),
+        "targets": np.asarray(split.test_targets),
+        "lengths": np.array([len(h) for h in seen]),
+    }
+    return config, split, model, state.get("best_epoch"), users
+
+
+def _ranker(model, split, users, batch_size):
+    """rank(queries [U, d], protocols) -> {protocol: the target's rank [U]}."""
+    from hybrid_tfrs.evaluation import target_ranks
+    from hybrid_tfrs.training import item_embeddings
+
+    table = item_embeddings(model)
+
+    def rank(queries, protocols=PROTOCOLS):
+        ranks, _ = target_ranks(
+            stored_query_fn(users["histories"], queries, model.seen_item_bias),
+            users["histories"],
+            users["targets"],
+            split.user_items,
+            split.num_items,
+            protocols=protocols,
+            batch_size=batch_size,
+            seen_items=users["seen"],
+            item_embeddings=table,
+        )
+        return ranks
+
+    return rank, table
+
+
+def feature_rows(features, names, mean_alpha):
+    """Each gate input feature [U] of ``features`` [U, F]: its spread and how alpha [U]
+    follows it."""
+    import numpy as np
+
+    rows = []
+    for i, name in enumerate(names):
+        values = features[:, i]
+        low_q, high_q = np.quantile(values, [0.25, 0.75])
+        varies = values.std() > 1e-9 and mean_alpha.std() > 1e-12
+        rows.append(
+            {
+                "feature": name,
+                "mean": float(values.mean()),
+                "std": float(values.std()),
+                "min": float(values.min()),
+                "max": float(values.max()),
+                "share_zero": float(np.mean(values == 0)),
+                "corr_with_alpha": float(np.corrcoef(values, mean_alpha)[0, 1]) if varies else None,
+                "alpha_low_quartile": float(mean_alpha[values <= low_q].mean()),
+                "alpha_high_quartile": float(mean_alpha[values >= high_q].mean()),
+            }
+        )
+    return rows
+
+
+def mixer_shares(alpha, linrec, fmlp):
+    """One blend's shares: alpha [U, k], the two outputs [U, d] it weighs.
+
+    Returns {"alpha_mean", "alpha_std_over_users", "alpha_unit_spread",
+    "norm_linrec_raw", "norm_fmlp_raw", "linrec_share_of_norm",
+    "blend_norm_over_branch_norm", "branch_cosine"}.
+    """
+    import numpy as np
+
+    lin, fil = alpha * linrec, (1.0 - alpha) * fmlp
+    lin_norm, fil_norm = np.linalg.norm(lin, axis=1), np.linalg.norm(fil, axis=1)
+    raw_lin, raw_fil = np.linalg.norm(linrec, axis=1), np.linalg.norm(fmlp, axis=1)
+    mean_alpha = alpha.mean(axis=1)
+    return {
+        "alpha_mean": float(mean_alpha.mean()),
+        "alpha_std_over_users": float(mean_alpha.std()),
+        "alpha_unit_spread": float(alpha.std(axis=1).mean()),
+        "norm_linrec_raw": float(raw_lin.mean()),
+        "norm_fmlp_raw": float(raw_fil.mean()),
+        "linrec_share_of_norm": float(np.mean(lin_norm / np.maximum(lin_norm + fil_norm, 1e-12))),
+        "blend_norm_over_branch_norm": float(
+            np.mean(np.linalg.norm(lin + fil, axis=1) / np.maximum((raw_lin + raw_fil) / 2, 1e-12))
+        ),
+        "branch_cosine": float(
+            np.mean(np.sum(linrec * fmlp, axis=1) / np.maximum(raw_lin * raw_fil, 1e-12))
+        ),
+    }
+
+
+def diagnose(run_dir, data_dir, batch_size, sweep_alphas):
+    """The diagnosis of one hybrid run, as a dict (see the module docstring)."""
+    import numpy as np
+    from keras import ops
+
+    from hybrid_tfrs.evaluation import metric_values, metrics_from_ranks
+
+    config, split, model, best_epoch, users = _load_run(run_dir, data_dir)
+    layer_fusion = config.fusion == "layer"
+    rank, table = _ranker(model, split, users, batch_size)
+    started = time.time()
+    out = branch_outputs(model, users["histories"], batch_size)
+    alpha = out["alpha"]
+    mean_alpha = alpha.mean(axis=1)
+    queries = {"model": out["hidden"]}
+    if not layer_fusion:
+        queries.update(linrec=out["linrec"], fmlp=out["fmlp"])
+    ranks = {name: rank(q) for name, q in queries.items()}
     result = {
         "run_dir": run_dir,
-        "best_epoch": state.get("best_epoch"),
+        "best_epoch": best_epoch,
         "dataset": config.dataset,
         "gate_mode": config.gate_mode,
         "gate_features": getattr(config, "gate_features", "basic"),
         "gate_output": getattr(config, "gate_output", "scalar"),
         "fusion": getattr(config, "fusion", "blend"),
-        "users": int(len(targets)),
+        "users": int(len(users["targets"])),
         "ndcg10": {
             name: {p: metrics_from_ranks(r[p])["NDCG@10"] for p in PROTOCOLS}
             for name, r in ranks.items()
         },
-        "shares": {
-            "alpha_mean": float(mean_alpha.mean()),
-            "alpha_std_over_users": float(mean_alpha.std()),
-            "alpha_unit_spread": float(alpha.std(axis=1).mean()),
-            "norm_linrec_raw": float(raw_lin.mean()),
-            "norm_fmlp_raw": float(raw_fmlp.mean()),
-            "linrec_share_of_norm": float(
-                np.mean(lin_norm / np.maximum(lin_norm + fmlp_norm, 1e-12))
-            ),
-            "blend_norm_over_branch_norm": float(
-                np.mean(
-                    np.linalg.norm(lin + fmlp, axis=1) / np.maximum((raw_lin + raw_fmlp) / 2, 1e-12)
-                )
-            ),
-            "branch_cosine": float(cosine.mean()),
-            "target_score_linrec": float(lin_score.mean()),
-            "target_score_fmlp": float(fmlp_score.mean()),
-            "users_linrec_larger_score_part": float(
-                np.mean(np.abs(lin_score) > np.abs(fmlp_score))
-            ),
-        },
         "buckets": [],
         "features": [],
     }
-    buckets = length_buckets(lengths)
-    for label, members in buckets:
-        result["buckets"].append(
-            {
-                "bucket": label,
-                "users": int(members.sum()),
-                "alpha_mean": float(mean_alpha[members].mean()),
-                "alpha_std": float(mean_alpha[members].std()),
-                **{
-                    f"ndcg10_{name}": metrics_from_ranks(r["full-unseen"][members])["NDCG@10"]
-                    for name, r in ranks.items()
-                },
-            }
+    if layer_fusion:
+        width = alpha.shape[1] // model.encoder.num_layers
+        layer_alpha = [
+            alpha[:, i * width : (i + 1) * width] for i in range(alpha.shape[1] // width)
+        ]
+        result["layers"] = [
+            mixer_shares(a, out["linrec"][:, i], out["fmlp"][:, i])
+            for i, a in enumerate(layer_alpha)
+        ]
+    else:
+        target_vectors = table[users["targets"]]
+        lin_score = np.sum(alpha * out["linrec"] * target_vectors, axis=1)
+        fmlp_score = np.sum((1.0 - alpha) * out["fmlp"] * target_vectors, axis=1)
+        result["shares"] = dict(
+            mixer_shares(alpha, out["linrec"], out["fmlp"]),
+            target_score_linrec=float(lin_score.mean()),
+            target_score_fmlp=float(fmlp_score.mean()),
+            users_linrec_larger_score_part=float(np.mean(np.abs(lin_score) > np.abs(fmlp_score))),
         )
+    buckets = length_buckets(users["lengths"])
+    for label, members in buckets:
+        row = {
+            "bucket": label,
+            "users": int(members.sum()),
+            "alpha_mean": float(mean_alpha[members].mean()),
+            "alpha_std": float(mean_alpha[members].std()),
+            **{
+                f"ndcg10_{name}": metrics_from_ranks(r["full-unseen"][members])["NDCG@10"]
+                for name, r in ranks.items()
+            },
+        }
+        if layer_fusion:
+            row["alpha_by_layer"] = [float(a[members].mean()) for a in layer_alpha]
+        result["buckets"].append(row)
     sweep_ndcg = {}
     for a in sweep_alphas:
-        blend = a * out["linrec"] + (1.0 - a) * out["fmlp"]
-        if model.encoder.fusion_norm is not None:
-            blend = ops.convert_to_numpy(model.encoder.fusion_norm(blend))
-        swept, _ = target_ranks(
-            stored_query_fn(histories, blend, model.seen_item_bias),
-            histories,
-            targets,
-            split.user_items,
-            split.num_items,
-            protocols=("full-unseen",),
-            batch_size=batch_size,
-            seen_items=seen,
-            item_embeddings=table,
-        )
+        if layer_fusion:  # the trained layers, every one blending with a
+            blend = branch_outputs(model, users["histories"], batch_size, fixed_alpha=a)["hidden"]
+        else:
+            blend = a * out["linrec"] + (1.0 - a) * out["fmlp"]
+            if model.encoder.fusion_norm is not None:
+                blend = ops.convert_to_numpy(model.encoder.fusion_norm(blend))
+        swept = rank(blend, protocols=("full-unseen",))
         sweep_ndcg[a] = metric_values(swept["full-unseen"])["NDCG@10"]
     model_ndcg = metric_values(ranks["model"]["full-unseen"])["NDCG@10"]
     result["sweep"] = alpha_sweep(sweep_ndcg, buckets, model_ndcg)
     result["seconds"] = round(time.time() - started, 1)
     if out["features"] is not None:
-        for i, name in enumerate(model.encoder.gate.feature_names):
-            values = out["features"][:, i]
-            low_q, high_q = np.quantile(values, [0.25, 0.75])
-            varies = values.std() > 1e-9 and mean_alpha.std() > 1e-12
-            result["features"].append(
-                {
-                    "feature": name,
-                    "mean": float(values.mean()),
-                    "std": float(values.std()),
-                    "min": float(values.min()),
-                    "max": float(values.max()),
-                    "share_zero": float(np.mean(values == 0)),
-                    "corr_with_alpha": float(np.corrcoef(values, mean_alpha)[0, 1])
-                    if varies
-                    else None,
-                    "alpha_low_quartile": float(mean_alpha[values <= low_q].mean()),
-                    "alpha_high_quartile": float(mean_alpha[values >= high_q].mean()),
-                }
-            )
+        names = model.encoder.gate.feature_names
+        result["features"] = feature_rows(out["features"], names, mean_alpha)
     return result
 
 
@@ -321,29 +371,9 @@ def _fmt(value, digits=4):
     return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
 
 
-def markdown(result):
+def _end_blend_lines(result):
     shares = result["shares"]
-    lines = [
-        f"## {result['dataset']}: {result['run_dir']}",
-        "",
-        f"gate_mode={result['gate_mode']}, gate_features={result['gate_features']}, "
-        f"gate_output={result['gate_output']}, fusion={result['fusion']}; "
-        f"{result['users']} test users; the model of epoch {result['best_epoch']} "
-        f"(best validation); {result['seconds']} s.",
-        "",
-        "| query | full NDCG@10 | full-unseen NDCG@10 |",
-        "|---|---|---|",
-    ]
-    names = {
-        "linrec": "LinRec branch alone",
-        "fmlp": "FMLP branch alone",
-        "model": "blend (the model)",
-    }
-    for key, label in names.items():
-        ndcg = result["ndcg10"][key]
-        lines.append(f"| {label} | {ndcg['full']:.4f} | {ndcg['full-unseen']:.4f} |")
-    lines += [
-        "",
+    return [
         "| share | value |",
         "|---|---|",
         f"| mean alpha (LinRec's weight) | {_fmt(shares['alpha_mean'])} |",
@@ -362,16 +392,48 @@ def markdown(result):
         "| history length | users | mean alpha | std alpha | "
         "full-unseen NDCG@10 LinRec / FMLP / blend |",
         "|---|---|---|---|---|",
+    ] + [
+        f"| {b['bucket']} | {b['users']} | {_fmt(b['alpha_mean'])} | {_fmt(b['alpha_std'])} | "
+        f"{b['ndcg10_linrec']:.4f} / {b['ndcg10_fmlp']:.4f} / {b['ndcg10_model']:.4f} |"
+        for b in result["buckets"]
     ]
-    for b in result["buckets"]:
+
+
+def _layer_lines(result):
+    layers = result["layers"]
+    lines = [
+        "Each layer blends its LinRec mixer's and its filter mixer's outputs (each with its "
+        "residual and LayerNorm) before its FFN:",
+        "",
+        "| layer | mean alpha | std over users | norm LinRec / filter mixer | LinRec's share "
+        "of the blend's norm | cosine between the mixers | norm of the blend / mean mixer norm |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, shares in enumerate(layers, start=1):
         lines.append(
-            f"| {b['bucket']} | {b['users']} | {_fmt(b['alpha_mean'])} | {_fmt(b['alpha_std'])} | "
-            f"{b['ndcg10_linrec']:.4f} / {b['ndcg10_fmlp']:.4f} / {b['ndcg10_model']:.4f} |"
+            f"| {i} | {_fmt(shares['alpha_mean'])} | {_fmt(shares['alpha_std_over_users'])} | "
+            f"{shares['norm_linrec_raw']:.2f} / {shares['norm_fmlp_raw']:.2f} | "
+            f"{_fmt(shares['linrec_share_of_norm'])} | {_fmt(shares['branch_cosine'])} | "
+            f"{_fmt(shares['blend_norm_over_branch_norm'])} |"
         )
-    sweep = result["sweep"]
+    by_layer = " | ".join(f"alpha, layer {i}" for i in range(1, len(layers) + 1))
     lines += [
         "",
-        "One fixed blend weight a for every user (full-unseen NDCG@10), against the gate:",
+        f"| history length | users | {by_layer} | full-unseen NDCG@10 |",
+        "|---|---|" + "---|" * len(layers) + "---|",
+    ]
+    for b in result["buckets"]:
+        alphas = " | ".join(_fmt(a) for a in b["alpha_by_layer"])
+        lines.append(f"| {b['bucket']} | {b['users']} | {alphas} | {b['ndcg10_model']:.4f} |")
+    return lines
+
+
+def _sweep_lines(sweep, layer_fusion):
+    where = "in every layer" if layer_fusion else "at the end"
+    return [
+        "",
+        f"One fixed blend weight a for every user, {where} (full-unseen NDCG@10), "
+        "against the gate:",
         "",
         "| a | " + " | ".join(f"{a:g}" for a in sweep["by_alpha"]) + " |",
         "|---|" + "---|" * len(sweep["by_alpha"]),
@@ -384,26 +446,57 @@ def markdown(result):
         "",
         "| history length | users | best a | NDCG@10 at it | at the overall best a | the gate |",
         "|---|---|---|---|---|---|",
+    ] + [
+        f"| {b['bucket']} | {b['users']} | {b['best_alpha']:g} | {b['best_ndcg']:.4f} | "
+        f"{b['ndcg_at_best_alpha']:.4f} | {b['model_ndcg']:.4f} |"
+        for b in sweep["buckets"]
     ]
-    for b in sweep["buckets"]:
-        lines.append(
-            f"| {b['bucket']} | {b['users']} | {b['best_alpha']:g} | {b['best_ndcg']:.4f} | "
-            f"{b['ndcg_at_best_alpha']:.4f} | {b['model_ndcg']:.4f} |"
-        )
-    if result["features"]:
-        lines += [
-            "",
-            "| gate feature | mean | std | min | max | share = 0 | corr. with alpha | "
-            "alpha, lowest / highest quartile |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for f in result["features"]:
-            lines.append(
-                f"| {f['feature']} | {_fmt(f['mean'])} | {_fmt(f['std'])} | {_fmt(f['min'])} | "
-                f"{_fmt(f['max'])} | {_fmt(f['share_zero'], 3)} | "
-                f"{_fmt(f['corr_with_alpha'], 3)} | {_fmt(f['alpha_low_quartile'])} / "
-                f"{_fmt(f['alpha_high_quartile'])} |"
-            )
+
+
+def _feature_lines(features):
+    if not features:
+        return []
+    return [
+        "",
+        "| gate feature | mean | std | min | max | share = 0 | corr. with alpha | "
+        "alpha, lowest / highest quartile |",
+        "|---|---|---|---|---|---|---|---|",
+    ] + [
+        f"| {f['feature']} | {_fmt(f['mean'])} | {_fmt(f['std'])} | {_fmt(f['min'])} | "
+        f"{_fmt(f['max'])} | {_fmt(f['share_zero'], 3)} | "
+        f"{_fmt(f['corr_with_alpha'], 3)} | {_fmt(f['alpha_low_quartile'])} / "
+        f"{_fmt(f['alpha_high_quartile'])} |"
+        for f in features
+    ]
+
+
+def markdown(result):
+    """One run's diagnosis as a markdown section."""
+    layer_fusion = "layers" in result
+    lines = [
+        f"## {result['dataset']}: {result['run_dir']}",
+        "",
+        f"gate_mode={result['gate_mode']}, gate_features={result['gate_features']}, "
+        f"gate_output={result['gate_output']}, fusion={result['fusion']}; "
+        f"{result['users']} test users; the model of epoch {result['best_epoch']} "
+        f"(best validation); {result['seconds']} s.",
+        "",
+        "| query | full NDCG@10 | full-unseen NDCG@10 |",
+        "|---|---|---|",
+    ]
+    names = {
+        "linrec": "LinRec branch alone",
+        "fmlp": "FMLP branch alone",
+        "model": "blend (the model)",
+    }
+    for key, label in names.items():
+        if key in result["ndcg10"]:
+            ndcg = result["ndcg10"][key]
+            lines.append(f"| {label} | {ndcg['full']:.4f} | {ndcg['full-unseen']:.4f} |")
+    lines.append("")
+    lines += _layer_lines(result) if layer_fusion else _end_blend_lines(result)
+    lines += _sweep_lines(result["sweep"], layer_fusion)
+    lines += _feature_lines(result["features"])
     return "\n".join(lines) + "\n"
 
 

@@ -39,8 +39,13 @@ class SequenceEncoder(keras.layers.Layer):
             (a vector gate's mean over hidden units).
         return_branches: hybrid only: return ``{"linrec": [B, L, d],
             "fmlp": [B, L, d], "alpha": [B, L, 1 or d], "hidden": [B, L, d]}``
-            (``fusion="layer"``: only ``alpha`` [B, L, num_layers x (1 or d)],
-            layer by layer, and ``hidden``: there are no branch outputs).
+            (``fusion="layer"``: ``linrec`` and ``fmlp`` are each layer's mixer
+            output before the blend, [B, L, num_layers, d], and ``alpha`` is
+            [B, L, num_layers x (1 or d)], layer by layer).
+        fixed_alpha: hybrid only: a float in [0, 1] to blend with in place of
+            the gate's alpha, for every user, position and layer (a diagnosis:
+            what one fixed blend gives the trained branches); ``alpha`` is
+            returned as that constant.
 
     Returns:
         [B, L, hidden_dim] (and alpha [B, L] when asked).
@@ -181,14 +186,31 @@ class SequenceEncoder(keras.layers.Layer):
             context = ops.concatenate([outputs["linrec"], outputs["fmlp"]], axis=-1)
         return self.gate(item_ids, item_vectors=item_vectors, context=context)
 
-    def call(self, item_ids, training=None, return_alpha=False, return_branches=False):
+    def _alpha(self, item_ids, outputs, fixed_alpha):
+        """The gate's alpha [B, L, gate width], or ``fixed_alpha`` in its shape."""
+        if fixed_alpha is None:
+            return self._gate_alpha(item_ids, outputs)
+        width = self.hidden_dim if self.gate_output == "vector" else 1
+        width *= self.num_layers if self.layer_fusion else 1
+        ones = ops.ones_like(ops.expand_dims(item_ids, -1), dtype=self.compute_dtype)
+        return ops.tile(ones, (1, 1, width)) * float(fixed_alpha)
+
+    def call(
+        self,
+        item_ids,
+        training=None,
+        return_alpha=False,
+        return_branches=False,
+        fixed_alpha=None,
+    ):
         item_ids = ops.cast(item_ids, "int32")
         mask = ops.not_equal(item_ids, 0)
         x = self.embedding(item_ids, training=training)
         for block in self.trunk:
             x = block(x, mask=mask, training=training)
         if self.layer_fusion:
-            return self._blend_in_layers(item_ids, x, mask, training, return_alpha, return_branches)
+            alpha = self._alpha(item_ids, None, fixed_alpha)
+            return self._blend_in_layers(x, mask, alpha, training, return_alpha, return_branches)
         outputs = {}
         for mixer, blocks in self.stacks.items():
             h = x
@@ -200,7 +222,7 @@ class SequenceEncoder(keras.layers.Layer):
         if self.gate is None:
             hidden = outputs[self.kind]
             return (hidden, None) if return_alpha else hidden
-        alpha = self._gate_alpha(item_ids, outputs)
+        alpha = self._alpha(item_ids, outputs, fixed_alpha)
         hidden = alpha * outputs["linrec"] + (1.0 - alpha) * outputs["fmlp"]
         if self.fusion_norm is not None:
             hidden = self.fusion_norm(hidden)
@@ -208,18 +230,21 @@ class SequenceEncoder(keras.layers.Layer):
             return dict(outputs, alpha=alpha, hidden=hidden)
         return (hidden, ops.mean(alpha, axis=-1)) if return_alpha else hidden
 
-    def _blend_in_layers(self, item_ids, x, mask, training, return_alpha, return_branches):
+    def _blend_in_layers(self, x, mask, alpha, training, return_alpha, return_branches):
         """``fusion="layer"``: each layer blends its two mixers' outputs, then one FFN."""
-        alpha = self._gate_alpha(item_ids, outputs=None)
         width = ops.shape(alpha)[-1] // self.num_layers
         layers = zip(self.stacks["linrec"], self.stacks["fmlp"], self.shared_ffns)
+        mixed_by = {"linrec": [], "fmlp": []}
         for i, (linrec, fmlp, ffn) in enumerate(layers):
             a = alpha[..., i * width : (i + 1) * width]
-            mixed = a * linrec(x, mask=mask, training=training)
-            mixed = mixed + (1.0 - a) * fmlp(x, mask=mask, training=training)
-            x = ffn(mixed, training=training)
+            h_linrec = linrec(x, mask=mask, training=training)
+            h_fmlp = fmlp(x, mask=mask, training=training)
+            mixed_by["linrec"].append(h_linrec)
+            mixed_by["fmlp"].append(h_fmlp)
+            x = ffn(a * h_linrec + (1.0 - a) * h_fmlp, training=training)
         if return_branches:
-            return {"alpha": alpha, "hidden": x}
+            layers_axis = {name: ops.stack(h, axis=2) for name, h in mixed_by.items()}
+            return dict(layers_axis, alpha=alpha, hidden=x)
         return (x, ops.mean(alpha, axis=-1)) if return_alpha else x
 
     def compute_output_shape(self, input_shape):

@@ -283,13 +283,16 @@ def test_layer_fusion_blends_each_layers_two_mixers_on_one_stream_before_its_ffn
     ids = _histories()
     branches = encoder(ids, return_branches=True)
     alpha = np.asarray(branches["alpha"])
-    assert sorted(branches) == ["alpha", "hidden"] and alpha.shape == (3, MAX_LEN, 2)
+    assert sorted(branches) == ["alpha", "fmlp", "hidden", "linrec"]
+    assert alpha.shape == (3, MAX_LEN, 2) and branches["linrec"].shape == (3, MAX_LEN, 2, 16)
     mask = ids != 0
     x = encoder.embedding(ids)
     for i in range(2):
         a = alpha[..., i : i + 1]
         linrec = encoder.stacks["linrec"][i](x, mask=mask)
         fmlp = encoder.stacks["fmlp"][i](x, mask=mask)
+        for name, mixed in (("linrec", linrec), ("fmlp", fmlp)):  # each layer's mixer output
+            np.testing.assert_allclose(branches[name][:, :, i], np.asarray(mixed), atol=1e-5)
         x = encoder.shared_ffns[i](a * linrec + (1 - a) * fmlp)
     np.testing.assert_allclose(np.asarray(branches["hidden"]), np.asarray(x), atol=1e-5)
     _, mean_alpha = encoder(ids, return_alpha=True)
@@ -330,3 +333,31 @@ def test_score_level_fusion_equals_the_blend_for_a_vector_gate():
     blended = branches["hidden"] @ table.T
     mixed = (alpha * branches["linrec"]) @ table.T + ((1 - alpha) * branches["fmlp"]) @ table.T
     np.testing.assert_allclose(blended, mixed, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fusion", ["blend", "layer"])
+def test_a_fixed_alpha_replaces_the_gate_in_every_layer(fusion):
+    """fixed_alpha=a blends with a wherever the gate's alpha would go: the fixed gate's own
+    0.5 gives its output, 1 (end blend) the LinRec branch, 0 (layers) the filters alone."""
+    ids = _histories()
+    fixed = _encoder("hybrid", fusion=fusion, gate_mode="fixed", dropout_rate=0.0)
+    np.testing.assert_allclose(
+        np.asarray(fixed(ids, fixed_alpha=0.5)), np.asarray(fixed(ids)), atol=1e-6
+    )
+    encoder = _encoder("hybrid", fusion=fusion, dropout_rate=0.0)
+    width = 2 if fusion == "layer" else 1
+    for a in (0.0, 1.0):
+        branches = encoder(ids, return_branches=True, fixed_alpha=a)
+        np.testing.assert_array_equal(branches["alpha"], np.full((3, MAX_LEN, width), a))
+    gated = np.asarray(encoder(ids))
+    if fusion == "blend":
+        ones = encoder(ids, return_branches=True, fixed_alpha=1.0)
+        np.testing.assert_allclose(ones["hidden"], ones["linrec"], atol=1e-6)
+    else:
+        x = encoder.embedding(ids)
+        for fmlp, ffn in zip(encoder.stacks["fmlp"], encoder.shared_ffns):
+            x = ffn(fmlp(x, mask=ids != 0))
+        np.testing.assert_allclose(
+            np.asarray(encoder(ids, fixed_alpha=0.0)), np.asarray(x), atol=1e-5
+        )
+    assert not np.allclose(np.asarray(encoder(ids, fixed_alpha=0.0)), gated, atol=1e-4)

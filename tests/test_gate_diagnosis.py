@@ -42,33 +42,41 @@ def test_alpha_sweep_breaks_ties_towards_the_smaller_weight():
     assert sweep["best_alpha"] == 0.0 and sweep["buckets"][0]["best_alpha"] == 0.0
 
 
-def test_the_script_sweeps_a_trained_hybrid(tmp_path):
-    """A fixed a of 0 is the FMLP branch alone and 1 the LinRec branch alone; the
-    model's own NDCG@10 (its seen-item offset included) is the trainer's."""
+TINY = [
+    "--dataset=synthetic",
+    "--synthetic_users=150",
+    "--synthetic_items=200",
+    "--max_len=20",
+    "--hidden_dim=16",
+    "--epochs=1",
+    "--batch_size=64",
+    "--seen_item_bias",
+    "--protocols=full,full-unseen",
+]
+
+
+def _train_and_diagnose(tmp_path, sweep_alphas, *train_flags):
+    """A tiny hybrid trained and diagnosed: (its run folder, the diagnosis dict, the page)."""
     run = tmp_path / "run"
-    tiny = [
-        "--dataset=synthetic",
-        "--synthetic_users=150",
-        "--synthetic_items=200",
-        "--max_len=20",
-        "--hidden_dim=16",
-        "--epochs=1",
-        "--batch_size=64",
-        "--seen_item_bias",
-        "--protocols=full,full-unseen",
-    ]
-    train_run(run, "--model=hybrid", *tiny)
+    train_run(run, "--model=hybrid", *train_flags, *TINY)
     output = tmp_path / "diagnosis.md"
     result = run_command(
         [
             "benchmarks/gate_diagnosis.py",
             f"--run_dirs={run}",
-            "--sweep_alphas=0,0.5,1",
+            f"--sweep_alphas={sweep_alphas}",
             f"--output={output}",
         ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (diagnosed,) = json.loads(output.with_suffix(".json").read_text())
+    return run, diagnosed, output.read_text()
+
+
+def test_the_script_sweeps_a_trained_hybrid(tmp_path):
+    """A fixed a of 0 is the FMLP branch alone and 1 the LinRec branch alone; the
+    model's own NDCG@10 (its seen-item offset included) is the trainer's."""
+    run, diagnosed, page = _train_and_diagnose(tmp_path, "0,0.5,1")
     by_alpha = {float(a): value for a, value in diagnosed["sweep"]["by_alpha"].items()}
     assert sorted(by_alpha) == [0.0, 0.5, 1.0]
     assert by_alpha[0.0] == pytest.approx(diagnosed["ndcg10"]["fmlp"]["full-unseen"], abs=1e-12)
@@ -81,7 +89,7 @@ def test_the_script_sweeps_a_trained_hybrid(tmp_path):
         assert diagnosed["ndcg10"]["model"][protocol] == pytest.approx(
             trained[protocol]["NDCG@10"], abs=1e-6
         )
-    assert "Best single a" in output.read_text()
+    assert "Best single a" in page
 
 
 def test_the_script_rejects_weights_outside_0_1(tmp_path):
@@ -93,12 +101,25 @@ def test_the_script_rejects_weights_outside_0_1(tmp_path):
     assert "--sweep_alphas" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_layer_fusion_run_is_refused_in_one_line(tmp_path):
-    """--fusion=layer has no branch outputs to take apart: a one-line refusal, no traceback."""
-    from hybrid_tfrs.config import TrainConfig
-
-    config = TrainConfig(fusion="layer", output_dir=str(tmp_path))
-    (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
-    result = run_command(["benchmarks/gate_diagnosis.py", f"--run_dirs={tmp_path}"], timeout=120)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "--fusion=layer blends inside each layer" in result.stderr
+def test_a_layer_fusion_run_is_diagnosed_layer_by_layer(tmp_path):
+    """--fusion=layer: alpha and the two mixers' shares per layer, alpha by length in each
+    layer, and a sweep of one fixed a in every layer; the model's NDCG@10 is the trainer's."""
+    run, diagnosed, page = _train_and_diagnose(tmp_path, "0,1", "--fusion=layer")
+    assert sorted(diagnosed["ndcg10"]) == ["model"]
+    trained = json.loads((run / "metrics.json").read_text())["test"]
+    for protocol in ("full", "full-unseen"):
+        assert diagnosed["ndcg10"]["model"][protocol] == pytest.approx(
+            trained[protocol]["NDCG@10"], abs=1e-6
+        )
+    layers = diagnosed["layers"]
+    assert len(layers) == 2 and all(0 < layer["alpha_mean"] < 1 for layer in layers)
+    buckets = diagnosed["buckets"]
+    users = sum(b["users"] for b in buckets)
+    for i, layer in enumerate(layers):  # the buckets partition the users
+        by_bucket = sum(b["alpha_by_layer"][i] * b["users"] for b in buckets) / users
+        assert by_bucket == pytest.approx(layer["alpha_mean"], abs=1e-6)
+    # Filters alone and LinRec mixers alone are different models of the same weights.
+    by_alpha = {float(a): v for a, v in diagnosed["sweep"]["by_alpha"].items()}
+    assert sorted(by_alpha) == [0.0, 1.0] and by_alpha[0.0] != by_alpha[1.0]
+    assert [f["feature"] for f in diagnosed["features"]]  # the statistics gate's inputs
+    assert "alpha, layer 2" in page and "in every layer" in page
