@@ -42,23 +42,24 @@ def test_alpha_sweep_breaks_ties_towards_the_smaller_weight():
     assert sweep["best_alpha"] == 0.0 and sweep["buckets"][0]["best_alpha"] == 0.0
 
 
-TINY = [
-    "--dataset=synthetic",
-    "--synthetic_users=150",
-    "--synthetic_items=200",
-    "--max_len=20",
-    "--hidden_dim=16",
-    "--epochs=1",
-    "--batch_size=64",
-    "--seen_item_bias",
-    "--protocols=full,full-unseen",
-]
+TINY = dict(
+    dataset="synthetic",
+    synthetic_users=150,
+    synthetic_items=200,
+    max_len=20,
+    hidden_dim=16,
+    epochs=1,
+    batch_size=64,
+    seen_item_bias=True,
+    protocols="full,full-unseen",
+)
+TINY_FLAGS = [f"--{name}" if value is True else f"--{name}={value}" for name, value in TINY.items()]
 
 
-def _train_and_diagnose(tmp_path, sweep_alphas, *train_flags):
+def _train_and_diagnose(tmp_path, sweep_alphas):
     """A tiny hybrid trained and diagnosed: (its run folder, the diagnosis dict, the page)."""
     run = tmp_path / "run"
-    train_run(run, "--model=hybrid", *train_flags, *TINY)
+    train_run(run, "--model=hybrid", *TINY_FLAGS)
     output = tmp_path / "diagnosis.md"
     result = run_command(
         [
@@ -104,7 +105,12 @@ def test_the_script_rejects_weights_outside_0_1(tmp_path):
 def test_a_layer_fusion_run_is_diagnosed_layer_by_layer(tmp_path):
     """--fusion=layer: alpha and the two mixers' shares per layer, alpha by length in each
     layer, and a sweep of one fixed a in every layer; the model's NDCG@10 is the trainer's."""
-    run, diagnosed, page = _train_and_diagnose(tmp_path, "0,1", "--fusion=layer")
+    from hybrid_tfrs.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(model="hybrid", fusion="layer", output_dir=str(run), **TINY), log=print)
+    diagnosed = diagnosis.diagnose(str(run), None, 64, [0.0, 1.0])  # in-process: no 2nd start
+    page = diagnosis.markdown(diagnosed)
     assert sorted(diagnosed["ndcg10"]) == ["model"]
     trained = json.loads((run / "metrics.json").read_text())["test"]
     for protocol in ("full", "full-unseen"):
