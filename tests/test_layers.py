@@ -7,6 +7,7 @@ import pytest
 from hybrid_tfrs.layers import (
     FeedForward,
     FrequencyFilter,
+    GlobalGate,
     LinearAttention,
     MixerBlock,
     SequenceEmbedding,
@@ -120,6 +121,18 @@ def test_gate_rejects_wrong_popularity_size():
         gate.set_item_popularity(np.ones(5))
 
 
+def test_global_gate_is_one_trained_weight_the_same_for_every_position():
+    gate = GlobalGate(output_units=2)
+    ids = RNG.integers(0, 21, size=(3, 5)).astype("int32")
+    np.testing.assert_allclose(np.asarray(gate(ids)), 0.5)  # logit 0 at the start
+    assert [tuple(w.shape) for w in gate.trainable_weights] == [(2,)]
+    gate.alpha_logit.assign(np.array([0.0, np.log(3.0)], dtype="float32"))
+    alpha = np.asarray(gate(ids))
+    assert alpha.shape == (3, 5, 2)
+    np.testing.assert_allclose(alpha[..., 0], 0.5, atol=1e-6)
+    np.testing.assert_allclose(alpha[..., 1], 0.75, atol=1e-6)  # sigmoid(log 3)
+
+
 @pytest.mark.parametrize(
     "make_layer, make_input",
     [
@@ -132,6 +145,7 @@ def test_gate_rejects_wrong_popularity_size():
         (lambda: MixerBlock("sasrec", max_len=7), lambda: RNG.normal(size=(2, 7, 8))),
         (lambda: SequenceEmbedding(20, 7, 8), lambda: RNG.integers(0, 21, size=(2, 7))),
         (lambda: SequenceStatsGate(20, 7), lambda: RNG.integers(0, 21, size=(2, 7))),
+        (lambda: GlobalGate(output_units=3), lambda: RNG.integers(0, 21, size=(2, 7))),
     ],
 )
 def test_get_config_from_config_reproduces_outputs(make_layer, make_input):

@@ -1,4 +1,4 @@
-"""The gate that blends the two branches per user and position."""
+"""The gates that blend the two branches: one alpha for everyone, or per user and position."""
 
 from hybrid_tfrs.backend import keras, ops, register_serializable
 from hybrid_tfrs.layers.sequence_features import (
@@ -37,7 +37,9 @@ class SequenceStatsGate(keras.layers.Layer):
         max_len: longest sequence, to scale the length feature.
         hidden_units: width of the gate's hidden layer.
         use_statistics: if False the features are replaced by a constant, so
-            the gate learns one global alpha (an ablation).
+            the gate learns one global alpha through an MLP whose weights get no
+            gradient; kept so that models saved that way still load
+            (``GlobalGate`` is that alpha without the dead weights).
         features: feature groups, in order (default ``("basic",)``).
         output_units: 1 (one alpha a position) or d (one per hidden unit).
         context_dim: width of the optional ``context`` input (0 = none).
@@ -201,4 +203,52 @@ class HiddenStateGate(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(hidden_units=self.hidden_units, output_units=self.output_units)
+        return config
+
+
+@register_serializable()
+class GlobalGate(keras.layers.Layer):
+    """One learned alpha in (0, 1) for every user and position.
+
+    The hybrid's default gate: ``alpha = sigmoid(logit)``, one trainable logit
+    per output unit, starting at 0 (alpha 0.5). Frozen (``trainable=False``)
+    it is the fixed blend at 0.5. It reads nothing of the history, so it costs
+    nothing per position beyond the broadcast.
+
+    Args:
+        output_units: 1 (one alpha) or d (one per hidden unit); times the
+            number of layers when the blend is inside every layer.
+
+    Call args:
+        item_ids: [B, L] int; only its shape is used.
+
+    Returns:
+        alpha: [B, L, output_units] float in (0, 1), the same at every position.
+
+    Example:
+    >>> gate = GlobalGate()
+    >>> gate(ops.ones((2, 10), dtype="int32")).shape
+    (2, 10, 1)
+    """
+
+    def __init__(self, output_units=1, **kwargs):
+        super().__init__(**kwargs)
+        self.output_units = output_units
+
+    def build(self, item_ids_shape):
+        self.alpha_logit = self.add_weight(
+            name="alpha_logit", shape=(self.output_units,), initializer="zeros"
+        )
+        super().build(item_ids_shape)
+
+    def call(self, item_ids):
+        ones = ops.ones_like(ops.cast(item_ids, self.compute_dtype))[:, :, None]
+        return ones * ops.cast(ops.sigmoid(self.alpha_logit), self.compute_dtype)
+
+    def compute_output_shape(self, item_ids_shape):
+        return tuple(item_ids_shape) + (self.output_units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(output_units=self.output_units)
         return config
