@@ -9,7 +9,7 @@ import os
 
 from absl import app, flags
 
-from hybrid_tfrs.config import GATE_VARIANTS
+from hybrid_tfrs.config import GATE_VARIANTS, STATISTICS_GATE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
@@ -82,12 +82,15 @@ ABLATIONS = {
 
 # The Beauty and ML-1M flagfiles weigh every target the same (--loss_normalization=target)
 # since 3 December 2026. "<model or ablation>-batch-loss" is that run with each batch's mean,
-# as the runs before that day were trained. Where a flagfile still takes the mean it would
-# repeat the run without the suffix, so it is skipped there ("skip_if_flagfile_has").
+# as the runs before that day were trained; a hybrid A/B also keeps the statistics gate it
+# was trained with, the default until 4 December 2026 (hybrid-batch-loss itself is today's
+# default hybrid with the mean). Where a flagfile still takes the mean it would repeat the
+# run without the suffix, so it is skipped there ("skip_if_flagfile_has").
 BATCH_LOSS = "-batch-loss"
 ABLATIONS.update(
     {
         f"{name}{BATCH_LOSS}": {
+            **(STATISTICS_GATE if name.startswith("hybrid-") and "model" not in fields else {}),
             **fields,
             "loss_normalization": "batch",
             "skip_if_flagfile_has": "loss_normalization",

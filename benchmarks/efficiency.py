@@ -28,7 +28,7 @@ Usage:
     python benchmarks/efficiency.py                      # full benchmark
     python benchmarks/efficiency.py --from_json=benchmarks/results/efficiency.json
     python benchmarks/efficiency.py --scopes=train_step --lengths=50,200 --reference=fmlp \
-        --models=hybrid,fmlp,linrec,hybrid-global-alpha,hybrid-shared-block,hybrid-vector-gate,\
+        --models=hybrid,fmlp,linrec,hybrid-statistics-gate,hybrid-shared-block,hybrid-vector-gate,\
 hybrid-blend-norm,hybrid-all-features-hidden,hybrid-shared-ffn \
         --output=benchmarks/results/gate_cost.json --markdown=benchmarks/results/gate_cost.md
 """

@@ -41,7 +41,12 @@ flags.DEFINE_list(
     ],
     "Flags of every training run (name=value).",
 )
-flags.DEFINE_list("hybrid_flags", [], "Extra flags of the hybrid run, e.g. gate_features=basic.")
+flags.DEFINE_list(
+    "hybrid_flags",
+    ["gate_mode=statistics"],
+    "Extra flags of the hybrid run (default: the statistics gate, the per-user gate put to "
+    "the test here; the trainer's default is one alpha for everyone).",
+)
 flags.DEFINE_integer("seed", 0, "Seed of the data and the runs.")
 flags.DEFINE_string("output", None, "Markdown file to write (a .json beside it).")
 FLAGS = flags.FLAGS

@@ -17,19 +17,26 @@ GATE_OUTPUTS = ("scalar", "vector")
 FUSIONS = ("blend", "blend_norm", "layer")
 # fusion="layer" gates before any layer runs: no branch outputs exist for the gate to read.
 LAYER_FUSION_GATE_MODES = ("statistics", "learned", "fixed")
+# The hybrid's default gate: one learned alpha for every user. The statistics gate was
+# the default until 4 December 2026; it tied one learned alpha on Beauty and ML-1M and
+# shut on Beauty (docs/model.md#the-gate, benchmarks/results/gate.md section 18).
+DEFAULT_GATE_MODE = "learned"
 # The hybrid's fusion variants (docs/model.md#the-gate): name -> the TrainConfig
-# fields (and build_encoder arguments) that differ from the default hybrid.
+# fields (and build_encoder arguments) that differ from the default hybrid. The
+# variants measured on the statistics gate keep it, so their results stay theirs.
+STATISTICS_GATE = {"gate_mode": "statistics"}
 GATE_VARIANTS = {
-    "hybrid-blend-norm": {"fusion": "blend_norm"},  # LayerNorm after the blend
-    "hybrid-vector-gate": {"gate_output": "vector"},  # one alpha per hidden unit
+    "hybrid-statistics-gate": dict(STATISTICS_GATE),  # a per-user alpha from sequence statistics
+    "hybrid-blend-norm": {**STATISTICS_GATE, "fusion": "blend_norm"},  # LayerNorm after the blend
+    "hybrid-vector-gate": {**STATISTICS_GATE, "gate_output": "vector"},  # one alpha a hidden unit
     "hybrid-all-features-hidden": {  # every statistic and the branch outputs
         "gate_mode": "statistics_hidden",
         "gate_features": ",".join(GATE_FEATURE_GROUPS),
     },
-    "hybrid-shared-ffn": {"share_ffn": True},  # one FFN a layer for both branches
-    "hybrid-global-alpha": {"gate_mode": "learned"},  # one learned alpha, no statistics
-    "hybrid-shared-block": {"shared_blocks": 1},  # one FMLP block under both branches
-    "hybrid-layer-fusion": {"fusion": "layer"},  # the blend inside every layer, one FFN a layer
+    "hybrid-shared-ffn": {**STATISTICS_GATE, "share_ffn": True},  # one FFN a layer for both
+    "hybrid-shared-block": {**STATISTICS_GATE, "shared_blocks": 1},  # one FMLP block under both
+    # the blend inside every layer, one FFN a layer, one statistics-gated alpha a layer
+    "hybrid-layer-fusion": {**STATISTICS_GATE, "fusion": "layer"},
     "hybrid-layer-fusion-fixed": {"fusion": "layer", "gate_mode": "fixed"},  # and alpha 0.5
 }
 LOSSES = ("softmax", "sampled_softmax", "bce")
@@ -90,7 +97,7 @@ class TrainConfig:
     dropout: float = 0.2
     causal: bool = True
     chunk_size: int = 64
-    gate_mode: str = "statistics"
+    gate_mode: str = DEFAULT_GATE_MODE
     gate_features: str = "basic"
     gate_output: str = "scalar"
     fusion: str = "blend"

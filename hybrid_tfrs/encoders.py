@@ -4,6 +4,7 @@ import numpy as np
 
 from hybrid_tfrs.backend import keras, ops, register_serializable
 from hybrid_tfrs.config import (
+    DEFAULT_GATE_MODE,
     ENCODER_KINDS,
     FUSIONS,
     GATE_FEATURE_GROUPS,
@@ -13,7 +14,7 @@ from hybrid_tfrs.config import (
 )
 from hybrid_tfrs.layers.blocks import FeedForward, MixerBlock
 from hybrid_tfrs.layers.embedding import SequenceEmbedding
-from hybrid_tfrs.layers.gate import HiddenStateGate, SequenceStatsGate
+from hybrid_tfrs.layers.gate import GlobalGate, HiddenStateGate, SequenceStatsGate
 
 
 @register_serializable()
@@ -21,16 +22,22 @@ class SequenceEncoder(keras.layers.Layer):
     """Maps item-id histories to one query vector per position.
 
     ``kind="hybrid"`` runs a LinRec stack and an FMLP-Rec stack over a shared
-    item + position embedding and blends them with ``SequenceStatsGate``:
-    ``h = alpha * h_linrec + (1 - alpha) * h_fmlp`` (``fusion="blend_norm"``:
-    LayerNorm of that). With ``shared_blocks=k`` the first k of the
-    ``num_layers`` blocks are one FMLP-Rec trunk that both branches read.
+    item + position embedding and blends them:
+    ``h = alpha * h_linrec + (1 - alpha) * h_fmlp``, alpha one learned weight
+    by default (``GlobalGate``; ``gate_mode="statistics"``: per user and
+    position, from statistics of the history, ``SequenceStatsGate``;
+    ``fusion="blend_norm"``: LayerNorm of the blend). With ``shared_blocks=k``
+    the first k of the ``num_layers`` blocks are one FMLP-Rec trunk that both
+    branches read.
     ``fusion="layer"`` blends inside every layer instead, on one residual
     stream: ``x = FFN(alpha_i LinRec_i(x) + (1 - alpha_i) Filter_i(x))``, each
     mixer with its residual and LayerNorm, one FFN a layer and one alpha per
     layer from the gate.
     ``"linrec"``, ``"fmlp"`` and ``"sasrec"`` are the single-stack baselines.
-    Use ``build_encoder`` to make one.
+    Use ``build_encoder`` to make one. ``global_gate=False`` rebuilds the
+    layout a learned or fixed alpha had before 4 December 2026 (the statistics
+    gate's MLP fed zeros), so models saved then still load; ``from_config``
+    sets it for a config saved without it.
 
     Call args:
         item_ids: [B, L] int, ids 1..num_items, 0 = padding; sequences
@@ -64,12 +71,13 @@ class SequenceEncoder(keras.layers.Layer):
         chunk_size=64,
         inner_dim=None,
         gate_units=16,
-        gate_mode="statistics",
+        gate_mode=DEFAULT_GATE_MODE,
         gate_features=("basic",),
         gate_output="scalar",
         fusion="blend",
         share_ffn=False,
         shared_blocks=0,
+        global_gate=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -128,7 +136,10 @@ class SequenceEncoder(keras.layers.Layer):
         gate_width = hidden_dim if gate_output == "vector" else 1
         if self.layer_fusion:
             gate_width *= num_layers  # one alpha (or one a unit) for each layer
-        if kind == "hybrid" and gate_mode == "hidden_state":
+        self.global_gate = bool(global_gate)
+        if kind == "hybrid" and gate_mode in ("learned", "fixed") and self.global_gate:
+            self.gate = GlobalGate(output_units=gate_width, name="gate")
+        elif kind == "hybrid" and gate_mode == "hidden_state":
             self.gate = HiddenStateGate(gate_units, output_units=gate_width, name="gate")
         elif kind == "hybrid":
             self.gate = SequenceStatsGate(
@@ -178,6 +189,8 @@ class SequenceEncoder(keras.layers.Layer):
         """The gate's alpha [B, L, 1 or d] for the branch outputs."""
         if isinstance(self.gate, HiddenStateGate):
             return self.gate(outputs["linrec"], outputs["fmlp"])
+        if isinstance(self.gate, GlobalGate):
+            return self.gate(item_ids)
         item_vectors = None
         if self.gate.needs_item_vectors:
             item_vectors = ops.take(self.item_embeddings, item_ids, axis=0)
@@ -270,8 +283,16 @@ class SequenceEncoder(keras.layers.Layer):
             fusion=self.fusion,
             share_ffn=self.share_ffn,
             shared_blocks=self.shared_blocks,
+            global_gate=self.global_gate,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # A config without ``global_gate`` was saved before 4 December 2026, when a
+        # learned or fixed alpha came from the statistics gate's MLP fed zeros: that
+        # layout is rebuilt, so the file's weights load and give the same scores.
+        return cls(**{"global_gate": False, **config})
 
 
 def _require(condition, argument, message):
@@ -292,7 +313,7 @@ def build_encoder(
     chunk_size=64,
     inner_dim=None,
     gate_units=16,
-    gate_mode="statistics",
+    gate_mode=DEFAULT_GATE_MODE,
     gate_features=("basic",),
     gate_output="scalar",
     fusion="blend",
@@ -312,9 +333,9 @@ def build_encoder(
         chunk_size: chunk length of causal linear attention.
         inner_dim: FFN width (default 4 * hidden_dim).
         gate_units: hidden units of the hybrid's gate.
-        gate_mode: ``"statistics"`` (the gate reads sequence statistics),
-            ``"learned"`` (one learned alpha, ignoring them), ``"fixed"``
-            (alpha = 0.5, not trained) or ``"hidden_state"`` (a per-user,
+        gate_mode: ``"learned"`` (the default: one learned alpha for every
+            user), ``"statistics"`` (a per-user alpha from sequence
+            statistics), ``"fixed"`` (alpha = 0.5, not trained) or ``"hidden_state"`` (a per-user,
             per-position alpha learned from the branch outputs, ignoring the
             statistics) or ``"statistics_hidden"`` (statistics and branch outputs).
         gate_features: statistics groups the gate reads (a tuple or a

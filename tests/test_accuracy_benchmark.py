@@ -86,7 +86,7 @@ def test_the_ablation_trains_the_hybrid_flagfile_with_its_one_change(campaign):
     for seed in (0, 1):
         plain = _run_metrics(tmp_path, "hybrid", seed)["config"]
         ablated = _run_metrics(tmp_path, "hybrid-fixed-alpha", seed)["config"]
-        assert plain["gate_mode"] == "statistics" and ablated["gate_mode"] == "fixed"
+        assert plain["gate_mode"] == "learned" and ablated["gate_mode"] == "fixed"
         assert {k for k in plain if plain[k] != ablated[k]} == {"gate_mode", "output_dir"}
     fixed = next(r for r in rows if r["variant"] == "hybrid-fixed-alpha")
     assert fixed["test_alpha"] == [0.5, 0.5]  # mean gate alpha of each seed's test users

@@ -44,8 +44,35 @@ def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers()
     plan = campaign_plan.run_plan(["ml-1m"], [], ["fmlp-4-layers", "hybrid-vector-gate"], ["1"])
     assert plan == [
         ("ml-1m", "fmlp-4-layers", "flags/ml-1m_fmlp.flags", {"num_layers": "4"}, 1),
-        ("ml-1m", "hybrid-vector-gate", "flags/ml-1m_hybrid.flags", {"gate_output": "vector"}, 1),
+        (
+            "ml-1m",
+            "hybrid-vector-gate",
+            "flags/ml-1m_hybrid.flags",
+            {"gate_mode": "statistics", "gate_output": "vector"},
+            1,
+        ),
     ]
+
+
+def test_the_hybrid_learns_one_alpha_and_its_batch_mean_a_b_runs_keep_the_statistics_gate():
+    """The flagfiles' hybrid blends with one learned alpha since 4 December 2026; an A/B
+    trained as before 3 December (-batch-loss) keeps the statistics gate it was trained with,
+    so its records stay valid, and hybrid-batch-loss is the default hybrid with the mean."""
+    for dataset in ("beauty", "ml-1m"):
+        config = campaign_plan.flagfile_config(f"flags/{dataset}_hybrid.flags", {})
+        assert config.gate_mode == "learned"
+    names = [
+        "hybrid-statistics-gate",
+        "hybrid-batch-loss",
+        "hybrid-no-seen-bias",
+        "hybrid-no-seen-bias-batch-loss",
+    ]
+    plan = campaign_plan.run_plan(["ml-1m"], [], names, ["0"])
+    overrides = {name: fields for _, name, _, fields, _ in plan}
+    assert overrides["hybrid-statistics-gate"] == {"gate_mode": "statistics"}
+    assert overrides["hybrid-batch-loss"] == {"loss_normalization": "batch"}
+    assert overrides["hybrid-no-seen-bias"] == {"seen_item_bias": "false"}
+    assert overrides["hybrid-no-seen-bias-batch-loss"]["gate_mode"] == "statistics"
 
 
 def test_every_ablation_sets_flags_the_trainer_has(capsys):

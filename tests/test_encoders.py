@@ -1,10 +1,13 @@
 """The four encoders: causality, padding, gradients, saving, argument errors."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
 
 from hybrid_tfrs import ENCODER_KINDS, SequentialRetrievalModel, build_encoder
+from hybrid_tfrs.config import DEFAULT_GATE_MODE
 
 NUM_ITEMS, MAX_LEN = 50, 12
 RNG = np.random.default_rng(1)
@@ -82,7 +85,8 @@ def test_paper_form_outputs_do_not_depend_on_trailing_padding(kind):
 
 @pytest.mark.parametrize(
     "kind, gate_mode",
-    [(kind, "statistics") for kind in ENCODER_KINDS] + [("hybrid", "hidden_state")],
+    [(kind, "statistics") for kind in ENCODER_KINDS]
+    + [("hybrid", "hidden_state"), ("hybrid", "learned")],
 )
 def test_gradients_reach_every_trainable_weight(kind, gate_mode):
     import tensorflow as tf
@@ -100,9 +104,13 @@ def test_gradients_reach_every_trainable_weight(kind, gate_mode):
     assert not missing and not zero, (missing, zero)
 
 
-@pytest.mark.parametrize("kind", ENCODER_KINDS)
-def test_keras_save_and_load_reproduce_outputs_exactly(kind, tmp_path):
-    model = SequentialRetrievalModel(_encoder(kind), loss="sampled_softmax", num_negatives=8)
+@pytest.mark.parametrize(
+    "kind, gate_mode",
+    [(kind, DEFAULT_GATE_MODE) for kind in ENCODER_KINDS] + [("hybrid", "statistics")],
+)
+def test_keras_save_and_load_reproduce_outputs_exactly(kind, gate_mode, tmp_path):
+    encoder = _encoder(kind, gate_mode=gate_mode)
+    model = SequentialRetrievalModel(encoder, loss="sampled_softmax", num_negatives=8)
     ids = _histories()
     expected = np.asarray(model.score_items(ids))
     path = tmp_path / f"{kind}.keras"
@@ -110,7 +118,7 @@ def test_keras_save_and_load_reproduce_outputs_exactly(kind, tmp_path):
     restored = keras.models.load_model(path)
     np.testing.assert_array_equal(np.asarray(restored.score_items(ids)), expected)
     assert restored.loss_name == "sampled_softmax" and restored.num_negatives == 8
-    if kind == "hybrid":  # the popularity counts travel with the model
+    if kind == "hybrid" and gate_mode == "statistics":  # the popularity counts travel along
         np.testing.assert_array_equal(
             np.asarray(restored.encoder.gate.item_counts),
             np.asarray(model.encoder.gate.item_counts),
@@ -156,6 +164,8 @@ def test_gate_ablations(gate_mode):
     if gate_mode == "fixed":
         np.testing.assert_allclose(alpha, 0.5, atol=1e-6)
         assert not encoder.gate.trainable_weights
+    else:  # one logit, nothing else
+        assert [tuple(w.shape) for w in encoder.gate.trainable_weights] == [(1,)]
 
 
 def test_hidden_state_gate_gives_a_causal_per_user_alpha_and_saves(tmp_path):
@@ -189,7 +199,7 @@ def test_fixed_gate_stays_at_one_half_through_training():
 
 ALL_FEATURES = "basic,trend,recency,diversity,spectrum"
 FUSION_VARIANTS = {
-    "all-features": dict(gate_features=ALL_FEATURES),
+    "all-features": dict(gate_mode="statistics", gate_features=ALL_FEATURES),
     "vector-gate": dict(gate_output="vector"),
     "blend-norm": dict(fusion="blend_norm"),
     "statistics-hidden": dict(gate_mode="statistics_hidden", gate_features=ALL_FEATURES),
@@ -198,7 +208,9 @@ FUSION_VARIANTS = {
     "shared-block": dict(shared_blocks=1),
     "shared-block-and-ffn": dict(shared_blocks=1, share_ffn=True),
     "layer-fusion": dict(fusion="layer"),
-    "layer-fusion-vector": dict(fusion="layer", gate_output="vector"),
+    "layer-fusion-statistics-vector": dict(
+        fusion="layer", gate_mode="statistics", gate_output="vector"
+    ),
 }
 
 
@@ -242,7 +254,9 @@ def test_fusion_variants_are_causal_train_every_weight_and_save(variant, tmp_pat
 
 
 def test_statistics_gate_users_differ_and_blend_norm_restores_unit_scale():
-    encoder = _encoder("hybrid", gate_features=ALL_FEATURES, fusion="blend_norm")
+    encoder = _encoder(
+        "hybrid", gate_mode="statistics", gate_features=ALL_FEATURES, fusion="blend_norm"
+    )
     ids = _histories(batch=6)
     branches = encoder(ids, return_branches=True)
     assert np.ptp(np.asarray(branches["alpha"])[:, 5, 0]) > 1e-4  # per-user alpha
@@ -297,9 +311,12 @@ def test_layer_fusion_blends_each_layers_two_mixers_on_one_stream_before_its_ffn
     np.testing.assert_allclose(np.asarray(branches["hidden"]), np.asarray(x), atol=1e-5)
     _, mean_alpha = encoder(ids, return_alpha=True)
     np.testing.assert_allclose(np.asarray(mean_alpha), alpha.mean(-1), atol=1e-6)
-    gate_output_row = 16 + 1  # one more alpha: 16 hidden units' weights and a bias
     shared_ffn = _encoder("hybrid", share_ffn=True)
-    assert encoder.count_params() == shared_ffn.count_params() + gate_output_row
+    assert encoder.count_params() == shared_ffn.count_params() + 1  # one more learned logit
+    statistics = _encoder("hybrid", fusion="layer", gate_mode="statistics")
+    shared_ffn = _encoder("hybrid", share_ffn=True, gate_mode="statistics")
+    gate_output_row = 16 + 1  # one more alpha: 16 hidden units' weights and a bias
+    assert statistics.count_params() == shared_ffn.count_params() + gate_output_row
 
 
 @pytest.mark.parametrize(
@@ -361,3 +378,19 @@ def test_a_fixed_alpha_replaces_the_gate_in_every_layer(fusion):
             np.asarray(encoder(ids, fixed_alpha=0.0)), np.asarray(x), atol=1e-5
         )
     assert not np.allclose(np.asarray(encoder(ids, fixed_alpha=0.0)), gated, atol=1e-4)
+
+
+def test_a_model_saved_with_the_old_learned_gate_loads_and_scores_the_same():
+    """Before 4 December 2026 a learned alpha was the statistics gate's MLP fed zeros; a
+    .keras file saved then (made with that version, alpha = sigmoid(0.7)) still loads."""
+    fixtures = os.path.join(os.path.dirname(__file__), "fixtures")
+    model = keras.models.load_model(
+        os.path.join(fixtures, "hybrid_learned_gate_saved_2026-12-03.keras")
+    )
+    expected = np.load(os.path.join(fixtures, "hybrid_learned_gate_saved_2026-12-03_scores.npy"))
+    ids = np.array([[1, 2, 3, 0, 0, 0, 0, 0], [4, 5, 6, 7, 8, 9, 10, 11]], dtype="int32")
+    np.testing.assert_allclose(np.asarray(model.score_items(ids)), expected, rtol=1e-5, atol=1e-6)
+    _, alpha = model.encoder(ids, return_alpha=True)
+    np.testing.assert_allclose(np.asarray(alpha), 1 / (1 + np.exp(-0.7)), atol=1e-6)
+    resaved = SequentialRetrievalModel.from_config(model.get_config())  # and keeps its layout
+    assert type(resaved.encoder.gate).__name__ == "SequenceStatsGate"

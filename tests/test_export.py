@@ -39,9 +39,7 @@ COMPLETE_VERSION_FILES = (
 def make_model(seed=1):
     keras.utils.set_random_seed(seed)
     encoder = build_encoder("hybrid", num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_dim=HIDDEN)
-    model = SequentialRetrievalModel(encoder)
-    model.set_item_popularity(np.arange(NUM_ITEMS + 1))  # the gate reads popularity
-    return model
+    return SequentialRetrievalModel(encoder)
 
 
 def history_tensor(histories):
@@ -444,7 +442,7 @@ ALL_FEATURES = "basic,trend,recency,diversity,spectrum"
     "variant",
     [
         dict(gate_mode="statistics_hidden", gate_output="vector", fusion="blend_norm"),
-        dict(gate_output="vector", fusion="layer"),
+        dict(gate_mode="statistics", gate_output="vector", fusion="layer"),
     ],
     ids=["statistics-hidden-vector-blend-norm", "vector-layer-fusion"],
 )

@@ -108,7 +108,10 @@ def test_a_layer_fusion_run_is_diagnosed_layer_by_layer(tmp_path):
     from hybrid_tfrs.training import TrainConfig, train
 
     run = tmp_path / "run"
-    train(TrainConfig(model="hybrid", fusion="layer", output_dir=str(run), **TINY), log=print)
+    config = TrainConfig(
+        model="hybrid", fusion="layer", gate_mode="statistics", output_dir=str(run), **TINY
+    )
+    train(config, log=print)
     diagnosed = diagnosis.diagnose(str(run), None, 64, [0.0, 1.0])  # in-process: no 2nd start
     page = diagnosis.markdown(diagnosed)
     assert sorted(diagnosed["ndcg10"]) == ["model"]

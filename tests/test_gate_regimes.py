@@ -29,6 +29,7 @@ def test_the_gate_gives_periodic_users_to_the_filter(tmp_path):
         data_file=str(data_file),
         dataset="own",
         model="hybrid",
+        gate_mode="statistics",  # the per-user gate (the default is one alpha for everyone)
         max_len=24,
         hidden_dim=16,
         num_layers=1,

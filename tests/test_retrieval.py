@@ -107,7 +107,7 @@ def test_branch_loss_trains_the_branch_a_closed_gate_starves(weight):
 
     model = SequentialRetrievalModel(_hybrid(), branch_loss_weight=weight)
     gate = model.encoder.gate
-    gate.out.bias.assign(np.full(gate.out.bias.shape, -30.0, "float32"))  # alpha ~ 1e-13
+    gate.alpha_logit.assign(np.full(gate.alpha_logit.shape, -30.0, "float32"))  # alpha ~ 1e-13
     _, _, targets = _loss_inputs(dim=4)
     ids = RNG.integers(1, 10, size=targets.shape).astype("int32")
     linrec_weights = [w for w in model.trainable_weights if "linrec_block" in w.path]

@@ -37,8 +37,9 @@ FLAG_HELP = {
     "causal": "Causal layers trained at every position; false: papers' bidirectional "
     "layers trained on the last position of each prefix.",
     "chunk_size": "Chunk length of causal linear attention.",
-    "gate_mode": "Hybrid gate: statistics, learned (one alpha), fixed (0.5), hidden_state "
-    "(per-user alpha from the branch outputs) or statistics_hidden (both).",
+    "gate_mode": "Hybrid gate: learned (one alpha for everyone, the default), statistics "
+    "(per-user alpha from sequence statistics), fixed (0.5), hidden_state (per-user alpha "
+    "from the branch outputs) or statistics_hidden (both).",
     "gate_features": "Statistics the gate reads, comma-separated groups: basic, trend, "
     "recency, diversity, spectrum (docs/model.md#the-gate).",
     "gate_output": "scalar (one alpha per position) or vector (one per hidden unit).",
