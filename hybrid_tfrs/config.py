@@ -74,6 +74,18 @@ RESUMABLE_WITH_OTHER = frozenset(
         "collective_timeout_seconds",
     }
 )
+# Settings only the hybrid reads: a baseline's run is the same whatever they say.
+HYBRID_ONLY_SETTINGS = frozenset(
+    {
+        "gate_mode",
+        "gate_features",
+        "gate_output",
+        "fusion",
+        "share_ffn",
+        "shared_blocks",
+        "branch_loss_weight",
+    }
+)
 
 
 @dataclasses.dataclass
@@ -321,9 +333,12 @@ class TrainConfig:
 
         ``bucket_widths`` changes it under ``loss_normalization="batch"``: a batch's
         mean weighs each of its targets by 1 / (targets in the batch), so other
-        widths weigh the same targets otherwise.
+        widths weigh the same targets otherwise. The hybrid's gate and fusion
+        settings change nothing for a baseline.
         """
         free = RESUMABLE_WITH_OTHER
+        if "hybrid" not in (self.model, other.model):
+            free = free | HYBRID_ONLY_SETTINGS
         if "batch" in (self.loss_normalization, other.loss_normalization):
             free = free - {"bucket_widths"}
         return {

@@ -342,6 +342,20 @@ def test_a_run_started_under_the_old_loss_default_must_name_it_to_resume():
     assert TrainConfig(loss_normalization="batch").differences(saved) == {}
 
 
+def test_a_run_started_under_the_old_gate_default_resumes_where_the_gate_is_not_read():
+    """The default gate became one learned alpha on 4 December 2026: a hybrid saved with
+    the statistics gate must name it to resume; a baseline, which has no gate, need not."""
+    from hybrid_tfrs.config import TrainConfig
+
+    for model, changes in (("hybrid", {"gate_mode": ("statistics", "learned")}), ("fmlp", {})):
+        saved = TrainConfig(model=model, gate_mode="statistics", gate_output="vector")
+        now = TrainConfig(model=model, gate_output="vector")
+        assert now.differences(saved) == changes
+    assert TrainConfig(model="fmlp").differences(TrainConfig(model="hybrid")) == {
+        "model": ("hybrid", "fmlp")
+    }
+
+
 @pytest.mark.parametrize(
     "broken, content, message",
     [
