@@ -1,0 +1,55 @@
+"""benchmarks/plots.py: one figure per recipe, so that neither is crowded."""
+
+from conftest import load_benchmark
+
+plots = load_benchmark("plots")
+
+
+def _metrics(alpha=None):
+    """The fields of a run's metrics.json that the plots read, for two epochs."""
+    bucket = {"bucket": "1-5", "users": 3, "alpha": alpha, "metrics": {"full": {"NDCG@10": 0.05}}}
+    history = [
+        {"epoch": epoch, "val_ndcg@10": score, "epoch_seconds": 30.0}
+        for epoch, score in ((1, 0.02), (2, 0.04))
+    ]
+    return {"test_alpha": alpha, "test_buckets": [bucket], "history": history}
+
+
+def _runs():
+    return {
+        ("beauty", "hybrid", None, None): [_metrics(alpha=0.3), _metrics(alpha=0.2)],
+        ("beauty", "fmlp", None, None): [_metrics()],
+        ("beauty", "fmlp-batch-loss", None, None): [_metrics()],
+        ("ml-1m", "sasrec", None, None): [_metrics()],
+    }
+
+
+def test_split_by_recipe_keeps_batch_loss_runs_apart():
+    parts = dict(plots._split_by_recipe(plots._by_dataset(_runs())))
+    assert {d: sorted(m) for d, m in parts[""].items()} == {
+        "beauty": ["fmlp", "hybrid"],
+        "ml-1m": ["sasrec"],
+    }
+    # ML-1M has no batch-mean run, so its panel is left out of that figure.
+    assert {d: sorted(m) for d, m in parts["_batch_loss"].items()} == {
+        "beauty": ["fmlp-batch-loss"]
+    }
+
+
+def test_colours_are_distinct_and_shared_across_datasets():
+    grouped = plots._by_dataset(_runs())
+    colours = plots._colours(grouped)
+    assert len(set(colours.values())) == len(colours) == 4
+    assert colours["hybrid"] == plots.plt.get_cmap("tab10").colors[0]
+
+
+def test_draw_all_writes_a_gate_plot_only_where_a_gated_model_ran(tmp_path):
+    paths = plots.draw_all(_runs(), str(tmp_path))
+    names = [p.rsplit("/", 1)[1] for p in paths]
+    assert names == [
+        "ndcg_by_length.png",
+        "alpha_by_length.png",
+        "validation_curves.png",
+        "validation_curves_batch_loss.png",
+    ]
+    assert all((tmp_path / name).stat().st_size > 0 for name in names)
