@@ -358,8 +358,9 @@ def _cell(row, metric):
     return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
-def markdown(rows, commands, machine, paired=(), paired_notes=None):
-    """The results page: per dataset, protocol tables, paired tests, published numbers, targets."""
+def markdown(rows, commands, machine, paired=(), paired_notes=None, plots=()):
+    """The results page: per dataset, protocol tables, paired tests, published numbers,
+    targets; then the plots (file names beside the page) and the commands."""
     paired_notes = paired_notes or {}
     lines = ["# Accuracy (test split, leave-one-out)", "", f"Machine: {machine}.", ""]
     lines += [
@@ -427,6 +428,9 @@ def markdown(rows, commands, machine, paired=(), paired_notes=None):
                 met = "yes" if value >= goal else f"no ({value - goal:+.4f})"
                 lines.append(f"| {protocol} | {metric} | {goal} | {value:.4f} | {met} |")
             lines.append("")
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{name[:-4].replace('_', ' ')}]({name})" for name in plots] + [""]
     lines += ["## Commands", "", "```"] + commands + ["```", ""]
     return "\n".join(lines)
 
@@ -624,14 +628,17 @@ def main(argv):
         json.dump(rows, handle, indent=2)
     with open(f"{FLAGS.output}_paired.json", "w", encoding="utf-8") as handle:
         json.dump(paired, handle, indent=2)
-    with open(f"{FLAGS.output}.md", "w", encoding="utf-8") as handle:
-        handle.write(markdown(rows, commands, machine_name(), paired, paired_notes))
-    print(f"wrote {FLAGS.output}.json, {FLAGS.output}_paired.json and {FLAGS.output}.md")
+    plots = []
     if FLAGS.plots:
         from plots import draw_all  # benchmarks/plots.py; matplotlib is the bench extra
 
-        for path in draw_all(runs, os.path.dirname(FLAGS.output) or "."):
+        plots = draw_all(runs, os.path.dirname(FLAGS.output) or ".")
+        for path in plots:
             print(f"wrote {path}")
+    with open(f"{FLAGS.output}.md", "w", encoding="utf-8") as handle:
+        names = [os.path.basename(path) for path in plots]
+        handle.write(markdown(rows, commands, machine_name(), paired, paired_notes, names))
+    print(f"wrote {FLAGS.output}.json, {FLAGS.output}_paired.json and {FLAGS.output}.md")
 
 
 if __name__ == "__main__":

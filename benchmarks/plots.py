@@ -13,9 +13,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from campaign_plan import BATCH_LOSS  # noqa: E402  (runs of the earlier, batch-mean recipe)
 
 MAIN_MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
-BATCH_LOSS = "-batch-loss"  # runs of the earlier recipe (a per-batch mean loss)
 
 
 def _by_dataset(runs):

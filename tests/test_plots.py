@@ -1,7 +1,10 @@
 """benchmarks/plots.py: one figure per recipe, so that neither is crowded."""
 
-from conftest import load_benchmark
+import sys
 
+from conftest import REPO_ROOT, load_benchmark
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))  # the scripts import each other by name
 plots = load_benchmark("plots")
 
 
@@ -53,3 +56,16 @@ def test_draw_all_writes_a_gate_plot_only_where_a_gated_model_ran(tmp_path):
         "validation_curves_batch_loss.png",
     ]
     assert all((tmp_path / name).stat().st_size > 0 for name in names)
+
+
+def test_the_accuracy_page_shows_the_plots_it_drew():
+    accuracy = load_benchmark("accuracy")
+    page = accuracy.markdown(
+        [],
+        ["python benchmarks/accuracy.py"],
+        "test machine",
+        plots=["validation_curves.png", "validation_curves_batch_loss.png"],
+    )
+    assert "## Plots\n\n![validation curves](validation_curves.png)\n" in page
+    assert "![validation curves batch loss](validation_curves_batch_loss.png)" in page
+    assert "## Plots" not in accuracy.markdown([], [], "test machine")
