@@ -69,14 +69,19 @@ def ndcg_by_length(grouped, path, protocol="full"):
     return _save(fig, path)
 
 
-def _in_order(names):
-    """The main models in MAIN_MODELS order, then the others as they come."""
-    return [m for m in MAIN_MODELS if m in names] + [n for n in names if n not in MAIN_MODELS]
-
-
 def _is_main(name):
     """A main model, under either recipe."""
     return name.removesuffix(BATCH_LOSS) in MAIN_MODELS
+
+
+def _in_order(names):
+    """The main models (either recipe) in MAIN_MODELS order, then the others as they come."""
+
+    def rank(name):
+        base = name.removesuffix(BATCH_LOSS)
+        return MAIN_MODELS.index(base) if base in MAIN_MODELS else len(MAIN_MODELS)
+
+    return sorted(names, key=rank)
 
 
 def _colours(grouped):
@@ -181,9 +186,10 @@ def draw_all(runs, out_dir):
         return []
     paths = [ndcg_by_length(grouped, os.path.join(out_dir, "ndcg_by_length.png"))]
     for suffix, part in _split_by_recipe(grouped):
-        if _gated(part):
+        gated = _gated(part)
+        if gated:
             path = os.path.join(out_dir, f"alpha_by_length{suffix}.png")
-            paths.append(alpha_by_length(_gated(part), path))
+            paths.append(alpha_by_length(gated, path))
         path = os.path.join(out_dir, f"validation_curves{suffix}.png")
         paths.append(validation_curves(part, path))
     return paths
