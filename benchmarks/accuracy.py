@@ -40,6 +40,8 @@ from absl import app, flags
 from campaign_plan import (
     ABLATIONS,
     BATCH_LOSS,
+    CAPACITY_MATCHED_BASELINES,
+    CAPACITY_MATCHED_HYBRIDS,
     MODELS,
     REPO,
     SAME_AS_HYBRID,
@@ -336,8 +338,9 @@ def paired_tests(run_dirs):
 
 def _hybrid_sides(name):
     """The hybrid variants ``name`` is tested against: the hybrid; for a baseline
-    trained another way (``fmlp-target-loss``) the hybrid trained that way too; and a
-    variant trained with each batch's mean only against the hybrids trained so (the
+    trained another way (``fmlp-target-loss``) the hybrid trained that way too; for a
+    capacity-matched baseline the hybrids built to match it as well; and a variant
+    trained with each batch's mean only against the hybrids trained so (the
     flagfiles' hybrid weighs every target alike: that margin would be the loss's)."""
     if name == "hybrid":
         return []
@@ -346,6 +349,8 @@ def _hybrid_sides(name):
     sides = [] if batch_mean else ["hybrid"]
     if model in MODELS and model != "hybrid" and change:
         sides.append(f"hybrid-{change}")
+    if name in CAPACITY_MATCHED_BASELINES:
+        sides.extend(CAPACITY_MATCHED_HYBRIDS)
     if batch_mean:
         sides.append(f"hybrid{BATCH_LOSS}")
     return list(dict.fromkeys(sides))  # in order, once each

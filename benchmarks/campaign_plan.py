@@ -80,6 +80,10 @@ ABLATIONS = {
         "warmup_epochs": "1",
         "only_datasets": "ml-1m",
     },
+    # A hybrid as deep as fmlp-4-layers for the same parameters (ML-1M 420,739 against
+    # 416,704; Beauty 938,179 against 924,544): the blend inside each of 3 layers, one
+    # learned alpha a layer. The default hybrid spends them on two 2-block stacks instead.
+    "hybrid-layer-fusion-3-layers": {"fusion": "layer", "num_layers": "3"},
     # papers' layers trained on the last position of each prefix, for as long as the hybrid
     "hybrid-last-position": {"causal": "false", "max_train_minutes": SAME_AS_HYBRID},
     # only each history's latest max_len targets (the ML-1M flagfiles train them all)
@@ -87,6 +91,11 @@ ABLATIONS = {
     # every target trained with at least 100 items of context (ML-1M's flagfile: stride 200)
     "hybrid-stride-100": {"window_stride": "100", "only_datasets": "ml-1m"},
 }
+
+# Baselines with about the hybrid's parameters, and the hybrid variants built to match them
+# (besides the default hybrid): each such baseline is also tested against each such hybrid.
+CAPACITY_MATCHED_BASELINES = ("fmlp-4-layers", "sasrec-4-layers", "sasrec-4-layers-warmup")
+CAPACITY_MATCHED_HYBRIDS = ("hybrid-layer-fusion-3-layers",)
 
 # The Beauty and ML-1M flagfiles weigh every target the same (--loss_normalization=target)
 # since 3 December 2026. "<model or ablation>-batch-loss" is that run with each batch's mean,

@@ -266,7 +266,8 @@ def test_a_baseline_trained_another_way_is_also_tested_against_the_hybrid_traine
 ):
     """fmlp-target-loss against hybrid and hybrid-target-loss; a batch-mean variant only
     against the batch-mean hybrids (hybrid-batch-loss against the hybrid: the loss A/B);
-    fmlp-4-layers (no hybrid-4-layers) and the hybrid's own ablations against the hybrid."""
+    fmlp-4-layers (no hybrid-4-layers) against the hybrid and the hybrid built to match
+    it (hybrid-layer-fusion-3-layers); the hybrid's own ablations against the hybrid."""
     from hybrid_tfrs.significance import write_ranks
 
     rng = np.random.default_rng(0)
@@ -275,6 +276,7 @@ def test_a_baseline_trained_another_way_is_also_tested_against_the_hybrid_traine
         "hybrid-target-loss",
         "fmlp-target-loss",
         "fmlp-4-layers",
+        "hybrid-layer-fusion-3-layers",
         "hybrid-batch-loss",
         "hybrid-fixed-alpha-batch-loss",
         "fmlp-batch-loss",
@@ -297,9 +299,11 @@ def test_a_baseline_trained_another_way_is_also_tested_against_the_hybrid_traine
         ["hybrid", "fmlp-4-layers"],
         ["hybrid", "fmlp-target-loss"],
         ["hybrid", "hybrid-batch-loss"],
+        ["hybrid", "hybrid-layer-fusion-3-layers"],
         ["hybrid", "hybrid-target-loss"],
         ["hybrid-batch-loss", "fmlp-batch-loss"],
         ["hybrid-batch-loss", "hybrid-fixed-alpha-batch-loss"],
+        ["hybrid-layer-fusion-3-layers", "fmlp-4-layers"],
         ["hybrid-target-loss", "fmlp-target-loss"],
     ]
 

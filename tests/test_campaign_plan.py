@@ -1,5 +1,6 @@
 """benchmarks/campaign_plan.py: the campaign's runs, each parsed with the trainer's flags."""
 
+import subprocess
 import sys
 
 import pytest
@@ -118,3 +119,25 @@ def test_a_batch_loss_variant_is_skipped_where_the_flagfile_takes_the_batch_mean
 def test_a_model_without_a_flagfile_is_refused_by_name():
     with pytest.raises(app.UsageError, match="no flagfile flags/beauty_gru.flags"):
         campaign_plan.run_plan(["beauty"], ["gru"], [], ["0"])
+
+
+def test_the_capacity_matched_runs_have_about_the_default_hybrids_parameters():
+    """benchmarks/parameters.py --runs counts each run as its flagfile and overrides build
+    it: every capacity-matched baseline and hybrid is within 3 % of the default hybrid's
+    trainable parameters on both datasets."""
+    names = ["hybrid", *campaign_plan.CAPACITY_MATCHED_HYBRIDS, "fmlp-4-layers", "sasrec-4-layers"]
+    result = subprocess.run(
+        [sys.executable, "benchmarks/parameters.py", f"--runs={','.join(names)}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    cells = [line.split(" | ") for line in result.stdout.splitlines()[2:]]
+    total = {tuple(row[2].split()): int(row[3].replace(",", "")) for row in cells}
+    assert len(total) == 2 * len(names)
+    for dataset in ("ml-1m", "beauty"):
+        for name in names[1:]:
+            ratio = total[(dataset, name)] / total[(dataset, "hybrid")]
+            assert 0.97 < ratio < 1.03, (dataset, name, ratio)
