@@ -43,28 +43,14 @@ def run_encoder(dataset, name):
     None where the plan skips it there (run_plan says why)."""
     from campaign_plan import MODELS, flagfile_config, run_plan
 
-    from hybrid_tfrs import build_encoder
+    from hybrid_tfrs.training import config_encoder
 
     models, ablations = ([name], []) if name in MODELS else ([], [name])
     plan = run_plan([dataset], models, ablations, ["0"])
     if not plan:
         return None
     ((_, _, flagfile, overrides, _),) = plan
-    config = flagfile_config(flagfile, overrides)
-    return build_encoder(
-        config.model,
-        num_items=CAMPAIGN_ITEMS[dataset],
-        max_len=config.max_len,
-        hidden_dim=config.hidden_dim,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        gate_mode=config.gate_mode,
-        gate_features=config.gate_feature_list,
-        gate_output=config.gate_output,
-        fusion=config.fusion,
-        share_ffn=config.share_ffn,
-        shared_blocks=config.shared_blocks,
-    )
+    return config_encoder(flagfile_config(flagfile, overrides), CAMPAIGN_ITEMS[dataset])
 
 
 def main(_):

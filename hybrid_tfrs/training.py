@@ -55,7 +55,24 @@ def build_model(config, num_items, item_popularity, targets_per_batch=None):
     ``targets_per_batch`` (mean targets in a training batch) is needed by
     ``--loss_normalization=target``.
     """
-    encoder = build_encoder(
+    model = SequentialRetrievalModel(
+        config_encoder(config, num_items),
+        loss=config.loss,
+        num_negatives=config.num_negatives,
+        sampler=config.sampler,
+        seed=config.seed,
+        loss_normalization=config.loss_normalization,
+        targets_per_batch=targets_per_batch if config.loss_normalization == "target" else None,
+        branch_loss_weight=config.branch_loss_weight,
+        seen_item_bias=config.seen_item_bias,
+    )
+    model.set_item_popularity(item_popularity)
+    return model
+
+
+def config_encoder(config, num_items):
+    """The ``SequenceEncoder`` a run's TrainConfig describes, for ``num_items`` items."""
+    return build_encoder(
         config.model,
         num_items=num_items,
         max_len=config.max_len,
@@ -72,19 +89,6 @@ def build_model(config, num_items, item_popularity, targets_per_batch=None):
         share_ffn=config.share_ffn,
         shared_blocks=config.shared_blocks,
     )
-    model = SequentialRetrievalModel(
-        encoder,
-        loss=config.loss,
-        num_negatives=config.num_negatives,
-        sampler=config.sampler,
-        seed=config.seed,
-        loss_normalization=config.loss_normalization,
-        targets_per_batch=targets_per_batch if config.loss_normalization == "target" else None,
-        branch_loss_weight=config.branch_loss_weight,
-        seen_item_bias=config.seen_item_bias,
-    )
-    model.set_item_popularity(item_popularity)
-    return model
 
 
 def compile_model(model, config, steps_per_epoch=1):
