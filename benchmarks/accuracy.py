@@ -456,7 +456,10 @@ def _paired_section(results, notes):
         "per-user value is averaged over its seeds (runs column: hybrid / other) before the "
         f"test; margin = hybrid minus the other; 95% interval and p-value from "
         f"{first['num_bootstrap']:,} bootstrap resamples of the users; Wilcoxon signed-rank "
-        "on the users where the two differ. Two-sided, not corrected for multiple comparisons.",
+        "on the users where the two differ. These two ask whether the models differ on these "
+        "users with seed noise averaged out; p (seeds, Welch) asks whether another seed would "
+        "show the margin: Welch's t-test on each run's own mean, where both sides have two "
+        "seeds or more (weak with so few). Two-sided, not corrected for multiple comparisons.",
         "",
         *table(results, "hybrid", "other"),
         "",

@@ -9,7 +9,9 @@ Reads each run folder's test_ranks.npz (written at the end of training;
 a run trained before), checks that every run ranked the same test users in the
 same order, averages the per-user metric over each side's runs (seeds), and
 prints one markdown row per protocol: both means, the margin, its 95% bootstrap
-interval (users resampled) and the bootstrap and Wilcoxon signed-rank p-values.
+interval (users resampled) and the bootstrap and Wilcoxon signed-rank p-values;
+with two runs or more a side, also Welch's t-test on the runs' own means (the
+seeds' test: would another seed show the margin?).
 benchmarks/accuracy.py puts the same table on its page for the hybrid against
 every other model.
 """
@@ -70,7 +72,7 @@ def table(results, name="model", baseline="baseline"):
     header = [
         "protocol", name, baseline, "users", "runs (seeds)", f"{name} {metric}",
         f"{baseline} {metric}",
-        "margin", "95% CI of margin", "p (bootstrap)", "p (Wilcoxon)",
+        "margin", "95% CI of margin", "p (bootstrap)", "p (Wilcoxon)", "p (seeds, Welch)",
     ]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
@@ -80,6 +82,7 @@ def table(results, name="model", baseline="baseline"):
             f"{r['mean_b']:.4f}",
             f"{r['difference']:+.4f}", f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
             _p_value(r["p_bootstrap"]), _p_value(r["p_wilcoxon"]),
+            "-" if r.get("p_seeds") is None else _p_value(r["p_seeds"]),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -99,7 +102,8 @@ def main(argv):
     text += (
         f"\n\n{results[0]['users']:,} test users; the per-user {FLAGS.metric} is averaged over "
         f"each side's runs (seeds) before the test; {FLAGS.num_bootstrap} bootstrap resamples "
-        f"of the users (seed {FLAGS.seed}); p-values two-sided, not corrected for multiple "
+        f"of the users (seed {FLAGS.seed}); p (seeds, Welch): Welch's t-test on each run's "
+        "mean, with two runs or more a side; p-values two-sided, not corrected for multiple "
         "comparisons.\n"
     )
     print(text)

@@ -9,7 +9,10 @@ of model A minus that of model B, for the same users in the same order.
 Several seeds of a model: the per-user metric is averaged over the model's runs
 first, then the paired test runs on those per-user means. The test thus asks
 whether the models differ on these users, with seed noise averaged out (not
-whether a new seed would reproduce the difference).
+whether a new seed would reproduce the difference). For that, with two runs or
+more a side, Welch's t-test compares the runs' own means (``p_seeds``): it
+counts each seed once, so it is weak with few seeds, but it is the test a new
+seed would have to pass.
 
 - bootstrap: users resampled with replacement ``num_bootstrap`` times; a 95%
   percentile interval of the mean difference, and a two-sided p-value from the
@@ -18,6 +21,9 @@ whether a new seed would reproduce the difference).
 - Wilcoxon signed-rank (``scipy.stats.wilcoxon``, two-sided): users with equal
   values (e.g. both models miss the top 10) are dropped, the classic rule; 1.0
   when every user is equal.
+- seeds (``scipy.stats.ttest_ind(equal_var=False)``, two-sided): each run's
+  mean over the users, A's runs against B's; None with one run on a side, 1.0
+  when the two sides' runs have equal means and no spread.
 
 File layout of ``<split>_ranks.npz`` (compressed): ``user_ids`` str [U] (the split's user
 order), ``split`` str, and one int32 [U] array of 1-based ranks per protocol,
@@ -134,6 +140,7 @@ def paired_test(
       {"metric", "users": U, "runs_a": S, "runs_b": S', "mean_a", "mean_b",
        "difference": mean_a - mean_b, "ci_low", "ci_high" (95% bootstrap
        percentile interval of the difference), "p_bootstrap", "p_wilcoxon",
+       "p_seeds" (Welch's t on the runs' means; None unless S, S' >= 2),
        "num_bootstrap"}.
     """
     from scipy.stats import wilcoxon
@@ -153,8 +160,9 @@ def paired_test(
             raise ValueError(f"users_a has {len(users_a)} ids, ranks_a {ranks_a.shape[-1]} users")
     if not isinstance(num_bootstrap, (int, np.integer)) or num_bootstrap < 1:
         raise ValueError(f"num_bootstrap must be a positive int, got {num_bootstrap!r}")
-    a = per_user_metric(ranks_a, metric).reshape(-1, ranks_a.shape[-1]).mean(axis=0)
-    b = per_user_metric(ranks_b, metric).reshape(-1, ranks_b.shape[-1]).mean(axis=0)
+    runs_a = per_user_metric(ranks_a, metric).reshape(-1, ranks_a.shape[-1])  # [S, U]
+    runs_b = per_user_metric(ranks_b, metric).reshape(-1, ranks_b.shape[-1])
+    a, b = runs_a.mean(axis=0), runs_b.mean(axis=0)
     differences = a - b
     mean = float(differences.mean())
     resampled = _bootstrap_means(differences, num_bootstrap, seed)
@@ -167,8 +175,8 @@ def paired_test(
     return {
         "metric": metric,
         "users": int(differences.size),
-        "runs_a": 1 if ranks_a.ndim == 1 else int(ranks_a.shape[0]),
-        "runs_b": 1 if ranks_b.ndim == 1 else int(ranks_b.shape[0]),
+        "runs_a": len(runs_a),
+        "runs_b": len(runs_b),
         "mean_a": float(a.mean()),
         "mean_b": float(b.mean()),
         "difference": mean,
@@ -176,8 +184,21 @@ def paired_test(
         "ci_high": float(high),
         "p_bootstrap": float((1 + extreme) / (1 + num_bootstrap)),
         "p_wilcoxon": p_wilcoxon,
+        "p_seeds": _welch_p(runs_a.mean(axis=1), runs_b.mean(axis=1)),
         "num_bootstrap": int(num_bootstrap),
     }
+
+
+def _welch_p(means_a, means_b):
+    """Two-sided p of Welch's t-test on two sets of run means [S], [S']; None if one is
+    a single run, 1.0 if both sides are constant and equal (0.0 if constant and not)."""
+    from scipy.stats import ttest_ind
+
+    if len(means_a) < 2 or len(means_b) < 2:
+        return None
+    if np.ptp(means_a) == 0 and np.ptp(means_b) == 0:
+        return 1.0 if means_a[0] == means_b[0] else 0.0
+    return float(ttest_ind(means_a, means_b, equal_var=False).pvalue)
 
 
 def check_same_users(users_a, users_b, name_a, name_b):

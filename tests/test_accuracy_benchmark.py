@@ -188,8 +188,10 @@ def test_the_page_tests_the_hybrid_against_each_model_user_by_user(repo_root, ca
             seeds = [_run_metrics(tmp_path, variant, s)["test"][row["protocol"]] for s in (0, 1)]
             assert mean == pytest.approx(np.mean([m["NDCG@10"] for m in seeds]))
         assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+        assert 0 <= row["p_seeds"] <= 1  # two seeds a side: Welch's t on the runs' means
     page = (tmp_path / "accuracy.md").read_text(encoding="utf-8")
     assert "Paired test of the hybrid against each model" in page
+    assert "| p (bootstrap) | p (Wilcoxon) | p (seeds, Welch) |" in page
     assert "the same 200 test users" in page and "10,000 bootstrap resamples" in page
     assert "| full | hybrid | hybrid-fixed-alpha | 200 | 0,1 / 0,1 |" in page
     # benchmarks/paired.py on the same folders prints the same numbers.

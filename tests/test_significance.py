@@ -69,6 +69,27 @@ def test_seeds_are_averaged_per_user_before_the_test():
     assert (result["runs_a"], result["runs_b"]) == (2, 1)
 
 
+def test_the_seeds_test_needs_two_runs_a_side_and_sees_what_averaging_hides():
+    """Every user shows A's two-seed mean below B's (the user bootstrap's smallest p), but A's
+    seeds disagree (all hits at rank 1, all at rank 50): Welch's t on the runs' means,
+    computed here by hand, finds nothing."""
+    from scipy.stats import t as student_t
+
+    users = 200
+    a = np.stack([np.full(users, 1), np.full(users, 50)])
+    b = np.stack([np.full(users, 2), np.full(users, 3)])
+    result = paired_test(a, b, num_bootstrap=999)
+    assert result["p_bootstrap"] == pytest.approx(1 / 1000)
+    means_a, means_b = np.array([1.0, 0.0]), 1 / np.log2([3.0, 4.0])  # each run's mean
+    var_a, var_b = means_a.var(ddof=1) / 2, means_b.var(ddof=1) / 2
+    statistic = (means_a.mean() - means_b.mean()) / np.sqrt(var_a + var_b)
+    df = (var_a + var_b) ** 2 / (var_a**2 + var_b**2)  # Welch-Satterthwaite, 2 runs a side
+    assert result["p_seeds"] == pytest.approx(2 * student_t.sf(abs(statistic), df))
+    assert result["p_seeds"] > 0.8
+    assert paired_test(a, b[0], num_bootstrap=10)["p_seeds"] is None
+    assert paired_test(b, b, num_bootstrap=10)["p_seeds"] == 1.0
+
+
 def test_bootstrap_depends_on_the_seed_only():
     a, b = np.arange(1, 101), np.arange(100, 0, -1)
     assert paired_test(a, b, seed=7, num_bootstrap=300) == paired_test(
