@@ -68,8 +68,8 @@ ABLATIONS = {
     "hybrid-adamw": {"weight_decay": "0.01"},  # AdamW, decoupled decay 0.01
     "hybrid-clipnorm": {"clipnorm": "1.0"},  # each step's gradients clipped to global norm 1
     "hybrid-batch-64": {"batch_size": "64"},  # four times the updates an epoch on Beauty
-    # Capacity-matched baselines ("model" picks the flagfile): about the hybrid's
-    # parameters outside the item table (benchmarks/parameters.py --num_layers=4).
+    # Capacity-matched baselines ("model" picks the flagfile): within 3 % of the hybrid's
+    # trainable parameters (benchmarks/parameters.py --runs=hybrid,fmlp-4-layers,...).
     "fmlp-4-layers": {"model": "fmlp", "num_layers": "4"},
     "sasrec-4-layers": {"model": "sasrec", "num_layers": "4"},
     # ML-1M's flagfiles have no warmup; 4-block SASRec at lr 2e-3 without one stayed at

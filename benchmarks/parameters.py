@@ -75,9 +75,7 @@ def main(_):
                     num_layers=FLAGS.num_layers,
                 ),
             )
-            for num_items, max_len in (
-                (int(v) for v in pair.split(":")) for pair in FLAGS.catalogues
-            )
+            for num_items, max_len in (map(int, pair.split(":")) for pair in FLAGS.catalogues)
             for kind in ENCODER_KINDS
         ]
     print("| items | max_len | model | trainable | of which embeddings | other layers |")

@@ -78,8 +78,9 @@ def _in_order(names):
     """The main models (either recipe) in MAIN_MODELS order, then the others as they come."""
 
     def rank(name):
-        base = name.removesuffix(BATCH_LOSS)
-        return MAIN_MODELS.index(base) if base in MAIN_MODELS else len(MAIN_MODELS)
+        if _is_main(name):
+            return MAIN_MODELS.index(name.removesuffix(BATCH_LOSS))
+        return len(MAIN_MODELS)
 
     return sorted(names, key=rank)
 
