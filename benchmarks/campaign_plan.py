@@ -84,6 +84,10 @@ ABLATIONS = {
     # 416,704; Beauty 938,179 against 924,544): the blend inside each of 3 layers, one
     # learned alpha a layer. The default hybrid spends them on two 2-block stacks instead.
     "hybrid-layer-fusion-3-layers": {"fusion": "layer", "num_layers": "3"},
+    # Issue 13's cost: the default hybrid (one learned alpha) with one FMLP-Rec block under
+    # both branches, then one block of each (its epoch about 1.2x FMLP-Rec's, the default's
+    # about 1.5x: benchmarks/results/gate.md, sections 4 and 11)
+    "hybrid-shared-first-block": {"shared_blocks": "1"},
     # papers' layers trained on the last position of each prefix, for as long as the hybrid
     "hybrid-last-position": {"causal": "false", "max_train_minutes": SAME_AS_HYBRID},
     # only each history's latest max_len targets (the ML-1M flagfiles train them all)
