@@ -116,6 +116,7 @@ class TrainConfig:
     share_ffn: bool = False
     shared_blocks: int = 0
     branch_loss_weight: float = 0.0
+    normalize_first: bool = False
     seen_item_bias: bool = False
     loss: str = "softmax"
     num_negatives: int = 256
@@ -196,6 +197,11 @@ class TrainConfig:
                 self.shared_blocks == 0 or self.model == "hybrid",
                 "shared_blocks",
                 f"needs --model=hybrid (the {self.model} encoder has one stack)",
+            ),
+            (
+                not (self.normalize_first and self.model == "hybrid"),
+                "normalize_first",
+                "is built for the baselines (linrec, fmlp, sasrec), not --model=hybrid",
             ),
             (
                 0 <= self.shared_blocks < self.num_layers,

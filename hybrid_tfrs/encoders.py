@@ -33,11 +33,13 @@ class SequenceEncoder(keras.layers.Layer):
     stream: ``x = FFN(alpha_i LinRec_i(x) + (1 - alpha_i) Filter_i(x))``, each
     mixer with its residual and LayerNorm, one FFN a layer and one alpha per
     layer from the gate.
-    ``"linrec"``, ``"fmlp"`` and ``"sasrec"`` are the single-stack baselines.
-    Use ``build_encoder`` to make one. ``global_gate=False`` rebuilds the
-    layout a learned or fixed alpha had before 4 December 2026 (the statistics
-    gate's MLP fed zeros), so models saved then still load; ``from_config``
-    sets it for a config saved without it.
+    ``"linrec"``, ``"fmlp"`` and ``"sasrec"`` are the single-stack baselines;
+    ``normalize_first=True`` makes their blocks pre-LN, with a LayerNorm after
+    the last block (the original SASRec code's layout). Use ``build_encoder``
+    to make one. ``global_gate=False`` rebuilds the layout a learned or fixed
+    alpha had before 4 December 2026 (the statistics gate's MLP fed zeros), so
+    models saved then still load; ``from_config`` sets it for a config saved
+    without it.
 
     Call args:
         item_ids: [B, L] int, ids 1..num_items, 0 = padding; sequences
@@ -78,6 +80,7 @@ class SequenceEncoder(keras.layers.Layer):
         share_ffn=False,
         shared_blocks=0,
         global_gate=True,
+        normalize_first=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,6 +102,7 @@ class SequenceEncoder(keras.layers.Layer):
         self.share_ffn = bool(share_ffn and kind == "hybrid")
         self.layer_fusion = kind == "hybrid" and fusion == "layer"
         self.shared_blocks = int(shared_blocks) if kind == "hybrid" else 0
+        self.normalize_first = bool(normalize_first)
 
         self.embedding = SequenceEmbedding(
             num_items, max_len, hidden_dim, dropout_rate, name="embedding"
@@ -114,6 +118,7 @@ class SequenceEncoder(keras.layers.Layer):
                 causal=causal,
                 chunk_size=chunk_size,
                 use_ffn=use_ffn,
+                normalize_first=self.normalize_first,
                 name=name,
             )
 
@@ -129,6 +134,9 @@ class SequenceEncoder(keras.layers.Layer):
             FeedForward(self.inner_dim, dropout_rate, name=f"shared_ffn_{i}")
             for i in (own_layers if one_ffn_a_layer else ())
         ]
+        self.final_norm = None
+        if self.normalize_first:
+            self.final_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="final_norm")
         self.fusion_norm = None
         if kind == "hybrid" and fusion == "blend_norm":
             self.fusion_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="fusion_norm")
@@ -164,8 +172,9 @@ class SequenceEncoder(keras.layers.Layer):
                 block.build(hidden_shape)
         for ffn in self.shared_ffns:
             ffn.build(hidden_shape)
-        if self.fusion_norm is not None:
-            self.fusion_norm.build(hidden_shape)
+        for norm in (self.final_norm, self.fusion_norm):
+            if norm is not None:
+                norm.build(hidden_shape)
         if isinstance(self.gate, HiddenStateGate):
             self.gate.build(hidden_shape, hidden_shape)
         elif self.gate is not None:
@@ -234,6 +243,8 @@ class SequenceEncoder(keras.layers.Layer):
             outputs[mixer] = h
         if self.gate is None:
             hidden = outputs[self.kind]
+            if self.final_norm is not None:
+                hidden = self.final_norm(hidden)
             return (hidden, None) if return_alpha else hidden
         alpha = self._alpha(item_ids, outputs, fixed_alpha)
         hidden = alpha * outputs["linrec"] + (1.0 - alpha) * outputs["fmlp"]
@@ -284,6 +295,7 @@ class SequenceEncoder(keras.layers.Layer):
             share_ffn=self.share_ffn,
             shared_blocks=self.shared_blocks,
             global_gate=self.global_gate,
+            normalize_first=self.normalize_first,
         )
         return config
 
@@ -319,6 +331,7 @@ def build_encoder(
     fusion="blend",
     share_ffn=False,
     shared_blocks=0,
+    normalize_first=False,
     item_popularity=None,
     name=None,
 ):
@@ -351,6 +364,10 @@ def build_encoder(
         share_ffn: the two branches share each layer's feed-forward network.
         shared_blocks: hybrid only: the first k < num_layers blocks are one
             FMLP-Rec trunk under both branches (k fewer blocks to run).
+        normalize_first: single-stack encoders only: pre-LN blocks
+            (``x + drop(mixer(LN(x)))``, the FFN likewise) and a LayerNorm
+            after the last one, as the original SASRec code; post-LN (RecBole's
+            SASRec, FMLP-Rec, LinRec) by default.
         item_popularity: optional training counts [num_items + 1] for the gate.
 
     Returns:
@@ -404,6 +421,11 @@ def build_encoder(
         "shared_blocks",
         f"must be in 0..num_layers - 1 = {int(num_layers) - 1}, got {shared_blocks}",
     )
+    _require(
+        kind != "hybrid" or not normalize_first,
+        "normalize_first",
+        "is built for the single-stack encoders (linrec, fmlp, sasrec), not the hybrid",
+    )
     if kind != "fmlp":
         _require(
             hidden_dim % num_heads == 0,
@@ -428,6 +450,7 @@ def build_encoder(
         fusion=fusion,
         share_ffn=bool(share_ffn),
         shared_blocks=int(shared_blocks),
+        normalize_first=bool(normalize_first),
         name=name or f"{kind}_encoder",
     )
     encoder.build((None, int(max_len)))

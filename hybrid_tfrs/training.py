@@ -88,6 +88,7 @@ def config_encoder(config, num_items):
         fusion=config.fusion,
         share_ffn=config.share_ffn,
         shared_blocks=config.shared_blocks,
+        normalize_first=config.normalize_first,
     )
 
 

@@ -68,6 +68,7 @@ def _one_line_error(result, message):
             "--branch_loss_weight=0.5: needs --model=hybrid",
         ),
         (["--shared_blocks=2"], "--shared_blocks=2: must be in 0..num_layers - 1 = 1"),
+        (["--normalize_first"], "--normalize_first=True: is built for the baselines"),
         (
             ["--fusion=layer", "--gate_mode=hidden_state"],
             "--gate_mode='hidden_state': --fusion=layer gates before any layer runs",

@@ -144,6 +144,43 @@ def test_bad_arguments_name_the_argument(kwargs, argument):
         build_encoder(args.pop("kind"), **args)
 
 
+@pytest.mark.parametrize("kind", [kind for kind in ENCODER_KINDS if kind != "hybrid"])
+def test_pre_ln_baselines_are_causal_end_normalised_train_every_weight_and_save(kind, tmp_path):
+    import tensorflow as tf
+
+    encoder = _encoder(kind, dropout_rate=0.0, num_layers=3, normalize_first=True)
+    ids = _histories(batch=4)
+    out = np.asarray(encoder(ids))
+    # A LayerNorm after the last pre-LN block: unit scale at every item (9 a history).
+    np.testing.assert_allclose(np.std(out[:, :9], axis=-1), 1.0, atol=1e-3)
+    changed = ids.copy()
+    changed[:, 6:] = RNG.integers(1, NUM_ITEMS + 1, size=changed[:, 6:].shape)
+    np.testing.assert_allclose(np.asarray(encoder(changed))[:, :6], out[:, :6], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(encoder(ids[:, :5])), out[:, :5], atol=1e-5)
+    model = SequentialRetrievalModel(encoder)
+    targets = np.roll(ids, -1, axis=1)
+    targets[ids == 0] = 0
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(y=targets, y_pred=model(ids, training=True))
+    grads = tape.gradient(loss, [w.value for w in model.trainable_weights])
+    starved = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(g)]
+    assert not starved
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_array_equal(
+        np.asarray(restored.score_items(ids)), np.asarray(model.score_items(ids))
+    )
+    assert restored.encoder.get_config() == encoder.get_config()
+    post = _encoder(kind, dropout_rate=0.0, num_layers=3)
+    assert encoder.count_params() == post.count_params() + 2 * 16  # the final LayerNorm
+
+
+def test_the_hybrid_refuses_pre_ln_by_name():
+    with pytest.raises(ValueError, match="^normalize_first: is built for the single-stack"):
+        build_encoder("hybrid", num_items=NUM_ITEMS, max_len=MAX_LEN, normalize_first=True)
+
+
 def test_out_of_range_ids_raise_a_clear_error():
     model = SequentialRetrievalModel(_encoder("fmlp"))
     ids = _histories()

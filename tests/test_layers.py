@@ -143,6 +143,10 @@ def test_global_gate_is_one_trained_weight_the_same_for_every_position():
         (lambda: MixerBlock("linrec", max_len=7), lambda: RNG.normal(size=(2, 7, 8))),
         (lambda: MixerBlock("fmlp", max_len=7), lambda: RNG.normal(size=(2, 7, 8))),
         (lambda: MixerBlock("sasrec", max_len=7), lambda: RNG.normal(size=(2, 7, 8))),
+        (
+            lambda: MixerBlock("sasrec", max_len=7, normalize_first=True),
+            lambda: RNG.normal(size=(2, 7, 8)),
+        ),
         (lambda: SequenceEmbedding(20, 7, 8), lambda: RNG.integers(0, 21, size=(2, 7))),
         (lambda: SequenceStatsGate(20, 7), lambda: RNG.integers(0, 21, size=(2, 7))),
         (lambda: GlobalGate(output_units=3), lambda: RNG.integers(0, 21, size=(2, 7))),
@@ -158,6 +162,30 @@ def test_get_config_from_config_reproduces_outputs(make_layer, make_input):
     clone.set_weights(layer.get_weights())
     np.testing.assert_allclose(np.asarray(clone(x)), expected, atol=1e-6)
     assert keras.saving.get_registered_name(type(layer)).startswith("hybrid_tfrs>")
+
+
+@pytest.mark.parametrize(
+    "make_layer",
+    [
+        lambda normalize_first: FeedForward(16, normalize_first=normalize_first),
+        *(
+            lambda normalize_first, mixer=mixer: MixerBlock(
+                mixer, max_len=7, use_ffn=False, normalize_first=normalize_first
+            )
+            for mixer in ("linrec", "fmlp", "sasrec")
+        ),
+    ],
+)
+def test_a_pre_ln_sublayer_adds_to_its_input_what_its_normalised_input_gives(make_layer):
+    """Pre-LN: ``x + f(LN(x))``, so scaling x by c adds the same residual to c x (post-LN:
+    ``LN(x + f(x))`` has unit scale whatever c)."""
+    x = RNG.normal(size=(2, 7, 8)).astype("float32")
+    pre, post = make_layer(True), make_layer(False)
+    for c in (1.0, 10.0):
+        residual = np.asarray(pre(c * x)) - c * x
+        np.testing.assert_allclose(residual, np.asarray(pre(x)) - x, atol=1e-4)
+    assert np.abs(np.asarray(pre(10.0 * x))).mean() > 5 * np.abs(np.asarray(pre(x))).mean()
+    np.testing.assert_allclose(np.std(np.asarray(post(10.0 * x)), axis=-1), 1.0, atol=1e-3)
 
 
 def test_layers_in_a_user_built_functional_model(tmp_path):

@@ -50,6 +50,9 @@ FLAG_HELP = {
     "both branches read (k blocks fewer to run; k < num_layers).",
     "branch_loss_weight": "Hybrid: w > 0 adds w x (each branch's own next-item loss) to the "
     "blend's, so both branches learn to recommend whatever the gate does (0 = off).",
+    "normalize_first": "Baselines (linrec, fmlp, sasrec): pre-LN blocks, x + drop(mixer(LN(x))), "
+    "and a LayerNorm after the last, as the original SASRec code (default: post-LN, as "
+    "RecBole's SASRec and FMLP-Rec). Deeper stacks train more easily.",
     "seen_item_bias": "Learn one score offset for the items already in the history (negative "
     "where the next item is never a seen one, positive where repeats are common); scoring, "
     "evaluation and the export apply it.",

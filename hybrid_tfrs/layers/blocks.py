@@ -11,13 +11,17 @@ MIXERS = ("linrec", "fmlp", "sasrec")
 class FeedForward(keras.layers.Layer):
     """Position-wise FFN with residual and LayerNorm: ``LN(x + drop(W2 gelu(W1 x)))``.
 
+    ``normalize_first=True`` normalises the input instead (pre-LN, as keras-hub's
+    ``TransformerEncoder(normalize_first=True)``): ``x + drop(W2 gelu(W1 LN(x)))``.
+
     Call args: inputs [B, L, d]. Returns [B, L, d].
     """
 
-    def __init__(self, inner_dim, dropout_rate=0.0, **kwargs):
+    def __init__(self, inner_dim, dropout_rate=0.0, normalize_first=False, **kwargs):
         super().__init__(**kwargs)
         self.inner_dim = inner_dim
         self.dropout_rate = dropout_rate
+        self.normalize_first = normalize_first
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -32,21 +36,30 @@ class FeedForward(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
-        y = self.dropout(self.outer(self.inner(inputs)), training=training)
-        return self.norm(inputs + y)
+        x = self.norm(inputs) if self.normalize_first else inputs
+        y = self.dropout(self.outer(self.inner(x)), training=training)
+        return inputs + y if self.normalize_first else self.norm(inputs + y)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         config = super().get_config()
-        config.update(inner_dim=self.inner_dim, dropout_rate=self.dropout_rate)
+        config.update(
+            inner_dim=self.inner_dim,
+            dropout_rate=self.dropout_rate,
+            normalize_first=self.normalize_first,
+        )
         return config
 
 
 @register_serializable()
 class MixerBlock(keras.layers.Layer):
-    """One encoder layer: ``x = LN(x + drop(mixer(x))); x = FFN(x)``.
+    """One encoder layer: ``x = LN(x + drop(mixer(x))); x = FFN(x)`` (post-LN).
+
+    ``normalize_first=True``: ``x = x + drop(mixer(LN(x)))``, and the FFN
+    likewise (pre-LN, as the original SASRec code; a stack of such blocks
+    needs a LayerNorm after its last one, which ``SequenceEncoder`` adds).
 
     Padded positions are zeroed before the mixer, so position embeddings of
     padding never leak into the mix.
@@ -61,6 +74,7 @@ class MixerBlock(keras.layers.Layer):
         chunk_size: chunk length of causal linear attention.
         use_ffn: False leaves out the FFN (for an FFN shared between blocks,
             applied by the caller).
+        normalize_first: pre-LN instead of post-LN.
 
     Call args:
         inputs: [B, L, d]. mask: optional [B, L] (1 = item, 0 = padding);
@@ -81,6 +95,7 @@ class MixerBlock(keras.layers.Layer):
         causal=True,
         chunk_size=64,
         use_ffn=True,
+        normalize_first=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -94,6 +109,7 @@ class MixerBlock(keras.layers.Layer):
         self.causal = causal
         self.chunk_size = chunk_size
         self.use_ffn = use_ffn
+        self.normalize_first = normalize_first
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -123,7 +139,9 @@ class MixerBlock(keras.layers.Layer):
         self.norm.build(input_shape)
         self.ffn = None
         if self.use_ffn:
-            self.ffn = FeedForward(self.inner_dim, self.dropout_rate, name="ffn")
+            self.ffn = FeedForward(
+                self.inner_dim, self.dropout_rate, self.normalize_first, name="ffn"
+            )
             self.ffn.build(input_shape)
         super().build(input_shape)
 
@@ -139,12 +157,15 @@ class MixerBlock(keras.layers.Layer):
     def call(self, inputs, mask=None, training=None):
         if mask is None:
             mask = ops.ones(ops.shape(inputs)[:2], dtype="bool")
-        x = inputs * ops.cast(mask, inputs.dtype)[:, :, None]
+        keep = ops.cast(mask, inputs.dtype)[:, :, None]
+        x = inputs * keep
+        h = self.norm(x) * keep if self.normalize_first else x
         if self.mixer == "sasrec":
-            y = self.mix(x, x, attention_mask=self._attention_mask(mask), training=training)
+            y = self.mix(h, h, attention_mask=self._attention_mask(mask), training=training)
         else:
-            y = self.mix(x, mask=mask)
-        x = self.norm(x + self.dropout(y, training=training))
+            y = self.mix(h, mask=mask)
+        x = x + self.dropout(y, training=training)
+        x = x if self.normalize_first else self.norm(x)
         return self.ffn(x, training=training) if self.ffn is not None else x
 
     def compute_output_shape(self, input_shape):
@@ -161,5 +182,6 @@ class MixerBlock(keras.layers.Layer):
             causal=self.causal,
             chunk_size=self.chunk_size,
             use_ffn=self.use_ffn,
+            normalize_first=self.normalize_first,
         )
         return config
