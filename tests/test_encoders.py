@@ -27,6 +27,27 @@ def _encoder(kind, **kwargs):
     return encoder
 
 
+def _assert_every_weight_trains_and_saves(encoder, ids, tmp_path):
+    """Every trainable weight gets a gradient; saved and loaded, the same scores."""
+    import tensorflow as tf
+
+    model = SequentialRetrievalModel(encoder)
+    targets = np.roll(ids, -1, axis=1)
+    targets[ids == 0] = 0
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(y=targets, y_pred=model(ids, training=True))
+    grads = tape.gradient(loss, [w.value for w in model.trainable_weights])
+    starved = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(g)]
+    assert not starved
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_array_equal(
+        np.asarray(restored.score_items(ids)), np.asarray(model.score_items(ids))
+    )
+    assert restored.encoder.get_config() == encoder.get_config()
+
+
 @pytest.mark.parametrize("kind", ENCODER_KINDS)
 def test_a_history_cut_to_a_narrower_width_gives_the_same_outputs(kind):
     """Length buckets feed causal encoders narrower inputs (shorter FFT, smaller chunks)."""
@@ -146,8 +167,6 @@ def test_bad_arguments_name_the_argument(kwargs, argument):
 
 @pytest.mark.parametrize("kind", [kind for kind in ENCODER_KINDS if kind != "hybrid"])
 def test_pre_ln_baselines_are_causal_end_normalised_train_every_weight_and_save(kind, tmp_path):
-    import tensorflow as tf
-
     encoder = _encoder(kind, dropout_rate=0.0, num_layers=3, normalize_first=True)
     ids = _histories(batch=4)
     out = np.asarray(encoder(ids))
@@ -157,21 +176,7 @@ def test_pre_ln_baselines_are_causal_end_normalised_train_every_weight_and_save(
     changed[:, 6:] = RNG.integers(1, NUM_ITEMS + 1, size=changed[:, 6:].shape)
     np.testing.assert_allclose(np.asarray(encoder(changed))[:, :6], out[:, :6], atol=1e-5)
     np.testing.assert_allclose(np.asarray(encoder(ids[:, :5])), out[:, :5], atol=1e-5)
-    model = SequentialRetrievalModel(encoder)
-    targets = np.roll(ids, -1, axis=1)
-    targets[ids == 0] = 0
-    with tf.GradientTape() as tape:
-        loss = model.compute_loss(y=targets, y_pred=model(ids, training=True))
-    grads = tape.gradient(loss, [w.value for w in model.trainable_weights])
-    starved = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(g)]
-    assert not starved
-    path = tmp_path / "model.keras"
-    model.save(path)
-    restored = keras.models.load_model(path)
-    np.testing.assert_array_equal(
-        np.asarray(restored.score_items(ids)), np.asarray(model.score_items(ids))
-    )
-    assert restored.encoder.get_config() == encoder.get_config()
+    _assert_every_weight_trains_and_saves(encoder, ids, tmp_path)
     post = _encoder(kind, dropout_rate=0.0, num_layers=3)
     assert encoder.count_params() == post.count_params() + 2 * 16  # the final LayerNorm
 
@@ -253,8 +258,6 @@ FUSION_VARIANTS = {
 
 @pytest.mark.parametrize("variant", sorted(FUSION_VARIANTS))
 def test_fusion_variants_are_causal_train_every_weight_and_save(variant, tmp_path):
-    import tensorflow as tf
-
     encoder = _encoder("hybrid", dropout_rate=0.0, **FUSION_VARIANTS[variant])
     ids = _histories(batch=4)
     branches = encoder(ids, return_branches=True)
@@ -271,23 +274,7 @@ def test_fusion_variants_are_causal_train_every_weight_and_save(variant, tmp_pat
     np.testing.assert_allclose(
         np.asarray(changed_branches["alpha"])[:, :6], alpha[:, :6], atol=1e-5
     )
-    # Every trainable weight gets a gradient.
-    model = SequentialRetrievalModel(encoder)
-    targets = np.roll(ids, -1, axis=1)
-    targets[ids == 0] = 0
-    with tf.GradientTape() as tape:
-        loss = model.compute_loss(y=targets, y_pred=model(ids, training=True))
-    grads = tape.gradient(loss, [w.value for w in model.trainable_weights])
-    starved = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(g)]
-    assert not starved
-    # Saved and loaded, the same scores.
-    path = tmp_path / "model.keras"
-    model.save(path)
-    restored = keras.models.load_model(path)
-    np.testing.assert_array_equal(
-        np.asarray(restored.score_items(ids)), np.asarray(model.score_items(ids))
-    )
-    assert restored.encoder.get_config() == encoder.get_config()
+    _assert_every_weight_trains_and_saves(encoder, ids, tmp_path)
 
 
 def test_statistics_gate_users_differ_and_blend_norm_restores_unit_scale():
