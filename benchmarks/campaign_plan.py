@@ -84,6 +84,8 @@ ABLATIONS = {
     # epoch 12 against 2 blocks' 0.045; no better with 3 epochs of warmup, dropout 0.3 or
     # lr 5e-4): the original SASRec code's pre-LN layout does (benchmarks/results/convergence.md)
     "sasrec-4-layers-pre-ln": {"model": "sasrec", "num_layers": "4", "normalize_first": "true"},
+    # ... and the 2-block SASRec baseline in that layout, so the baseline is not held back
+    "sasrec-pre-ln": {"model": "sasrec", "normalize_first": "true"},
     # A hybrid as deep as fmlp-4-layers for the same parameters (ML-1M 420,739 against
     # 416,704; Beauty 938,179 against 924,544): the blend inside each of 3 layers, one
     # learned alpha a layer. The default hybrid spends them on two 2-block stacks instead.
