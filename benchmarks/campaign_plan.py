@@ -86,6 +86,8 @@ ABLATIONS = {
     "sasrec-4-layers-pre-ln": {"model": "sasrec", "num_layers": "4", "normalize_first": "true"},
     # ... and the 2-block SASRec baseline in that layout, so the baseline is not held back
     "sasrec-pre-ln": {"model": "sasrec", "normalize_first": "true"},
+    # 4-block FMLP-Rec trains post-LN but is below 2 blocks on Beauty: does pre-LN lift it?
+    "fmlp-4-layers-pre-ln": {"model": "fmlp", "num_layers": "4", "normalize_first": "true"},
     # A hybrid as deep as fmlp-4-layers for the same parameters (ML-1M 420,739 against
     # 416,704; Beauty 938,179 against 924,544): the blend inside each of 3 layers, one
     # learned alpha a layer. The default hybrid spends them on two 2-block stacks instead.
@@ -109,6 +111,7 @@ CAPACITY_MATCHED_BASELINES = (
     "sasrec-4-layers",
     "sasrec-4-layers-warmup",
     "sasrec-4-layers-pre-ln",
+    "fmlp-4-layers-pre-ln",
 )
 CAPACITY_MATCHED_HYBRIDS = ("hybrid-layer-fusion-3-layers",)
 
