@@ -102,7 +102,7 @@ class SequenceEncoder(keras.layers.Layer):
         self.share_ffn = bool(share_ffn and kind == "hybrid")
         self.layer_fusion = kind == "hybrid" and fusion == "layer"
         self.shared_blocks = int(shared_blocks) if kind == "hybrid" else 0
-        self.normalize_first = bool(normalize_first)
+        self.normalize_first = bool(normalize_first and kind != "hybrid")
 
         self.embedding = SequenceEmbedding(
             num_items, max_len, hidden_dim, dropout_rate, name="embedding"
