@@ -109,6 +109,12 @@ ABLATIONS = {
     # of each branch: depth 3, four blocks in all (ML-1M 420,417 parameters against
     # fmlp-4-layers' 416,704; Beauty 937,857 against 924,544), and about their epoch.
     "hybrid-filter-trunk": {"num_layers": "3", "shared_blocks": "2"},
+    # ... with alpha fixed at 0.5: what its learned alpha is worth (issue 13's gate ablation)
+    "hybrid-filter-trunk-fixed-alpha": {
+        "num_layers": "3",
+        "shared_blocks": "2",
+        "gate_mode": "fixed",
+    },
     # papers' layers trained on the last position of each prefix, for as long as the hybrid
     "hybrid-last-position": {"causal": "false", "max_train_minutes": SAME_AS_HYBRID},
     # only each history's latest max_len targets (the ML-1M flagfiles train them all)
