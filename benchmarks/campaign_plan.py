@@ -14,6 +14,7 @@ from hybrid_tfrs.config import GATE_VARIANTS, STATISTICS_GATE
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
 SAME_AS_HYBRID = "same as hybrid"  # an override filled in per run: the hybrid's train minutes
+FILTER_TRUNK = {"num_layers": "3", "shared_blocks": "2"}  # 2 shared FMLP-Rec blocks, 1 of each
 # name -> the flags that turn the hybrid's flagfile into the ablation ("model": another
 # model's flagfile; "only_datasets": the datasets it applies to, comma-separated;
 # "skip_if_flagfile_has": a flag whose value, when the flagfile already has it, makes the
@@ -108,13 +109,9 @@ ABLATIONS = {
     # so depth may be what counts. This hybrid reads a 2-block FMLP-Rec trunk, then one block
     # of each branch: depth 3, four blocks in all (ML-1M 420,417 parameters against
     # fmlp-4-layers' 416,704; Beauty 937,857 against 924,544), and about their epoch.
-    "hybrid-filter-trunk": {"num_layers": "3", "shared_blocks": "2"},
+    "hybrid-filter-trunk": FILTER_TRUNK,
     # ... with alpha fixed at 0.5: what its learned alpha is worth (issue 13's gate ablation)
-    "hybrid-filter-trunk-fixed-alpha": {
-        "num_layers": "3",
-        "shared_blocks": "2",
-        "gate_mode": "fixed",
-    },
+    "hybrid-filter-trunk-fixed-alpha": {**FILTER_TRUNK, "gate_mode": "fixed"},
     # papers' layers trained on the last position of each prefix, for as long as the hybrid
     "hybrid-last-position": {"causal": "false", "max_train_minutes": SAME_AS_HYBRID},
     # only each history's latest max_len targets (the ML-1M flagfiles train them all)
