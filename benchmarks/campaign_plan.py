@@ -14,18 +14,29 @@ from hybrid_tfrs.config import GATE_VARIANTS, STATISTICS_GATE
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("hybrid", "linrec", "fmlp", "sasrec")
 SAME_AS_HYBRID = "same as hybrid"  # an override filled in per run: the hybrid's train minutes
+# The hybrid's block layouts. The Beauty and ML-1M flagfiles run the filter trunk since
+# 5 December 2026 (benchmarks/results/gate.md section 24); before, two 2-block stacks. The
+# gate and layout ablations measured on two stacks say so (TWO_STACKS), and so do the
+# "-batch-loss" runs (the recipe before 3 December), so their records stay theirs; the
+# recipe A/Bs change one flag of today's flagfile.
 FILTER_TRUNK = {"num_layers": "3", "shared_blocks": "2"}  # 2 shared FMLP-Rec blocks, 1 of each
+TWO_STACKS = {"num_layers": "2", "shared_blocks": "0"}  # a 2-block stack of each branch
 # name -> the flags that turn the hybrid's flagfile into the ablation ("model": another
 # model's flagfile; "only_datasets": the datasets it applies to, comma-separated;
 # "skip_if_flagfile_has": a flag whose value, when the flagfile already has it, makes the
 # ablation a copy of another one there).
 ABLATIONS = {
-    "hybrid-fixed-alpha": {"gate_mode": "fixed"},  # alpha = 0.5 for everyone
-    "hybrid-hidden-alpha": {"gate_mode": "hidden_state"},  # per-user alpha, no statistics
-    "hybrid-branch-loss": {"branch_loss_weight": "0.5"},  # each branch trained as a query too
+    "hybrid-two-stacks": dict(TWO_STACKS),  # the flagfiles' hybrid until 5 December 2026
+    "hybrid-fixed-alpha": {**TWO_STACKS, "gate_mode": "fixed"},  # alpha = 0.5 for everyone
+    "hybrid-hidden-alpha": {**TWO_STACKS, "gate_mode": "hidden_state"},  # per-user alpha
+    # each branch trained as a query too
+    "hybrid-branch-loss": {**TWO_STACKS, "branch_loss_weight": "0.5"},
     # The fusion variants of docs/model.md#the-gate, as flag values.
     **{
-        name: {k: str(v).lower() if isinstance(v, bool) else v for k, v in fields.items()}
+        name: {
+            **TWO_STACKS,
+            **{k: str(v).lower() if isinstance(v, bool) else v for k, v in fields.items()},
+        }
         for name, fields in GATE_VARIANTS.items()
     },
     # Recipe A/B (issue 12): one change to the training recipe each.
@@ -69,8 +80,9 @@ ABLATIONS = {
     "hybrid-adamw": {"weight_decay": "0.01"},  # AdamW, decoupled decay 0.01
     "hybrid-clipnorm": {"clipnorm": "1.0"},  # each step's gradients clipped to global norm 1
     "hybrid-batch-64": {"batch_size": "64"},  # four times the updates an epoch on Beauty
-    # Capacity-matched baselines ("model" picks the flagfile): within 3 % of the hybrid's
-    # trainable parameters (benchmarks/parameters.py --runs=hybrid,fmlp-4-layers,...).
+    # Capacity-matched baselines ("model" picks the flagfile): within 5 % of the hybrid's
+    # trainable parameters, 4-block SASRec on Beauty the most above it (+4.3 %; the others
+    # -1.4 % to +2.7 %; benchmarks/parameters.py --runs=hybrid,fmlp-4-layers,...).
     "fmlp-4-layers": {"model": "fmlp", "num_layers": "4"},
     "sasrec-4-layers": {"model": "sasrec", "num_layers": "4"},
     # ML-1M's flagfiles have no warmup; 4-block SASRec at lr 2e-3 without one stayed at
@@ -100,18 +112,22 @@ ABLATIONS = {
     # A hybrid as deep as fmlp-4-layers for the same parameters (ML-1M 420,739 against
     # 416,704; Beauty 938,179 against 924,544): the blend inside each of 3 layers, one
     # learned alpha a layer. The default hybrid spends them on two 2-block stacks instead.
-    "hybrid-layer-fusion-3-layers": {"fusion": "layer", "num_layers": "3"},
+    "hybrid-layer-fusion-3-layers": {**TWO_STACKS, "fusion": "layer", "num_layers": "3"},
     # Issue 13's cost: the default hybrid (one learned alpha) with one FMLP-Rec block under
     # both branches, then one block of each (its epoch about 1.2x FMLP-Rec's, the default's
     # about 1.5x: benchmarks/results/gate.md, sections 4 and 11)
-    "hybrid-shared-first-block": {"shared_blocks": "1"},
+    "hybrid-shared-first-block": {**TWO_STACKS, "shared_blocks": "1"},
     # Issue 12's ML-1M gap: 4 FMLP-Rec blocks beat the hybrid's two 2-block branches there,
     # so depth may be what counts. This hybrid reads a 2-block FMLP-Rec trunk, then one block
     # of each branch: depth 3, four blocks in all (ML-1M 420,417 parameters against
-    # fmlp-4-layers' 416,704; Beauty 937,857 against 924,544), and about their epoch.
+    # fmlp-4-layers' 416,704; Beauty 937,857 against 924,544), and about their epoch. The
+    # flagfiles' hybrid since 5 December 2026, so the campaign skips it as that copy; kept
+    # for the commands of gate.md sections 22-23 and epoch_cost.md, which name it.
     "hybrid-filter-trunk": FILTER_TRUNK,
     # ... with alpha fixed at 0.5: what its learned alpha is worth (issue 13's gate ablation)
     "hybrid-filter-trunk-fixed-alpha": {**FILTER_TRUNK, "gate_mode": "fixed"},
+    # ... and with the statistics gate: what a per-user alpha adds on the trunk
+    "hybrid-filter-trunk-statistics-gate": {**FILTER_TRUNK, **STATISTICS_GATE},
     # papers' layers trained on the last position of each prefix, for as long as the hybrid
     "hybrid-last-position": {"causal": "false", "max_train_minutes": SAME_AS_HYBRID},
     # only each history's latest max_len targets (the ML-1M flagfiles train them all)
@@ -129,18 +145,20 @@ CAPACITY_MATCHED_BASELINES = (
     "sasrec-4-layers-pre-ln",
     "fmlp-4-layers-pre-ln",
 )
-CAPACITY_MATCHED_HYBRIDS = ("hybrid-layer-fusion-3-layers", "hybrid-filter-trunk")
+CAPACITY_MATCHED_HYBRIDS = ("hybrid-two-stacks", "hybrid-layer-fusion-3-layers")
 
 # The Beauty and ML-1M flagfiles weigh every target the same (--loss_normalization=target)
 # since 3 December 2026. "<model or ablation>-batch-loss" is that run with each batch's mean,
-# as the runs before that day were trained; a hybrid A/B also keeps the statistics gate it
-# was trained with, the default until 4 December 2026 (hybrid-batch-loss itself is today's
-# default hybrid with the mean). Where a flagfile still takes the mean it would repeat the
-# run without the suffix, so it is skipped there ("skip_if_flagfile_has").
+# as the runs before that day were trained: a hybrid one on two stacks, and a hybrid A/B
+# also keeps the statistics gate it was trained with, the default until 4 December 2026
+# (hybrid-batch-loss itself is the default hybrid of 4 December, one learned alpha, with
+# the mean). Where a flagfile still takes the mean it would repeat the run without the
+# suffix, so it is skipped there ("skip_if_flagfile_has").
 BATCH_LOSS = "-batch-loss"
 ABLATIONS.update(
     {
         f"{name}{BATCH_LOSS}": {
+            **(TWO_STACKS if name.startswith("hybrid") and "model" not in fields else {}),
             **(STATISTICS_GATE if name.startswith("hybrid-") and "model" not in fields else {}),
             **fields,
             "loss_normalization": "batch",
@@ -150,7 +168,8 @@ ABLATIONS.update(
             *((model, {} if model == "hybrid" else {"model": model}) for model in MODELS),
             *ABLATIONS.items(),
         ]
-        if "loss_normalization" not in fields
+        # hybrid-two-stacks's run with the mean is hybrid-batch-loss
+        if "loss_normalization" not in fields and name != "hybrid-two-stacks"
     }
 )
 

@@ -49,10 +49,43 @@ def test_capacity_matched_baselines_run_the_baseline_flagfile_with_more_layers()
             "ml-1m",
             "hybrid-vector-gate",
             "flags/ml-1m_hybrid.flags",
-            {"gate_mode": "statistics", "gate_output": "vector"},
+            {**campaign_plan.TWO_STACKS, "gate_mode": "statistics", "gate_output": "vector"},
             1,
         ),
     ]
+
+
+def test_the_hybrid_is_the_filter_trunk_and_its_ablations_keep_the_layout_they_were_run_on():
+    """The flagfiles' hybrid reads a 2-block FMLP-Rec trunk since 5 December 2026: the
+    trunk's ablation is skipped as its copy, the two stacks it replaced are an ablation, the
+    gate and layout ablations and the batch-mean runs keep the layout their records were
+    trained on, and a recipe A/B changes one flag of today's hybrid."""
+    for dataset in ("beauty", "ml-1m"):
+        config = campaign_plan.flagfile_config(f"flags/{dataset}_hybrid.flags", {})
+        assert (config.num_layers, config.shared_blocks) == (3, 2)
+    names = [
+        "hybrid-filter-trunk",
+        "hybrid-two-stacks",
+        "hybrid-shared-first-block",
+        "hybrid-filter-trunk-fixed-alpha",
+        "hybrid-batch-loss",
+        "hybrid-adamw",
+    ]
+    plan = campaign_plan.run_plan(["ml-1m"], ["hybrid"], names, ["0"])
+    layouts = {
+        name: campaign_plan.flagfile_config(flagfile, fields)
+        for _, name, flagfile, fields, _ in plan
+    }
+    assert "hybrid-filter-trunk" not in layouts
+    assert {name: (c.num_layers, c.shared_blocks) for name, c in layouts.items()} == {
+        "hybrid": (3, 2),
+        "hybrid-two-stacks": (2, 0),
+        "hybrid-shared-first-block": (2, 1),
+        "hybrid-filter-trunk-fixed-alpha": (3, 2),
+        "hybrid-batch-loss": (2, 0),
+        "hybrid-adamw": (3, 2),
+    }
+    assert layouts["hybrid-filter-trunk-fixed-alpha"].gate_mode == "fixed"
 
 
 def test_the_hybrid_learns_one_alpha_and_its_batch_mean_a_b_runs_keep_the_statistics_gate():
@@ -70,8 +103,9 @@ def test_the_hybrid_learns_one_alpha_and_its_batch_mean_a_b_runs_keep_the_statis
     ]
     plan = campaign_plan.run_plan(["ml-1m"], [], names, ["0"])
     overrides = {name: fields for _, name, _, fields, _ in plan}
-    assert overrides["hybrid-statistics-gate"] == {"gate_mode": "statistics"}
-    assert overrides["hybrid-batch-loss"] == {"loss_normalization": "batch"}
+    two_stacks = campaign_plan.TWO_STACKS
+    assert overrides["hybrid-statistics-gate"] == {**two_stacks, "gate_mode": "statistics"}
+    assert overrides["hybrid-batch-loss"] == {**two_stacks, "loss_normalization": "batch"}
     assert overrides["hybrid-no-seen-bias"] == {"seen_item_bias": "false"}
     assert overrides["hybrid-no-seen-bias-batch-loss"]["gate_mode"] == "statistics"
 
@@ -123,7 +157,7 @@ def test_a_model_without_a_flagfile_is_refused_by_name():
 
 def test_the_capacity_matched_runs_have_about_the_default_hybrids_parameters():
     """benchmarks/parameters.py --runs counts each run as its flagfile and overrides build
-    it: every capacity-matched baseline and hybrid is within 3 % of the default hybrid's
+    it: every capacity-matched baseline and hybrid is within 5 % of the default hybrid's
     trainable parameters on both datasets."""
     names = ["hybrid", *campaign_plan.CAPACITY_MATCHED_HYBRIDS, "fmlp-4-layers", "sasrec-4-layers"]
     result = subprocess.run(
@@ -140,4 +174,4 @@ def test_the_capacity_matched_runs_have_about_the_default_hybrids_parameters():
     for dataset in ("ml-1m", "beauty"):
         for name in names[1:]:
             ratio = total[(dataset, name)] / total[(dataset, "hybrid")]
-            assert 0.97 < ratio < 1.03, (dataset, name, ratio)
+            assert 0.95 < ratio < 1.05, (dataset, name, ratio)

@@ -32,7 +32,8 @@ def test_each_model_is_timed_with_the_campaigns_flags_round_by_round(repo_root, 
     assert rows[0].startswith("| model |") and rows[0].endswith("| vs fmlp |")
     fmlp, shared = (row.split(" | ") for row in rows[1:])
     assert fmlp[0] == "| fmlp" and fmlp[1] == "`flags/synthetic_fmlp.flags`"
-    assert shared[1] == "`flags/synthetic_hybrid.flags` `--gate_mode=statistics --shared_blocks=1`"
+    flags = "`--num_layers=2 --shared_blocks=1 --gate_mode=statistics`"
+    assert shared[1] == f"`flags/synthetic_hybrid.flags` {flags}"
     assert fmlp[-1] == "1.00x |"
     for row in (fmlp, shared):
         assert row[3] == "2"  # batches timed an epoch
