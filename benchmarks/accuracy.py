@@ -86,7 +86,11 @@ flags.DEFINE_list("datasets", ["beauty", "ml-1m"], "Datasets (flags/<dataset>_<m
 flags.DEFINE_list("models", list(MODELS), "Models, each from its own flagfile.")
 flags.DEFINE_list(
     "ablations",
-    ["hybrid-fixed-alpha", "hybrid-hidden-alpha", "hybrid-last-position"],
+    [
+        "hybrid-filter-trunk-fixed-alpha",
+        "hybrid-filter-trunk-statistics-gate",
+        "hybrid-last-position",
+    ],
     f"Hybrid ablations and capacity-matched baselines among {', '.join(ABLATIONS)}.",
 )
 flags.DEFINE_list("seeds", ["0"], "Seeds; the tables give the mean and standard deviation.")
