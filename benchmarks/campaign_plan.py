@@ -111,10 +111,10 @@ ABLATIONS = {
     "fmlp-4-layers-pre-ln": {"model": "fmlp", "num_layers": "4", "normalize_first": "true"},
     # A hybrid as deep as fmlp-4-layers for the same parameters (ML-1M 420,739 against
     # 416,704; Beauty 938,179 against 924,544): the blend inside each of 3 layers, one
-    # learned alpha a layer. The default hybrid spends them on two 2-block stacks instead.
+    # learned alpha a layer. The two stacks spend them on a 2-block stack of each branch.
     "hybrid-layer-fusion-3-layers": {**TWO_STACKS, "fusion": "layer", "num_layers": "3"},
-    # Issue 13's cost: the default hybrid (one learned alpha) with one FMLP-Rec block under
-    # both branches, then one block of each (its epoch about 1.2x FMLP-Rec's, the default's
+    # Issue 13's cost: the two stacks (one learned alpha) with one FMLP-Rec block under
+    # both branches, then one block of each (its epoch about 1.2x FMLP-Rec's, the stacks'
     # about 1.5x: benchmarks/results/gate.md, sections 4 and 11)
     "hybrid-shared-first-block": {**TWO_STACKS, "shared_blocks": "1"},
     # Issue 12's ML-1M gap: 4 FMLP-Rec blocks beat the hybrid's two 2-block branches there,
