@@ -27,6 +27,9 @@ user's last item):
         --run_dirs=runs/beauty_hybrid,runs/ml-1m_hybrid \
         --output=benchmarks/results/gate_diagnosis.md
 
+A run trained from ``--data_file`` or ``--prepared_dir`` is read from that file or
+those shards (every test user in memory).
+
 With ``fusion=blend_norm`` the decomposition of item 2 is of the blend before
 its LayerNorm (the norm is one affine map of it per user).
 
@@ -177,6 +180,8 @@ def _load_run(run_dir, data_dir):
 
     from hybrid_tfrs import run_dir as runs
     from hybrid_tfrs.data.pipeline import pad_latest
+    from hybrid_tfrs.data.prepared import load_prepared
+    from hybrid_tfrs.data.prepared_pipeline import read_split
     from hybrid_tfrs.run_data import load_split
     from hybrid_tfrs.training import load_run_model
 
@@ -185,7 +190,10 @@ def _load_run(run_dir, data_dir):
         raise SystemExit(f"{run_dir}: a {config.model} run; the diagnosis needs a hybrid")
     if data_dir:
         config.data_dir = data_dir
-    _, split = load_split(config)
+    if config.prepared_dir:  # a run streams its shards; the diagnosis holds every test user
+        split = read_split(load_prepared(config.prepared_dir))
+    else:
+        _, split = load_split(config)
     model = load_run_model(os.path.join(run_dir, runs.BEST_MODEL_FILE))
     state_path = os.path.join(run_dir, runs.STATE_FILE)
     state = runs.read_json(state_path) if os.path.isfile(state_path) else {}

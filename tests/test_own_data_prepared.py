@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import (
     free_ports,
+    load_benchmark,
     losses_and_scores,
     start_python,
     start_worker,
@@ -349,3 +350,32 @@ def test_a_resumed_run_from_shards_trains_as_an_uninterrupted_one(prepared_dir, 
     )
     straight, resumed, _ = straight_and_resumed(tmp_path, settings)
     np.testing.assert_allclose(losses_and_scores(resumed), losses_and_scores(straight), rtol=1e-5)
+
+
+def test_the_gate_diagnosis_reads_a_hybrid_trained_from_shards(prepared_dir, tmp_path):
+    """benchmarks/gate_diagnosis.py on a --prepared_dir run: the test users come from the
+    shards, and the model's NDCG@10 is the one the (streamed) trainer reported."""
+    from hybrid_tfrs.config import TrainConfig
+    from hybrid_tfrs.training import train
+
+    run = tmp_path / "run"
+    config = TrainConfig(
+        dataset="own",
+        prepared_dir=str(prepared_dir),
+        model="hybrid",
+        max_len=10,
+        hidden_dim=16,
+        batch_size=32,
+        epochs=1,
+        seen_item_bias=True,
+        protocols="full,full-unseen",
+        output_dir=str(run),
+    )
+    train(config, log=lambda _: None)
+    diagnosed = load_benchmark("gate_diagnosis").diagnose(str(run), None, 64, [0.0, 1.0])
+    trained = json.loads((run / "metrics.json").read_text())["test"]
+    assert diagnosed["users"] == load_prepared(prepared_dir).num_users
+    for protocol in ("full", "full-unseen"):
+        assert diagnosed["ndcg10"]["model"][protocol] == pytest.approx(
+            trained[protocol]["NDCG@10"], abs=1e-6
+        )
