@@ -1,5 +1,6 @@
 """Shared test settings: quiet TensorFlow, the real-data folder, subprocess helpers."""
 
+import functools
 import json
 import os
 import shutil
@@ -16,8 +17,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@functools.cache
 def load_benchmark(name):
-    """The module of ``benchmarks/<name>.py`` (the scripts are not a package)."""
+    """The module of ``benchmarks/<name>.py`` (the scripts are not a package), loaded
+    once a process: a script defines absl flags, which cannot be defined twice."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
