@@ -180,8 +180,6 @@ def _load_run(run_dir, data_dir):
 
     from hybrid_tfrs import run_dir as runs
     from hybrid_tfrs.data.pipeline import pad_latest
-    from hybrid_tfrs.data.prepared import load_prepared
-    from hybrid_tfrs.data.prepared_pipeline import read_split
     from hybrid_tfrs.run_data import load_split
     from hybrid_tfrs.training import load_run_model
 
@@ -190,10 +188,7 @@ def _load_run(run_dir, data_dir):
         raise SystemExit(f"{run_dir}: a {config.model} run; the diagnosis needs a hybrid")
     if data_dir:
         config.data_dir = data_dir
-    if config.prepared_dir:  # a run streams its shards; the diagnosis holds every test user
-        split = read_split(load_prepared(config.prepared_dir))
-    else:
-        _, split = load_split(config)
+    _, split = load_split(config, in_memory=True)
     model = load_run_model(os.path.join(run_dir, runs.BEST_MODEL_FILE))
     state_path = os.path.join(run_dir, runs.STATE_FILE)
     state = runs.read_json(state_path) if os.path.isfile(state_path) else {}

@@ -82,7 +82,7 @@ def diagnose(run_dir, data_dir, batch_size, try_offsets=()):
     config = runs.read_config(run_dir)
     if data_dir:
         config.data_dir = data_dir
-    _, split = load_split(config)
+    _, split = load_split(config, in_memory=True)
     model = load_run_model(os.path.join(run_dir, runs.BEST_MODEL_FILE))
     ranks, _ = split_ranks(
         model, split, "test", config.max_len, ("full", "full-unseen"), batch_size=batch_size

@@ -6,17 +6,19 @@ from hybrid_tfrs.data.own import load_table_split
 from hybrid_tfrs.data.prepared import load_prepared
 
 
-def load_split(config):
+def load_split(config, in_memory=False):
     """The run's dataset: (SequenceData, leave-one-out Split).
 
     With --prepared_dir: (PreparedData, PreparedSplit), the users' counts read
     in one tf.data pass (imports TensorFlow); their sequences stay in the shards.
+    ``in_memory=True`` reads them into a Split instead, for analyses that need
+    every test history at once.
     """
     if config.prepared_dir:
-        from hybrid_tfrs.data.prepared_pipeline import streamed_split
+        from hybrid_tfrs.data.prepared_pipeline import read_split, streamed_split
 
         prepared = load_prepared(config.prepared_dir)
-        return prepared, streamed_split(prepared)
+        return prepared, (read_split if in_memory else streamed_split)(prepared)
     if config.data_file:
         return load_table_split(
             config.data_file,

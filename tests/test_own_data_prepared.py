@@ -352,9 +352,10 @@ def test_a_resumed_run_from_shards_trains_as_an_uninterrupted_one(prepared_dir, 
     np.testing.assert_allclose(losses_and_scores(resumed), losses_and_scores(straight), rtol=1e-5)
 
 
-def test_the_gate_diagnosis_reads_a_hybrid_trained_from_shards(prepared_dir, tmp_path):
-    """benchmarks/gate_diagnosis.py on a --prepared_dir run: the test users come from the
-    shards, and the model's NDCG@10 is the one the (streamed) trainer reported."""
+def test_the_run_diagnoses_read_a_hybrid_trained_from_shards(prepared_dir, tmp_path):
+    """benchmarks/gate_diagnosis.py and seen_items.py on a --prepared_dir run: the test
+    users come from the shards, and the model's NDCG@10 is the one the (streamed)
+    trainer reported."""
     from hybrid_tfrs.config import TrainConfig
     from hybrid_tfrs.training import train
 
@@ -375,7 +376,10 @@ def test_the_gate_diagnosis_reads_a_hybrid_trained_from_shards(prepared_dir, tmp
     diagnosed = load_benchmark("gate_diagnosis").diagnose(str(run), None, 64, [0.0, 1.0])
     trained = json.loads((run / "metrics.json").read_text())["test"]
     assert diagnosed["users"] == load_prepared(prepared_dir).num_users
+    seen = load_benchmark("seen_items").diagnose(str(run), None, 64)
+    assert seen["users"] == diagnosed["users"]
     for protocol in ("full", "full-unseen"):
         assert diagnosed["ndcg10"]["model"][protocol] == pytest.approx(
             trained[protocol]["NDCG@10"], abs=1e-6
         )
+        assert seen["ndcg@10"][protocol] == pytest.approx(trained[protocol]["NDCG@10"], abs=1e-6)
