@@ -218,6 +218,23 @@ def test_python_m_hybrid_tfrs_lists_the_commands(repo_root):
         assert f"python -m hybrid_tfrs.cli.{command}" in result.stdout
 
 
+def test_the_uninstalled_command_list_is_setup_pys_console_scripts(repo_root):
+    from hybrid_tfrs.cli import COMMANDS as LISTED
+
+    scripts = re.findall(
+        r'"(hybrid-tfrs-[\w-]+) = ([\w.]+):run"', (repo_root / "setup.py").read_text()
+    )
+    assert scripts and LISTED == dict(scripts)
+
+
+def test_train_help_names_every_setting_a_resume_may_change():
+    from hybrid_tfrs.cli import train
+    from hybrid_tfrs.config import RESUMABLE_WITH_OTHER
+
+    named = set(re.findall(r"--(?:no)?(\w+)", train.__doc__))
+    assert RESUMABLE_WITH_OTHER <= named
+
+
 def test_importing_the_package_and_checking_a_config_loads_no_tensorflow(repo_root):
     code = """
         import sys
