@@ -1,4 +1,4 @@
-"""hybrid-tfrs: LinRec linear attention + FMLP-Rec filter, blended per user.
+"""hybrid-tfrs: LinRec linear attention + FMLP-Rec filter, blended by a learned weight.
 
 Under Keras 3 (default) the package exports the layers, ``build_encoder`` and
 the ``SequentialRetrievalModel``; with ``TF_USE_LEGACY_KERAS=1`` the same layers
