@@ -1,6 +1,7 @@
 """Readers on small fixtures, malformed ones included."""
 
 import datetime
+import gzip
 import pathlib
 
 import pyarrow as pa
@@ -157,4 +158,48 @@ def test_parquet_timestamp_and_date_columns_and_null_id(tmp_path):
     assert read_table(path, "u", "i", "t") == [("a", ["y", "z", "x"])]
     pq.write_table(pa.table({"u": ["a", None], "i": ["x", "y"]}), path)
     with pytest.raises(DataError, match=r"events.parquet:row 2: empty u"):
+        read_table(path, "u", "i")
+
+
+def test_a_table_with_excels_byte_order_mark_and_crlf_reads_like_plain_utf8(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfuser_id,item_id,ts\r\nalice,caf\xc3\xa9,2\r\nalice,tea,1\r\n")
+    assert read_table(path, "user_id", "item_id", "ts") == [("alice", ["tea", "café"])]
+
+
+def test_gzip_tables_and_lines_are_read_as_their_inner_format(tmp_path):
+    plain = (FIXTURES / "table.tsv").read_bytes()
+    path = tmp_path / "table.tsv.gz"
+    path.write_bytes(gzip.compress(plain))
+    assert read_table(path, "user_id", "item_id", "ts") == read_table(
+        FIXTURES / "table.tsv", "user_id", "item_id", "ts"
+    )
+    s3rec = tmp_path / "s3rec.txt"
+    s3rec.write_bytes(gzip.compress(b"1 1 2\n2 3 4\n"))
+    assert read_s3rec(s3rec) == [("1", ["1", "2"]), ("2", ["3", "4"])]
+    truncated = tmp_path / "cut.csv.gz"
+    truncated.write_bytes(gzip.compress(plain)[:20])
+    with pytest.raises(DataError, match=r"cut.csv.gz: cannot be read"):
+        read_table(truncated, "user_id", "item_id")
+
+
+def test_a_byte_that_is_not_utf8_is_named_on_its_own_line_far_into_a_table(tmp_path):
+    path = tmp_path / "latin1.csv"
+    rows = [b"u,i"] + [b"%d,item%d" % (n, n) for n in range(2, 1000)] + [b"1000,caf\xe9"]
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    with pytest.raises(DataError, match=r"latin1.csv:1000: not UTF-8"):
+        read_table(path, "u", "i")
+
+
+def test_a_folder_or_unreadable_table_is_a_data_error(tmp_path):
+    folder = tmp_path / "events.csv"
+    folder.mkdir()
+    with pytest.raises(DataError, match=r"events.csv: is a directory"):
+        read_table(folder, "u", "i")
+
+
+def test_a_header_read_as_one_field_points_at_the_delimiter(tmp_path):
+    path = tmp_path / "semicolons.csv"
+    path.write_text("u;i\n1;2\n")
+    with pytest.raises(DataError, match=r"no column 'u'.*one column: .*--delimiter"):
         read_table(path, "u", "i")

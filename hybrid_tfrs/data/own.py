@@ -32,7 +32,7 @@ def load_table_split(path, user_column, item_column, time_column=None, sep=None,
     try:
         raw = read_table(path, user_column, item_column, time_column or None, sep=sep)
     except DataError as error:
-        if ": no column " not in str(error):
+        if ": no column " not in str(error) or "--delimiter" in str(error):
             raise
         raise DataError(
             f"{error} (--user_column, --item_column and --time_column name them; "

@@ -3,10 +3,14 @@
 Every reader returns ``list[tuple[str, list[str]]]``: one ``(user_id, item_ids)``
 pair per user, ids as the raw strings of the file, items in time order, users
 in the order they first appear. Bad input raises :class:`DataError` naming the
-file and the line (or row) and field at fault.
+file and the line (or row) and field at fault. Text files may be gzip-compressed
+and may start with a UTF-8 byte-order mark (as Excel writes them).
 """
 
+import codecs
+import contextlib
 import csv
+import gzip
 import json
 import os
 
@@ -23,6 +27,7 @@ _CSV_SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _PARQUET_EXTENSIONS = (".parquet", ".pq")
 _JSON_LINES_EXTENSIONS = (".jsonl", ".ndjson", ".json")
 TABLE_EXTENSIONS = (*_CSV_SEPARATORS, *_PARQUET_EXTENSIONS, *_JSON_LINES_EXTENSIONS)
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class DataError(ValueError):
@@ -33,21 +38,33 @@ class DatasetNotFoundError(DataError):
     """A dataset file could not be found locally nor downloaded."""
 
 
-def _lines(path):
-    """Yields ``(lineno, line)`` for the non-blank lines of a UTF-8 text file."""
+def _decoded_lines(path):
+    """Yields ``(lineno, line)`` for every line of a UTF-8 text file, gzip-compressed or
+    not, a leading byte-order mark dropped; each line keeps its line ending. Decoded line
+    by line, so a byte that is not UTF-8 is reported on its own line."""
     try:
         with open(path, "rb") as f:
+            compressed = f.read(2) == _GZIP_MAGIC
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
+                if lineno == 1:
+                    raw = raw.removeprefix(codecs.BOM_UTF8)
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
                     raise DataError(f"{path}:{lineno}: not UTF-8 text ({err.reason})") from None
-                if line.strip():
-                    yield lineno, line
+                yield lineno, line
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, expected a file") from None
+    except (OSError, EOFError) as err:  # no permission, a broken or truncated gzip file
+        raise DataError(f"{path}: cannot be read ({err})") from None
+
+
+def _lines(path):
+    """Yields ``(lineno, line)`` for the non-blank lines of a text file (:func:`_decoded_lines`)."""
+    return ((lineno, line) for lineno, line in _decoded_lines(path) if line.strip())
 
 
 def _group(path, rows):
@@ -180,7 +197,7 @@ def read_table(path, user_col, item_col, time_col=None, sep=None):
         ``[(user, [item, ...]), ...]``, users in first-appearance order.
     """
     path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
+    ext = os.path.splitext(path.removesuffix(".gz"))[1].lower()
     columns = [user_col, item_col] + ([time_col] if time_col is not None else [])
     if sep is None and ext in _PARQUET_EXTENSIONS:
         rows = _parquet_rows(path, columns)
@@ -191,7 +208,7 @@ def read_table(path, user_col, item_col, time_col=None, sep=None):
     else:
         raise DataError(
             f"{path}: unknown table extension {ext!r}; use .csv, .tsv, .parquet, .jsonl "
-            "or pass sep="
+            "(text ones may end in .gz) or give the field delimiter (--delimiter)"
         )
     if time_col is None:
         return _group(path, ((user, item) for _, user, item in rows))
@@ -204,9 +221,11 @@ def read_table(path, user_col, item_col, time_col=None, sep=None):
 def _check_columns(path, header, columns):
     for column in columns:
         if column not in header:
+            one_field = len(header) == 1 and any(sep in header[0] for sep in ",;\t|")
             raise DataError(
                 f"{path}: no column {column!r}; available columns: "
                 + ", ".join(repr(name) for name in header)
+                + (" (one column: is the field delimiter right? --delimiter)" if one_field else "")
             )
 
 
@@ -218,12 +237,9 @@ def _check_id(value, path, where, column):
 
 def _csv_rows(path, columns, sep):
     """Yields ``(where, user, item[, time])`` from a delimited text file with a header."""
-    try:
-        f = open(path, newline="", encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    with f:
-        reader = csv.reader(f, delimiter=sep)
+    lines = _decoded_lines(path)
+    with contextlib.closing(lines):
+        reader = csv.reader((line for _, line in lines), delimiter=sep)
         try:
             header = next(reader, None)
             if header is None:
@@ -246,9 +262,6 @@ def _csv_rows(path, columns, sep):
                     _check_id(item, path, where, columns[1]),
                     *time,
                 )
-        except UnicodeDecodeError as err:
-            lineno = reader.line_num + 1
-            raise DataError(f"{path}:{lineno}: not UTF-8 text ({err.reason})") from None
         except csv.Error as err:
             raise DataError(f"{path}:{reader.line_num}: {err}") from None
 
