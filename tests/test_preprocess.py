@@ -5,6 +5,8 @@ Malformed rows go to the dead-letter files and stats.json; the vocabulary
 ``--data_file`` computes in memory from the same events. Needs the beam extra.
 """
 
+import codecs
+import gzip
 import json
 import os
 import subprocess
@@ -196,3 +198,55 @@ def test_bad_flags_and_inputs_fail_in_one_line(repo_root, tmp_path, args, messag
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+def test_a_gzip_log_with_excels_byte_order_mark_gives_the_plain_logs_output(
+    repo_root, tmp_path, events
+):
+    users, items, times = events
+    write_csv(tmp_path / "events.csv", users, items, times)
+    plain = (tmp_path / "events.csv").read_bytes()
+    (tmp_path / "excel.csv.gz").write_bytes(gzip.compress(codecs.BOM_UTF8 + plain))
+    rows = [dict(user_id=u, item_id=i, timestamp=int(t)) for u, i, t in zip(users, items, times)]
+    jsonl = codecs.BOM_UTF8 + "".join(json.dumps(row) + "\n" for row in rows).encode()
+    jsonl_path = tmp_path / "excel.jsonl"
+    jsonl_path.write_bytes(jsonl)
+    data, split = load_table_split(tmp_path / "events.csv", "user_id", "item_id", "timestamp")
+    result = _preprocess(
+        repo_root, f"--input={tmp_path}/excel.csv.gz", f"--output_dir={tmp_path / 'gz'}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for prepared in (load_prepared(tmp_path / "gz"), _run_pipeline([jsonl_path], tmp_path / "js")):
+        assert sum(prepared.stats["dropped"]["malformed_rows"].values()) == 0
+        assert prepared.vocabulary == data.vocabulary
+        assert _read_users(prepared) == _in_memory_users(data, split)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"user_id;item_id;timestamp\nu;a;1\n", "one column: is the field delimiter right?"),
+        (b"user_id,item_id,caf\xe9\nu,a,1\n", "events.csv: cannot read its header"),
+    ],
+)
+def test_a_header_that_cannot_be_read_as_the_columns_is_named_in_one_line(
+    repo_root, tmp_path, content, message
+):
+    (tmp_path / "events.csv").write_bytes(content)
+    result = _preprocess(
+        repo_root, f"--input={tmp_path}/events.csv", f"--output_dir={tmp_path / 'out'}"
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_a_log_where_no_user_is_kept_fails_and_says_why(repo_root, tmp_path):
+    dates = "".join(f"u{n % 3},i{n},2024-01-0{n % 9 + 1}\n" for n in range(30))
+    (tmp_path / "events.csv").write_text("user_id,item_id,timestamp\n" + dates)
+    result = _preprocess(
+        repo_root, f"--input={tmp_path}/events.csv", f"--output_dir={tmp_path / 'out'}"
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "no user kept" in error and "30 bad_time" in error

@@ -90,7 +90,7 @@ def match_inputs(patterns, columns, sep):
     """The sorted input paths; ValueError naming a pattern without files or a missing column."""
     from apache_beam.io.filesystems import FileSystems
 
-    from hybrid_tfrs.preprocess.rows import file_format, header_columns
+    from hybrid_tfrs.preprocess.rows import file_format
 
     paths = []
     for pattern, result in zip(patterns, FileSystems.match(patterns)):
@@ -100,27 +100,46 @@ def match_inputs(patterns, columns, sep):
         paths.extend(matched)
     for path in paths:
         kind, file_sep = file_format(path, sep)
-        with FileSystems.open(path) as f:
-            if kind == "text":
-                first = next((line for line in f if line.strip()), None)
-                if first is None:
-                    raise ValueError(f"{path}: empty file, expected a header row")
-                names = header_columns(first, file_sep)
-            elif kind == "parquet":
-                import pyarrow.parquet as pq
-
-                names = pq.ParquetFile(f).schema_arrow.names
-            else:
-                continue  # JSON lines: a row without a field is a dead letter
+        if kind == "jsonl":
+            continue  # JSON lines: a row without a field is a dead letter
+        try:
+            names = _header_names(path, kind, file_sep)
+        except (UnicodeDecodeError, OSError, EOFError) as error:
+            raise ValueError(f"{path}: cannot read its header ({error})") from None
         missing = [name for name in columns.names if name not in names]
         if missing:
+            one_field = len(names) == 1 and any(other in names[0] for other in ",;\t|")
             raise ValueError(
                 f"{path}: no column {missing[0]!r}; available columns: "
                 + ", ".join(repr(name) for name in names)
-                + " (--user_column, --item_column and --time_column name them; "
-                "--time_column= keeps file order)"
+                + (
+                    " (one column: is the field delimiter right? --delimiter)"
+                    if one_field
+                    else " (--user_column, --item_column and --time_column name them; "
+                    "--time_column= keeps file order)"
+                )
             )
     return paths
+
+
+def _header_names(path, kind, sep):
+    """The column names of a text (header row) or Parquet file; ValueError when it is empty."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    from hybrid_tfrs.preprocess.rows import header_columns
+
+    with FileSystems.open(path) as f:  # a .gz file is decompressed
+        if kind == "parquet":
+            try:
+                return pq.ParquetFile(f).schema_arrow.names
+            except pa.ArrowException as error:
+                raise ValueError(f"{path}: not a readable Parquet file ({error})") from None
+        first = next((line for line in iter(f.readline, b"") if line.strip()), None)
+        if first is None:
+            raise ValueError(f"{path}: empty file, expected a header row")
+        return header_columns(first, sep)
 
 
 def _check_output_dir(output_dir):
@@ -172,8 +191,7 @@ def main(argv):
             min_item_count=FLAGS.min_item_count,
             num_shards=FLAGS.num_shards,
         )
-    _report(FLAGS.output_dir, time.perf_counter() - started)
-    return 0
+    return _report(FLAGS.output_dir, time.perf_counter() - started)
 
 
 def _report(output_dir, seconds):
@@ -183,12 +201,25 @@ def _report(output_dir, seconds):
 
     with FileSystems.open(os.path.join(output_dir, prepared.STATS_FILE)) as f:
         stats = json.loads(f.read().decode("utf-8"))
-    malformed = sum(stats["dropped"]["malformed_rows"].values())
+    reasons = stats["dropped"]["malformed_rows"]
+    malformed = sum(reasons.values())
     print(
         f"{output_dir}: {stats['users']} users, {stats['items']} items, "
         f"{stats['interactions']} interactions from {stats['rows_read']} rows "
         f"({malformed} malformed, see dead_letter-*.jsonl) in {seconds / 60:.1f} minutes",
         flush=True,
+    )
+    if stats["users"]:
+        return 0
+    counted = ", ".join(f"{count} {reason}" for reason, count in reasons.items() if count)
+    return common.fail(
+        f"{output_dir}: no user kept, so it cannot be trained on. Malformed rows: "
+        f"{counted or 'none'}; dead_letter-*.jsonl there holds each with its file and line "
+        "(a wrong --time_column, or times that are not numbers, make every row bad_time). "
+        f"Users under --min_length={FLAGS.min_length}: "
+        f"{stats['dropped']['users_below_min_length']}; events of items under "
+        f"--min_item_count={FLAGS.min_item_count}: "
+        f"{stats['dropped']['events_of_items_below_min_item_count']}"
     )
 
 

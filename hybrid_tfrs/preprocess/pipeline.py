@@ -37,7 +37,8 @@ class _ParseFile(beam.DoFn):
     def process(self, readable):
         path = readable.metadata.path
         index = self.file_index[path]
-        with readable.open(compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED) as f:
+        # AUTO: a .gz file is decompressed, any other read as it is
+        with readable.open(compression_type=beam.io.filesystem.CompressionTypes.AUTO) as f:
             for kind, value in parse_rows(path, f, self.columns, self.sep):
                 if kind == "event":
                     user, item, time, line = value

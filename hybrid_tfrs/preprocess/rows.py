@@ -5,6 +5,7 @@ but a malformed row does not stop the job: it becomes a dead letter
 ``{"file", "line", "reason", "detail", "text"}`` and is counted by ``reason``.
 """
 
+import codecs
 import csv
 import io
 import json
@@ -31,8 +32,9 @@ class Columns:
 
 
 def file_format(path, sep=None):
-    """``("text", sep)``, ``("jsonl", None)`` or ``("parquet", None)``; ValueError otherwise."""
-    ext = os.path.splitext(path)[1].lower()
+    """``("text", sep)``, ``("jsonl", None)`` or ``("parquet", None)``; ValueError otherwise.
+    A text file may be gzip-compressed (``.gz`` after its own extension)."""
+    ext = os.path.splitext(path.removesuffix(".gz"))[1].lower()
     if sep:
         return "text", sep
     if ext in _CSV_SEPARATORS:
@@ -42,13 +44,15 @@ def file_format(path, sep=None):
     if ext in _PARQUET_EXTENSIONS:
         return "parquet", None
     raise ValueError(
-        f"{path}: unknown table extension {ext!r}; use .csv, .tsv, .parquet, .jsonl or --delimiter"
+        f"{path}: unknown table extension {ext!r}; use .csv, .tsv, .parquet, .jsonl "
+        "(text ones may end in .gz) or --delimiter"
     )
 
 
 def header_columns(first_line, sep):
-    """The column names of a text file's header line (bytes)."""
-    return [name.strip() for name in next(csv.reader([first_line.decode("utf-8")], delimiter=sep))]
+    """The column names of a text file's header line (bytes; a byte-order mark is dropped)."""
+    text = first_line.decode("utf-8-sig")
+    return [name.strip() for name in next(csv.reader([text], delimiter=sep))]
 
 
 def _dead(path, where, reason, detail, text=""):
@@ -106,7 +110,9 @@ def parse_rows(path, f, columns, sep=None):
         yield from _parquet_rows(path, f, columns)
         return
     names = None
-    for line, raw in enumerate(f, start=1):
+    for line, raw in enumerate(iter(f.readline, b""), start=1):  # Beam's gzip file has no __iter__
+        if line == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
         try:
             text = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as err:
