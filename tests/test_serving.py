@@ -3,6 +3,7 @@
 import contextlib
 import os
 import queue
+import re
 import socket
 import subprocess
 import sys
@@ -530,3 +531,14 @@ def test_model_config_file_example_parses(repo_root, tmp_path):
     bad.write_text("model_config_list { config { nme: 'x' } }")
     with pytest.raises(ValueError, match="bad.config"):
         read_model_config_file(str(bad))
+
+
+def test_the_readmes_rest_requests_are_answered_as_written(served, repo_root):
+    text = (repo_root / "serving" / "README.md").read_text()
+    bodies = re.findall(r"-X POST localhost:8501/v1/models/hybrid:predict \\\n\s+-d '(.+)'", text)
+    assert len(bodies) >= 2
+    for body in bodies:
+        response = requests.post(
+            f"{served.rest_url}/v1/models/hybrid:predict", data=body, timeout=30
+        )
+        assert response.status_code == 200, (body, response.text)
