@@ -87,6 +87,8 @@ class RecommenderModule(tf.Module):
         self.model_variables = list(model.variables)
         self.vocabulary = tf.saved_model.Asset(vocabulary_path)
         # Line numbers are 0-based: index = line + 1, unknown -> -1 + 1 = 0 (padding).
+        # vocab_size: a vocabulary file cut short (a half-copied asset) fails the load
+        # instead of serving a catalogue with items missing.
         self.index_table = tf.lookup.StaticHashTable(
             tf.lookup.TextFileInitializer(
                 self.vocabulary,
@@ -94,6 +96,7 @@ class RecommenderModule(tf.Module):
                 tf.lookup.TextFileIndex.WHOLE_LINE,
                 tf.int64,
                 tf.lookup.TextFileIndex.LINE_NUMBER,
+                vocab_size=self.num_items,
             ),
             default_value=-1,
         )
@@ -104,6 +107,7 @@ class RecommenderModule(tf.Module):
                 tf.lookup.TextFileIndex.LINE_NUMBER,
                 tf.string,
                 tf.lookup.TextFileIndex.WHOLE_LINE,
+                vocab_size=self.num_items,
             ),
             default_value="",
         )
@@ -402,7 +406,7 @@ def export_run(
     """Exports a training run's best model (``model.keras`` + ``vocabulary.txt``).
 
     ``model_name`` defaults to the run's model kind (``config.json``).
-    Returns the version folder; raises ValueError naming a missing file.
+    Returns the version folder; raises ValueError naming a missing or unreadable file.
     """
     import hybrid_tfrs.retrieval  # noqa: F401  (registers the classes model.keras names)
     from hybrid_tfrs.data import Vocabulary
@@ -412,15 +416,22 @@ def export_run(
     for path in paths.values():
         if not os.path.exists(path):
             raise ValueError(f"{path} not found; is --run_dir a training output folder?")
-    with open(paths["config.json"], encoding="utf-8") as f:
-        config = json.load(f)
-    model = keras.models.load_model(paths["model.keras"])
+    try:
+        with open(paths["config.json"], encoding="utf-8") as f:
+            kind = json.load(f)["model"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{paths['config.json']}: no model kind in it ({error!r})") from None
+    try:
+        model = keras.models.load_model(paths["model.keras"])
+    except Exception as error:  # a cut or foreign file fails in many ways inside Keras
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ValueError(f"{paths['model.keras']}: cannot be loaded ({message})") from None
     vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
     return export_saved_model(
         model,
         vocabulary,
         export_dir,
-        model_name or config["model"],
+        model_name or kind,
         version=version,
         top_k=top_k,
         exclude_history=exclude_history,

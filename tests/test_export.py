@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -348,6 +349,26 @@ def test_export_run_needs_a_training_folder(tmp_path):
         export_run(str(tmp_path), str(tmp_path / "out"))
 
 
+def test_export_run_names_a_broken_config_or_model_file(tmp_path):
+    VOCABULARY.save(tmp_path / "vocabulary.txt")
+    (tmp_path / "model.keras").write_bytes(b"PK\x03\x04 cut short")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"config.json: no model kind"):
+        export_run(str(tmp_path), str(tmp_path / "out"))
+    (tmp_path / "config.json").write_text('{"model": "hybrid"}')
+    with pytest.raises(ValueError, match=r"model.keras: cannot be loaded"):
+        export_run(str(tmp_path), str(tmp_path / "out"))
+
+
+def test_a_vocabulary_asset_cut_short_fails_the_load(exported, tmp_path):
+    copy = tmp_path / "1"
+    shutil.copytree(exported[0], copy)
+    vocabulary = copy / "assets" / "vocabulary.txt"
+    vocabulary.write_text("\n".join(list(VOCABULARY.ids)[:-3]) + "\n")
+    with pytest.raises(Exception, match="vocab_size"):
+        recommend(tf.saved_model.load(str(copy)), [["i1"]], 2)
+
+
 def test_export_cli(model, tmp_path, repo_root):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -368,6 +389,16 @@ def test_export_cli(model, tmp_path, repo_root):
     path = Path(result.stdout.strip().splitlines()[-1])
     assert path == tmp_path / "out" / "hybrid" / "3"
     assert (path / "saved_model.pb").exists()
+    older = subprocess.run(
+        command + [f"--run_dir={run_dir}", "--version=2", "--top_k=5"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert older.returncode == 0, older.stderr[-2000:]
+    assert "warning: version 3 is newer" in older.stderr
     result = subprocess.run(
         command + [f"--run_dir={tmp_path / 'missing'}"],
         cwd=repo_root,

@@ -57,9 +57,16 @@ def main(argv):
             top_k=FLAGS.top_k,
             exclude_history=FLAGS.exclude_history,
         )
-    except (DataError, ValueError, FileExistsError) as error:
+    except (DataError, ValueError, OSError) as error:  # OSError: no permission, disk full
         return common.fail(error)
     print(path)
+    newest = max(int(name) for name in os.listdir(os.path.dirname(path)) if name.isdigit())
+    if newest > int(os.path.basename(path)):
+        print(
+            f"warning: version {newest} is newer; TF Serving's default policy (latest) "
+            "keeps serving it, not this one",
+            file=sys.stderr,
+        )
     return 0
 
 
