@@ -143,7 +143,8 @@ class RecommenderModule(tf.Module):
 
     def top_items(self, history, k, exclude_history):
         """string [B, T], int32 k, bool exclude_history -> item_ids string [B, k],
-        scores float32 [B, k].
+        scores float32 [B, k], known_items int32 [B] (the ids of each row found in the
+        vocabulary, so a client can tell a history read whole from one read in part).
 
         The item table is scored ``chunk_size`` items at a time in a
         ``tf.while_loop`` (one chunk after the other) that merges a running
@@ -186,7 +187,11 @@ class RecommenderModule(tf.Module):
         )
         item_ids = self.raw_id_table.lookup(tf.cast(top - 1, tf.int64))  # line = index - 1
         item_ids = tf.where(tf.math.is_inf(top_scores), tf.constant(""), item_ids)
-        return {"item_ids": item_ids, "scores": tf.cast(top_scores, tf.float32)}
+        return {
+            "item_ids": item_ids,
+            "scores": tf.cast(top_scores, tf.float32),
+            "known_items": tf.cast(known.row_lengths(), tf.int32),
+        }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serving_default(self, examples):

@@ -141,6 +141,7 @@ def test_saved_model_cli_lists_the_four_signatures(exported):
             ("input", "examples"): (string, "(-1)"),
             ("output", "item_ids"): (string, f"(-1, {TOP_K})"),
             ("output", "scores"): (floats, f"(-1, {TOP_K})"),
+            ("output", "known_items"): ("DT_INT32", "(-1)"),
         },
         "recommend": {
             ("input", "history"): (string, "(-1, -1)"),
@@ -148,6 +149,7 @@ def test_saved_model_cli_lists_the_four_signatures(exported):
             ("input", "exclude_history"): ("DT_BOOL", "()"),
             ("output", "item_ids"): (string, "(-1, -1)"),
             ("output", "scores"): (floats, "(-1, -1)"),
+            ("output", "known_items"): ("DT_INT32", "(-1)"),
         },
         "query_embedding": {
             ("input", "history"): (string, "(-1, -1)"),
@@ -185,6 +187,9 @@ def test_long_history_keeps_the_latest_items_and_unknown_ids_are_dropped(loaded)
     ids_known, scores_known = answer([["i4", "i7"]])
     assert ids == ids_known
     np.testing.assert_allclose(scores, scores_known, rtol=1e-6)
+    # ... and the answer says how many ids of each row it read: 2 of the 4 given above
+    known = recommend(loaded, [["zz", "i4", "", "i7", "nope"], long_history], 5)["known_items"]
+    assert known.numpy().tolist() == [2, len(long_history)]
 
 
 def test_serving_default_agrees_with_recommend(loaded):

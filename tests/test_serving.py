@@ -198,6 +198,7 @@ def test_metadata_and_status(served, clients, transport):
     assert recommend["outputs"] == {
         "item_ids": {"dtype": "DT_STRING", "shape": [-1, -1]},
         "scores": {"dtype": "DT_FLOAT", "shape": [-1, -1]},
+        "known_items": {"dtype": "DT_INT32", "shape": [-1]},
     }
     assert signatures["serving_default"]["inputs"] == {
         "examples": {"dtype": "DT_STRING", "shape": [-1]}
@@ -329,6 +330,21 @@ def test_client_cli_prints_a_table_or_a_one_line_error(served, capsys):
     assert captured.out == ""
     assert captured.err.count("\n") == 1
     assert captured.err.startswith("error: INVALID_ARGUMENT: k must be in 1..40")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_ids_the_model_does_not_know_are_counted_and_shown(served, clients, transport, capsys):
+    result = clients[transport].recommend([["i1", "I2", "i3"], ["i5"]], k=3)
+    assert result.known_items == [2, 1]
+    assert clients[transport].recommend([["i1"]], k=3, signature="serving_default").known_items == [
+        1
+    ]
+    argv = ["--target", served.grpc_target, "--model", "hybrid", "--history", "i1", "x9", "i2"]
+    assert client_lib.main(argv + ["--k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 of these 3 ids are not in the model's vocabulary and were ignored" in out
+    with pytest.raises(ValueError, match=r"history 0, position 1: .* got float 2.0"):
+        clients[transport].recommend([["i1", 2.0]], k=3)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -20,6 +20,7 @@ gRPC (whose TF Serving protos import TensorFlow) is imported when first used.
 import argparse
 import base64
 import dataclasses
+import numbers
 import sys
 import types
 
@@ -39,15 +40,20 @@ class Recommendations:
         item_ids: [B][k] raw item ids (str).
         scores: float32 [B, k].
         version: the model version that answered (gRPC), or None (REST does not say).
+        known_items: [B] ids of each history found in the model's vocabulary (the
+            others were dropped), or None from an export without that output.
     """
 
     item_ids: list
     scores: np.ndarray
     version: int | None
+    known_items: list | None = None
 
 
 def history_array(histories):
-    """Raw-id histories (lists of str, any lengths) -> object array [B, T] of bytes, "" padded."""
+    """Raw-id histories (lists of str, bytes or int ids, any lengths) -> object array [B, T]
+    of bytes, "" padded. ValueError for any other id (a float 123.0 would become "123.0",
+    an id the vocabulary does not have, and be dropped by the model)."""
     if isinstance(histories, str | bytes) or not all(
         isinstance(h, list | tuple) for h in histories
     ):
@@ -56,6 +62,11 @@ def history_array(histories):
     array = np.full((len(histories), width), b"", dtype=object)
     for row, history in enumerate(histories):
         for col, raw in enumerate(history):
+            if isinstance(raw, bool) or not isinstance(raw, str | bytes | numbers.Integral):
+                raise ValueError(
+                    f"history {row}, position {col}: item ids are str, bytes or int, "
+                    f"got {type(raw).__name__} {raw!r}"
+                )
             array[row, col] = raw if isinstance(raw, bytes) else str(raw).encode("utf-8")
     return array
 
@@ -161,7 +172,9 @@ class _Client:
             raise ValueError(f"signature must be recommend or serving_default, got {signature!r}")
         item_ids = [[raw.decode("utf-8") for raw in row[:k]] for row in outputs["item_ids"]]
         scores = np.asarray(outputs["scores"], np.float32)[:, :k]
-        return Recommendations(item_ids, scores, answered)
+        known = outputs.get("known_items")
+        known = None if known is None else [int(n) for n in np.asarray(known).reshape(-1)]
+        return Recommendations(item_ids, scores, answered, known)
 
     def _recommend(self, inputs, version, exclude_history):
         if version not in self._recommend_inputs:
@@ -370,7 +383,14 @@ class RestClient(_Client):
 
 
 def _table(history, result, row):
-    lines = [f"history: {' '.join(history)}", f"{'rank':>4}  {'item':<20} score"]
+    lines = [f"history: {' '.join(history)}"]
+    given = sum(1 for raw in history if raw)
+    if result.known_items is not None and result.known_items[row] < given:
+        lines.append(
+            f"note: {given - result.known_items[row]} of these {given} ids are not in the "
+            "model's vocabulary and were ignored"
+        )
+    lines.append(f"{'rank':>4}  {'item':<20} score")
     for rank, (item, score) in enumerate(zip(result.item_ids[row], result.scores[row]), start=1):
         lines.append(f"{rank:>4}  {item:<20} {score:.4f}")
     return "\n".join(lines)
