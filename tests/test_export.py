@@ -382,36 +382,26 @@ def test_export_cli(model, tmp_path, repo_root):
     (run_dir / "config.json").write_text(json.dumps({"model": "hybrid"}))
     command = [sys.executable, "trainers/export.py", f"--export_dir={tmp_path / 'out'}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        command + [f"--run_dir={run_dir}", "--version=3", "--top_k=5"],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+
+    def export(*args):
+        return subprocess.run(
+            command + list(args),
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+
+    result = export(f"--run_dir={run_dir}", "--version=3", "--top_k=5")
     assert result.returncode == 0, result.stderr[-2000:]
     path = Path(result.stdout.strip().splitlines()[-1])
     assert path == tmp_path / "out" / "hybrid" / "3"
     assert (path / "saved_model.pb").exists()
-    older = subprocess.run(
-        command + [f"--run_dir={run_dir}", "--version=2", "--top_k=5"],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    older = export(f"--run_dir={run_dir}", "--version=2", "--top_k=5")
     assert older.returncode == 0, older.stderr[-2000:]
     assert "warning: version 3 is newer" in older.stderr
-    result = subprocess.run(
-        command + [f"--run_dir={tmp_path / 'missing'}"],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    result = export(f"--run_dir={tmp_path / 'missing'}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --run_dir=")
 
