@@ -5,6 +5,8 @@ One server runs with small limits (a 1 s read timeout, 64 rows, 100k values,
 that they can lie about their size or stop half-way.
 """
 
+import concurrent.futures
+import http.server
 import json
 import re
 import socket
@@ -501,3 +503,82 @@ def test_error_messages_name_no_python_exception_type(server):
 
 def history_proto(histories):
     return tf.make_tensor_proto(history_array(histories))
+
+
+class _FlakyRest(http.server.BaseHTTPRequestHandler):
+    """Answers the first ``busy`` requests 503 (UNAVAILABLE), then one embedding."""
+
+    busy, calls = 0, 0
+
+    def do_POST(self):
+        type(self).calls += 1
+        self.rfile.read(int(self.headers["Content-Length"]))
+        failing = type(self).calls <= type(self).busy
+        body = {"error": "restarting"} if failing else {"outputs": {"embedding": [[1.0, 2.0]]}}
+        data = json.dumps(body).encode()
+        self.send_response(503 if failing else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def _flaky_grpc(busy):
+    """A PredictionService answering the first ``busy`` calls UNAVAILABLE: (server, port, calls)."""
+    calls = []
+
+    def predict(request, context):
+        calls.append(request.model_spec.signature_name)
+        if len(calls) <= busy:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        response = predict_pb2.PredictResponse()
+        response.outputs["embedding"].CopyFrom(tf.make_tensor_proto(np.ones((1, 2), np.float32)))
+        return response
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        predict,
+        request_deserializer=predict_pb2.PredictRequest.FromString,
+        response_serializer=predict_pb2.PredictResponse.SerializeToString,
+    )
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "tensorflow.serving.PredictionService", {"Predict": handler}
+            ),
+        )
+    )
+    port = server.add_insecure_port("localhost:0")
+    server.start()
+    return server, port, calls
+
+
+@pytest.mark.parametrize("retries, busy, answered", [(2, 2, True), (0, 1, False), (1, 2, False)])
+def test_a_busy_or_restarting_server_is_tried_again_with_backoff(retries, busy, answered):
+    inputs = {"history": history_array([["i1"]])}
+    _FlakyRest.busy, _FlakyRest.calls = busy, 0
+    rest = http.server.ThreadingHTTPServer(("localhost", 0), _FlakyRest)
+    threading.Thread(target=rest.serve_forever, daemon=True).start()
+    grpc_server, port, grpc_calls = _flaky_grpc(busy)
+    clients = {
+        "rest": RestClient(f"http://localhost:{rest.server_port}", "m", 10, retries),
+        "grpc": GrpcClient(f"localhost:{port}", "m", 10, retries),
+    }
+    try:
+        for transport, client in clients.items():
+            if answered:
+                embedding = client.predict(inputs, "query_embedding", output_aliases=("embedding",))
+                assert np.asarray(embedding["embedding"]).shape == (1, 2), transport
+            else:
+                with pytest.raises(ServingError) as error:
+                    client.predict(inputs, "query_embedding")
+                assert error.value.code == "UNAVAILABLE", transport
+        assert _FlakyRest.calls == len(grpc_calls) == min(busy, retries) + 1
+    finally:
+        for client in clients.values():
+            client.close()
+        rest.shutdown()
+        grpc_server.stop(None)

@@ -20,14 +20,16 @@ gRPC (whose TF Serving protos import TensorFlow) is imported when first used.
 import argparse
 import base64
 import dataclasses
+import json
 import numbers
 import sys
 import types
 
 import numpy as np
 import requests
+from requests.adapters import HTTPAdapter, Retry
 
-from hybrid_tfrs.serving import ServingError, code_from_http_status
+from hybrid_tfrs.serving import HTTP_STATUS, ServingError, code_from_http_status
 
 __all__ = ["GrpcClient", "Recommendations", "RestClient", "ServingError", "history_array"]
 
@@ -116,12 +118,25 @@ def _status_rows(status_json):
     ]
 
 
-class _Client:
-    """The transport-neutral API; subclasses implement ``_predict``, ``_metadata``, ``_status``."""
+# Codes a busy or restarting server answers, worth another try (the request is a read).
+RETRIED_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+RETRY_BACKOFF_S = 0.1  # the first wait; it doubles each try, at most 2 s
 
-    def __init__(self, model, timeout):
+
+class _Client:
+    """The transport-neutral API; subclasses implement ``_predict``, ``_metadata``, ``_status``.
+
+    ``retries``: further tries, with exponential backoff, of a call answered
+    UNAVAILABLE or RESOURCE_EXHAUSTED (HTTP 503 or 429) or refused a connection;
+    each try has the whole ``timeout``.
+    """
+
+    def __init__(self, model, timeout, retries=2):
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
         self.model = model
         self.timeout = timeout
+        self.retries = retries
         self._recommend_inputs = {}  # requested version -> input aliases of "recommend"
 
     def __enter__(self):
@@ -237,17 +252,31 @@ def _grpc_modules():
     )
 
 
+def _retry_config(retries):
+    """gRPC service config: retry both TF Serving services on RETRIED_CODES."""
+    services = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+    policy = {
+        "maxAttempts": min(retries + 1, 5),
+        "initialBackoff": f"{RETRY_BACKOFF_S}s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": list(RETRIED_CODES),
+    }
+    names = [{"service": service} for service in services]
+    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": policy}]})
+
+
 class GrpcClient(_Client):
     """TensorFlow Serving's gRPC API (PredictionService, ModelService) at ``target``."""
 
-    def __init__(self, target, model, timeout=30.0):
-        super().__init__(model, timeout)
+    def __init__(self, target, model, timeout=30.0, retries=2):
+        super().__init__(model, timeout, retries)
         self.target = target
         self._m = _grpc_modules()
-        self.channel = self._m.grpc.insecure_channel(
-            target,
-            options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)],
-        )
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        if retries:  # gRPC's own retry policy (a service config), at most 5 attempts
+            options += [("grpc.enable_retries", 1), ("grpc.service_config", _retry_config(retries))]
+        self.channel = self._m.grpc.insecure_channel(target, options=options)
         self.predictions = self._m.prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = self._m.model_service_pb2_grpc.ModelServiceStub(self.channel)
 
@@ -332,10 +361,21 @@ def _from_json(value):
 class RestClient(_Client):
     """TensorFlow Serving's REST API at ``url`` (e.g. ``http://localhost:8501``)."""
 
-    def __init__(self, url, model, timeout=30.0):
-        super().__init__(model, timeout)
+    def __init__(self, url, model, timeout=30.0, retries=2):
+        super().__init__(model, timeout, retries)
         self.url = url.rstrip("/")
         self.session = requests.Session()
+        if retries:  # urllib3's retry: connection refused, 503 and 429, Retry-After honoured
+            retry = Retry(
+                total=retries,
+                read=0,  # a request the server may be working on is not sent twice
+                status_forcelist=[HTTP_STATUS[code] for code in RETRIED_CODES],
+                allowed_methods=None,  # POST :predict is a read too
+                backoff_factor=RETRY_BACKOFF_S,
+                backoff_max=2.0,
+                raise_on_status=False,  # the last answer's error is reported as any other
+            )
+            self.session.mount(self.url, HTTPAdapter(max_retries=retry))
 
     def close(self):
         self.session.close()
@@ -419,6 +459,13 @@ def main(argv=None):
     parser.add_argument("--version", type=int, help="Model version (default: the newest).")
     parser.add_argument("--timeout", type=float, default=30.0, help="Seconds per call.")
     parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="Further tries of a call the server answers UNAVAILABLE or RESOURCE_EXHAUSTED "
+        "(busy, restarting), with exponential backoff from 0.1 s; 0: none.",
+    )
+    parser.add_argument(
         "--exclude_history",
         action="store_true",
         help="Leave each history's items out of its recommendations (signature recommend; "
@@ -426,10 +473,14 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
+    if args.retries < 0:
+        parser.error(f"--retries={args.retries}: must be >= 0")
     if args.rest:
-        client, where = RestClient(args.rest, args.model, args.timeout), f"rest {args.rest}"
+        client = RestClient(args.rest, args.model, args.timeout, args.retries)
+        where = f"rest {args.rest}"
     else:
-        client, where = GrpcClient(args.target, args.model, args.timeout), f"grpc {args.target}"
+        client = GrpcClient(args.target, args.model, args.timeout, args.retries)
+        where = f"grpc {args.target}"
     try:
         with client:
             result = client.recommend(
