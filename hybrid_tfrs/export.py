@@ -392,10 +392,40 @@ def export_saved_model(
                 },
                 f,
             )
+        _check_it_serves(saved, model_name, version, final_dir)
+        _sync_tree(saved)  # on disk before it has its name, so a power loss cannot publish less
         os.rename(saved, final_dir)  # atomic on one file system; fails if it appeared meanwhile
+        _sync_tree(model_dir, files=False)
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
     return final_dir
+
+
+def _check_it_serves(saved_dir, model_name, version, final_dir):
+    """Loads the written SavedModel and replays its warmup requests, as a server will;
+    ValueError (nothing published) if it cannot."""
+    from hybrid_tfrs.serving.servable import LoadError, Servable
+
+    try:
+        Servable(model_name, int(version), saved_dir).warm_up(max_rows=1 << 20)
+    except LoadError as error:
+        raise ValueError(
+            f"{final_dir}: not published, the export does not load and answer its warmup "
+            f"requests ({error.code}: {error.message})"
+        ) from None
+
+
+def _sync_tree(root, files=True):
+    """fsync every file (``files``) and folder under ``root``, ``root`` included."""
+    for folder, _, names in os.walk(root) if files else [(root, (), ())]:
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                os.fsync(f.fileno())
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _write_warmup(saved_dir, records):

@@ -311,8 +311,23 @@ def test_failed_export_leaves_no_version_and_no_temp_folder(model, tmp_path, mon
     assert os.listdir(tmp_path / "hybrid") == []
 
 
-def test_export_removes_folders_of_killed_exports_only(model, tmp_path, monkeypatch):
+def _fake_save_published_unchecked(monkeypatch):
+    """Exports write _fake_save's stub, and publish it without the load check it fails."""
     monkeypatch.setattr(export_lib.tf.saved_model, "save", _fake_save)
+    monkeypatch.setattr(export_lib, "_check_it_serves", lambda *args: None)
+
+
+def test_an_export_that_does_not_load_is_not_published(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_lib.tf.saved_model, "save", _fake_save)  # a partial saved_model.pb
+    with pytest.raises(
+        ValueError, match=r"hybrid/5: not published, .*\(DATA_LOSS: .*cannot be parsed"
+    ):
+        export_saved_model(model, VOCABULARY, str(tmp_path), "hybrid", version=5)
+    assert os.listdir(tmp_path / "hybrid") == []
+
+
+def test_export_removes_folders_of_killed_exports_only(model, tmp_path, monkeypatch):
+    _fake_save_published_unchecked(monkeypatch)
     model_dir = tmp_path / "hybrid"
     host = socket.gethostname()
     dead = subprocess.run(
@@ -338,7 +353,7 @@ def test_export_removes_folders_of_killed_exports_only(model, tmp_path, monkeypa
 
 
 def test_default_version_is_a_timestamp_after_existing_ones(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(export_lib.tf.saved_model, "save", _fake_save)
+    _fake_save_published_unchecked(monkeypatch)
     before = int(time.time())
     path = export_saved_model(model, VOCABULARY, str(tmp_path), "hybrid", top_k=1000)
     assert before <= int(Path(path).name) <= time.time()
