@@ -203,3 +203,10 @@ def test_a_header_read_as_one_field_points_at_the_delimiter(tmp_path):
     path.write_text("u;i\n1;2\n")
     with pytest.raises(DataError, match=r"no column 'u'.*one column: .*--delimiter"):
         read_table(path, "u", "i")
+
+
+def test_an_id_with_a_line_break_is_named_with_its_line(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"u": "a", "i": "x"}\n{"u": "a", "i": "y\\nz"}\n')
+    with pytest.raises(DataError, match=r"events.jsonl:2: i 'y\\nz' holds a line break"):
+        read_table(path, "u", "i")

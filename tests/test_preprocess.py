@@ -119,6 +119,7 @@ def test_preprocess_dead_letters_stats_and_the_in_memory_split(repo_root, tmp_pa
         "field_count": 1,
         "empty_user": 1,
         "empty_item": 1,
+        "line_break": 0,
         "bad_time": 1,
         "not_json": 0,
     }
@@ -250,3 +251,13 @@ def test_a_log_where_no_user_is_kept_fails_and_says_why(repo_root, tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: ") and "no user kept" in error and "30 bad_time" in error
+
+
+def test_an_id_with_a_line_break_is_a_dead_letter(tmp_path):
+    rows = [{"user_id": "u", "item_id": item, "timestamp": n} for n, item in enumerate("abcd")]
+    rows.append({"user_id": "u", "item_id": "e\nf", "timestamp": 9})
+    log = tmp_path / "events.jsonl"
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    prepared = _run_pipeline([log], tmp_path / "out")
+    assert prepared.stats["dropped"]["malformed_rows"]["line_break"] == 1
+    assert prepared.vocabulary.ids == ("a", "b", "c", "d")

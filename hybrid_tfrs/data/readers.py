@@ -230,9 +230,14 @@ def _check_columns(path, header, columns):
 
 
 def _check_id(value, path, where, column):
-    if value is None or str(value).strip() == "":
+    """The id as a stripped string; DataError if it is empty or holds a line break (the
+    vocabulary file keeps one id a line)."""
+    text = "" if value is None else str(value).strip()
+    if not text:
         raise DataError(f"{path}:{where}: empty {column}")
-    return str(value).strip()
+    if "\n" in text or "\r" in text:
+        raise DataError(f"{path}:{where}: {column} {text[:50]!r} holds a line break")
+    return text
 
 
 def _csv_rows(path, columns, sep):

@@ -17,7 +17,15 @@ from hybrid_tfrs.data.readers import _CSV_SEPARATORS, _JSON_LINES_EXTENSIONS, _P
 __all__ = ["Columns", "file_format", "header_columns", "parse_rows"]
 
 # Why a row is a dead letter (stats.json counts them under these names).
-REASONS = ("not_utf8", "field_count", "empty_user", "empty_item", "bad_time", "not_json")
+REASONS = (
+    "not_utf8",
+    "field_count",
+    "empty_user",
+    "empty_item",
+    "line_break",  # an id holding one: vocabulary.txt keeps one id a line
+    "bad_time",
+    "not_json",
+)
 
 
 class Columns:
@@ -84,6 +92,9 @@ def _event(path, where, user, item, time, columns, text):
         return "dead", _dead(path, where, "empty_user", f"empty {columns.user}", text)
     if not item:
         return "dead", _dead(path, where, "empty_item", f"empty {columns.item}", text)
+    for column, value in ((columns.user, user), (columns.item, item)):
+        if "\n" in value or "\r" in value:
+            return "dead", _dead(path, where, "line_break", f"{column} holds a line break", text)
     if columns.time:
         parsed = _time(time)
         if parsed is None:
