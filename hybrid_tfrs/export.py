@@ -395,7 +395,7 @@ def export_saved_model(
         _check_it_serves(saved, model_name, version, final_dir)
         _sync_tree(saved)  # on disk before it has its name, so a power loss cannot publish less
         os.rename(saved, final_dir)  # atomic on one file system; fails if it appeared meanwhile
-        _sync_tree(model_dir, files=False)
+        _fsync(model_dir)  # the rename itself
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
     return final_dir
@@ -415,17 +415,21 @@ def _check_it_serves(saved_dir, model_name, version, final_dir):
         ) from None
 
 
-def _sync_tree(root, files=True):
-    """fsync every file (``files``) and folder under ``root``, ``root`` included."""
-    for folder, _, names in os.walk(root) if files else [(root, (), ())]:
+def _sync_tree(root):
+    """fsync every file and folder under ``root``, ``root`` included."""
+    for folder, _, names in os.walk(root):
         for name in names:
-            with open(os.path.join(folder, name), "rb") as f:
-                os.fsync(f.fileno())
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+            _fsync(os.path.join(folder, name))
+        _fsync(folder)
+
+
+def _fsync(path):
+    """Flushes one file or folder (its entries) to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _write_warmup(saved_dir, records):
@@ -445,28 +449,24 @@ def export_run(
     """
     import hybrid_tfrs.retrieval  # noqa: F401  (registers the classes model.keras names)
     from hybrid_tfrs.data import Vocabulary
+    from hybrid_tfrs.run_dir import read_json
+    from hybrid_tfrs.training import load_run_model
 
     names = ("config.json", "model.keras", VOCABULARY_FILE)
     paths = {name: os.path.join(run_dir, name) for name in names}
     for path in paths.values():
         if not os.path.exists(path):
             raise ValueError(f"{path} not found; is --run_dir a training output folder?")
-    try:
-        with open(paths["config.json"], encoding="utf-8") as f:
-            kind = json.load(f)["model"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{paths['config.json']}: no model kind in it ({error!r})") from None
-    try:
-        model = keras.models.load_model(paths["model.keras"])
-    except Exception as error:  # a cut or foreign file fails in many ways inside Keras
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise ValueError(f"{paths['model.keras']}: cannot be loaded ({message})") from None
+    config = read_json(paths["config.json"])  # RunDirError (a ValueError) naming the file
+    if not isinstance(config, dict) or "model" not in config:
+        raise ValueError(f"{paths['config.json']}: no model kind in it")
+    model = load_run_model(paths["model.keras"], way_out="export a run whose training finished")
     vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
     return export_saved_model(
         model,
         vocabulary,
         export_dir,
-        model_name or kind,
+        model_name or config["model"],
         version=version,
         top_k=top_k,
         exclude_history=exclude_history,

@@ -90,6 +90,7 @@ def match_inputs(patterns, columns, sep):
     """The sorted input paths; ValueError naming a pattern without files or a missing column."""
     from apache_beam.io.filesystems import FileSystems
 
+    from hybrid_tfrs.data.readers import check_columns
     from hybrid_tfrs.preprocess.rows import file_format
 
     paths = []
@@ -106,19 +107,7 @@ def match_inputs(patterns, columns, sep):
             names = _header_names(path, kind, file_sep)
         except (UnicodeDecodeError, OSError, EOFError) as error:
             raise ValueError(f"{path}: cannot read its header ({error})") from None
-        missing = [name for name in columns.names if name not in names]
-        if missing:
-            one_field = len(names) == 1 and any(other in names[0] for other in ",;\t|")
-            raise ValueError(
-                f"{path}: no column {missing[0]!r}; available columns: "
-                + ", ".join(repr(name) for name in names)
-                + (
-                    " (one column: is the field delimiter right? --delimiter)"
-                    if one_field
-                    else " (--user_column, --item_column and --time_column name them; "
-                    "--time_column= keeps file order)"
-                )
-            )
+        check_columns(path, names, columns.names)  # DataError, a ValueError
     return paths
 
 

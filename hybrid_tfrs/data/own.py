@@ -7,7 +7,7 @@ reading the same events give the same split and the same item indices.
 
 import os
 
-from hybrid_tfrs.data.readers import DataError, read_table
+from hybrid_tfrs.data.readers import read_table
 from hybrid_tfrs.data.split import encode_dataset, leave_one_out
 from hybrid_tfrs.data.vocabulary import Vocabulary
 
@@ -29,15 +29,7 @@ def load_table_split(path, user_column, item_column, time_column=None, sep=None,
         ``(SequenceData, Split)``; the dataset is named after the file.
     """
     path = os.fspath(path)
-    try:
-        raw = read_table(path, user_column, item_column, time_column or None, sep=sep)
-    except DataError as error:
-        if ": no column " not in str(error) or "--delimiter" in str(error):
-            raise
-        raise DataError(
-            f"{error} (--user_column, --item_column and --time_column name them; "
-            "--time_column= keeps file order)"
-        ) from None
+    raw = read_table(path, user_column, item_column, time_column or None, sep=sep)
     vocabulary = Vocabulary.by_frequency(items for _, items in raw)
     data = encode_dataset(raw, os.path.basename(path), vocabulary=vocabulary)
     return data, leave_one_out(data, min_length=min_length)

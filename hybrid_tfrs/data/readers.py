@@ -197,7 +197,7 @@ def read_table(path, user_col, item_col, time_col=None, sep=None):
         ``[(user, [item, ...]), ...]``, users in first-appearance order.
     """
     path = os.fspath(path)
-    ext = os.path.splitext(path.removesuffix(".gz"))[1].lower()
+    ext = table_extension(path)
     columns = [user_col, item_col] + ([time_col] if time_col is not None else [])
     if sep is None and ext in _PARQUET_EXTENSIONS:
         rows = _parquet_rows(path, columns)
@@ -218,15 +218,29 @@ def read_table(path, user_col, item_col, time_col=None, sep=None):
     return _group_by_time(path, timed)
 
 
-def _check_columns(path, header, columns):
+def check_columns(path, header, columns):
+    """DataError naming the first of ``columns`` missing from a table's ``header``, the
+    columns it has and the flag most likely at fault (the same for --data_file and
+    hybrid-tfrs-preprocess)."""
     for column in columns:
         if column not in header:
             one_field = len(header) == 1 and any(sep in header[0] for sep in ",;\t|")
+            hint = (
+                "one column: is the field delimiter right? --delimiter"
+                if one_field
+                else "--user_column, --item_column and --time_column name them; "
+                "--time_column= keeps file order"
+            )
             raise DataError(
                 f"{path}: no column {column!r}; available columns: "
                 + ", ".join(repr(name) for name in header)
-                + (" (one column: is the field delimiter right? --delimiter)" if one_field else "")
+                + f" ({hint})"
             )
+
+
+def table_extension(path):
+    """A table's extension, lower case, after any ``.gz`` (a text table may be gzipped)."""
+    return os.path.splitext(path.removesuffix(".gz"))[1].lower()
 
 
 def _check_id(value, path, where, column):
@@ -250,7 +264,7 @@ def _csv_rows(path, columns, sep):
             if header is None:
                 raise DataError(f"{path}: empty file, expected a header row")
             header = [name.strip() for name in header]
-            _check_columns(path, header, columns)
+            check_columns(path, header, columns)
             positions = [header.index(column) for column in columns]
             for fields in reader:
                 where = reader.line_num
@@ -307,7 +321,7 @@ def _parquet_rows(path, columns):
         raise DataError(f"{path}: no such file") from None
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"{path}: not a readable Parquet file ({err})") from None
-    _check_columns(path, schema.names, columns)
+    check_columns(path, schema.names, columns)
     table = pq.read_table(path, columns=columns)
     if len(columns) == 3:
         time = table.column(columns[2])

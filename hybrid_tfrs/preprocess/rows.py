@@ -10,9 +10,14 @@ import csv
 import io
 import json
 import math
-import os
 
-from hybrid_tfrs.data.readers import _CSV_SEPARATORS, _JSON_LINES_EXTENSIONS, _PARQUET_EXTENSIONS
+from hybrid_tfrs.data.readers import (
+    _CSV_SEPARATORS,
+    _JSON_LINES_EXTENSIONS,
+    _PARQUET_EXTENSIONS,
+    check_columns,
+    table_extension,
+)
 
 __all__ = ["Columns", "file_format", "header_columns", "parse_rows"]
 
@@ -42,7 +47,7 @@ class Columns:
 def file_format(path, sep=None):
     """``("text", sep)``, ``("jsonl", None)`` or ``("parquet", None)``; ValueError otherwise.
     A text file may be gzip-compressed (``.gz`` after its own extension)."""
-    ext = os.path.splitext(path.removesuffix(".gz"))[1].lower()
+    ext = table_extension(path)
     if sep:
         return "text", sep
     if ext in _CSV_SEPARATORS:
@@ -157,12 +162,7 @@ def parse_rows(path, f, columns, sep=None):
 
 
 def _positions(path, names, columns):
-    missing = [name for name in columns.names if name not in names]
-    if missing:
-        raise ValueError(
-            f"{path}: no column {missing[0]!r}; available columns: "
-            + ", ".join(repr(name) for name in names)
-        )
+    check_columns(path, names, columns.names)  # DataError, a ValueError
     return [names.index(name) for name in columns.names]
 
 
