@@ -210,3 +210,12 @@ def test_an_id_with_a_line_break_is_named_with_its_line(tmp_path):
     path.write_text('{"u": "a", "i": "x"}\n{"u": "a", "i": "y\\nz"}\n')
     with pytest.raises(DataError, match=r"events.jsonl:2: i 'y\\nz' holds a line break"):
         read_table(path, "u", "i")
+
+
+def test_a_quoted_field_may_hold_line_breaks_and_a_stray_quote_names_its_line(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text('u,i,comment\na,x,"two\nlines"\na,y,plain\n')
+    assert read_table(path, "u", "i") == [("a", ["x", "y"])]
+    path.write_text('u,i,comment\na,x,ok\na,"y,stray\n' + "b,z,ok\n" * 30)
+    with pytest.raises(DataError, match=r"events.csv:3: .*quoted field opened on line 3"):
+        read_table(path, "u", "i")

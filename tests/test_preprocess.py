@@ -7,6 +7,7 @@ Malformed rows go to the dead-letter files and stats.json; the vocabulary
 
 import codecs
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ from hybrid_tfrs.data.event_log import generate_events, write_csv  # noqa: E402
 from hybrid_tfrs.data.own import load_table_split  # noqa: E402
 from hybrid_tfrs.data.prepared import load_prepared  # noqa: E402
 from hybrid_tfrs.preprocess.pipeline import build_pipeline  # noqa: E402
-from hybrid_tfrs.preprocess.rows import Columns  # noqa: E402
+from hybrid_tfrs.preprocess.rows import MAX_RECORD_LINES, Columns, parse_rows  # noqa: E402
 
 COLUMNS = Columns("user_id", "item_id", "timestamp")
 # Malformed rows appended to the first file: (text, reason).
@@ -120,6 +121,7 @@ def test_preprocess_dead_letters_stats_and_the_in_memory_split(repo_root, tmp_pa
         "empty_user": 1,
         "empty_item": 1,
         "line_break": 0,
+        "unclosed_quote": 0,
         "bad_time": 1,
         "not_json": 0,
     }
@@ -261,3 +263,27 @@ def test_an_id_with_a_line_break_is_a_dead_letter(tmp_path):
     prepared = _run_pipeline([log], tmp_path / "out")
     assert prepared.stats["dropped"]["malformed_rows"]["line_break"] == 1
     assert prepared.vocabulary.ids == ("a", "b", "c", "d")
+
+
+def test_a_quoted_field_may_hold_line_breaks_and_a_stray_quote_costs_one_row():
+    header = "user_id,item_id,timestamp,comment\n"
+    rows = (
+        'u1,i1,1,"two\n\nlines, and a ""quoted"" word"\n'  # lines 2-4
+        'u2,i2,2,"a note\nu9,i9,5,x"\n'  # lines 5-6: line 6 alone would be an event
+        'u2,"i3,3,stray\n'  # line 7: a stray quote, never closed
+    )
+    after = "".join(f"u3,j{n},{n},ok\n" for n in range(MAX_RECORD_LINES + 20))
+    log = (header + rows + after).encode()
+
+    parsed = list(parse_rows("events.csv", io.BytesIO(log), COLUMNS))
+
+    events = [value for kind, value in parsed if kind == "event"]
+    assert events[:2] == [("u1", "i1", 1, 2), ("u2", "i2", 2, 5)]  # named by first line
+    assert events[2:] == [("u3", f"j{n}", n, 8 + n) for n in range(MAX_RECORD_LINES + 20)]
+    (letter,) = [value for kind, value in parsed if kind == "dead"]
+    assert (letter["line"], letter["reason"], letter["text"]) == (
+        7,
+        "unclosed_quote",
+        'u2,"i3,3,stray',
+    )
+    assert f"still open on line {7 + MAX_RECORD_LINES - 1}" in letter["detail"]

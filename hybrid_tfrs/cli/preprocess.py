@@ -128,7 +128,7 @@ def _header_names(path, kind, sep):
         first = next((line for line in iter(f.readline, b"") if line.strip()), None)
         if first is None:
             raise ValueError(f"{path}: empty file, expected a header row")
-        return header_columns(first, sep)
+        return header_columns(first.decode("utf-8-sig"), sep)
 
 
 def _check_output_dir(output_dir):

@@ -255,10 +255,12 @@ def _check_id(value, path, where, column):
 
 
 def _csv_rows(path, columns, sep):
-    """Yields ``(where, user, item[, time])`` from a delimited text file with a header."""
+    """Yields ``(where, user, item[, time])`` from a delimited text file with a header; a
+    row whose quoted field holds line breaks is named by its first line."""
     lines = _decoded_lines(path)
     with contextlib.closing(lines):
         reader = csv.reader((line for _, line in lines), delimiter=sep)
+        first = 1  # the first line of the row being read
         try:
             header = next(reader, None)
             if header is None:
@@ -266,13 +268,15 @@ def _csv_rows(path, columns, sep):
             header = [name.strip() for name in header]
             check_columns(path, header, columns)
             positions = [header.index(column) for column in columns]
+            first = reader.line_num + 1
             for fields in reader:
-                where = reader.line_num
+                where, first = first, reader.line_num + 1
                 if not any(field.strip() for field in fields):
                     continue
                 if len(fields) != len(header):
                     raise DataError(
                         f"{path}:{where}: expected {len(header)} fields, got {len(fields)}"
+                        + _stray_quote_hint(where, reader.line_num)
                     )
                 user, item, *time = (fields[i] for i in positions)
                 yield (
@@ -281,8 +285,16 @@ def _csv_rows(path, columns, sep):
                     _check_id(item, path, where, columns[1]),
                     *time,
                 )
-        except csv.Error as err:
-            raise DataError(f"{path}:{reader.line_num}: {err}") from None
+        except csv.Error as err:  # e.g. a quoted field longer than csv's field size limit
+            hint = _stray_quote_hint(first, reader.line_num)
+            raise DataError(f"{path}:{first}: {err}{hint}") from None
+
+
+def _stray_quote_hint(first, last):
+    """The end of an error about a row read from line ``first`` to ``last``."""
+    if last == first:
+        return ""
+    return f" (a quoted field opened on line {first} runs to line {last}: a stray quote?)"
 
 
 def _json_lines_rows(path, columns):

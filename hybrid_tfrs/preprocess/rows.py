@@ -6,6 +6,7 @@ but a malformed row does not stop the job: it becomes a dead letter
 """
 
 import codecs
+import collections
 import csv
 import io
 import json
@@ -21,6 +22,11 @@ from hybrid_tfrs.data.readers import (
 
 __all__ = ["Columns", "file_format", "header_columns", "parse_rows"]
 
+# A quoted field may hold line breaks (a free-text column). A row still open this many
+# lines on has a stray quote: its first line becomes a dead letter and the lines after
+# it are read again as rows, so one stray quote costs one row, not the rest of the file.
+MAX_RECORD_LINES = 100
+
 # Why a row is a dead letter (stats.json counts them under these names).
 REASONS = (
     "not_utf8",
@@ -28,6 +34,7 @@ REASONS = (
     "empty_user",
     "empty_item",
     "line_break",  # an id holding one: vocabulary.txt keeps one id a line
+    "unclosed_quote",  # a stray quote: the field it opens is still open 100 lines on
     "bad_time",
     "not_json",
 )
@@ -62,10 +69,26 @@ def file_format(path, sep=None):
     )
 
 
-def header_columns(first_line, sep):
-    """The column names of a text file's header line (bytes; a byte-order mark is dropped)."""
-    text = first_line.decode("utf-8-sig")
-    return [name.strip() for name in next(csv.reader([text], delimiter=sep))]
+def header_columns(header, sep):
+    """The column names of a text file's header row (str)."""
+    return [name.strip() for name in next(csv.reader([header], delimiter=sep))]
+
+
+def quote_open(text, sep, quote='"'):
+    """Whether delimited text ends inside a quoted field, by the csv module's rules: a
+    quote opens a field only at the field's start, and a doubled quote inside is one."""
+    inside = closed_just_now = False
+    at_field_start = True
+    for char in text:
+        if inside:
+            if char == quote:
+                inside, closed_just_now = False, True
+            continue
+        if char == quote and (at_field_start or closed_just_now):
+            inside = True  # opens the field, or is the second quote of a doubled one
+        closed_just_now = False
+        at_field_start = char == sep
+    return inside
 
 
 def _dead(path, where, reason, detail, text=""):
@@ -126,19 +149,13 @@ def parse_rows(path, f, columns, sep=None):
         yield from _parquet_rows(path, f, columns)
         return
     names = None
-    for line, raw in enumerate(iter(f.readline, b""), start=1):  # Beam's gzip file has no __iter__
-        if line == 1:
-            raw = raw.removeprefix(codecs.BOM_UTF8)
-        try:
-            text = raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as err:
-            yield "dead", _dead(path, line, "not_utf8", err.reason, repr(raw))
-            continue
-        if not text.strip():
+    for what, line, text in _rows_of_text(path, f, sep if kind == "text" else None):
+        if what == "dead":
+            yield "dead", text  # the dead letter
             continue
         if kind == "text":
             if names is None:
-                names = header_columns(raw, sep)
+                names = header_columns(text, sep)
                 positions = _positions(path, names, columns)
                 continue
             fields = next(csv.reader([text], delimiter=sep))
@@ -159,6 +176,57 @@ def parse_rows(path, f, columns, sep=None):
             values = [record.get(name) for name in columns.names]
         user, item, time = values if columns.time else (*values, None)
         yield _event(path, line, user, item, time, columns, text)
+
+
+def _rows_of_text(path, f, sep):
+    """Yields ``("row", first line, text)`` for each non-blank row of a text file, or
+    ``("dead", line, letter)`` for a line that is not UTF-8 or a stray quote's row.
+
+    With ``sep`` (a delimited file), a row whose quoted field holds line breaks is
+    joined across its lines (see :data:`MAX_RECORD_LINES`)."""
+    lines = _decoded_lines(path, f)
+    read_again = collections.deque()  # (line, text) read past a stray quote
+    open_row = []  # (line, text) of a row whose quoted field is still open
+    while True:
+        if read_again:
+            line, text = read_again.popleft()
+        else:
+            line, text = next(lines, (None, None))
+        if line is None:  # the end of the file
+            if not open_row:
+                return
+            text = None
+        elif isinstance(text, dict):
+            yield "dead", line, text
+            continue
+        elif not open_row and not text.strip():
+            continue
+        else:
+            open_row.append((line, text))
+            joined = "\n".join(part for _, part in open_row)
+            if not sep or not quote_open(joined, sep):
+                yield "row", open_row[0][0], joined
+                open_row = []
+                continue
+            if len(open_row) < MAX_RECORD_LINES:
+                continue
+        first, last = open_row[0], open_row[-1][0]
+        detail = f"the quoted field opened here is still open on line {last}"
+        yield "dead", first[0], _dead(path, first[0], "unclosed_quote", detail, first[1])
+        read_again.extendleft(reversed(open_row[1:]))
+        open_row = []
+
+
+def _decoded_lines(path, f):
+    """Yields ``(line, text)`` for each line of a binary file, a byte-order mark and the
+    line ending dropped, or ``(line, dead letter)`` for a line that is not UTF-8."""
+    for line, raw in enumerate(iter(f.readline, b""), start=1):  # Beam's gzip file has no __iter__
+        if line == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        try:
+            yield line, raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            yield line, _dead(path, line, "not_utf8", err.reason, repr(raw))
 
 
 def _positions(path, names, columns):
