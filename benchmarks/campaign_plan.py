@@ -124,6 +124,9 @@ ABLATIONS = {
     # flagfiles' hybrid since 5 December 2026, so the campaign skips it as that copy; kept
     # for the commands of gate.md sections 22-23 and epoch_cost.md, which name it.
     "hybrid-filter-trunk": FILTER_TRUNK,
+    # ... and its FMLP-Rec path trained alone (3 blocks, 50k fewer parameters than
+    # the trunk on ML-1M): what the LinRec block and the blend add at the trunk's depth
+    "fmlp-3-layers": {"model": "fmlp", "num_layers": "3"},
     # ... with alpha fixed at 0.5: what its learned alpha is worth (issue 13's gate ablation)
     "hybrid-filter-trunk-fixed-alpha": {**FILTER_TRUNK, "gate_mode": "fixed"},
     # ... and with the statistics gate: what a per-user alpha adds on the trunk
