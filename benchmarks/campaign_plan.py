@@ -127,6 +127,10 @@ ABLATIONS = {
     # ... and its FMLP-Rec path trained alone (3 blocks, 50k fewer parameters than
     # the trunk on ML-1M): what the LinRec block and the blend add at the trunk's depth
     "fmlp-3-layers": {"model": "fmlp", "num_layers": "3"},
+    # ... one block deeper (3 shared FMLP-Rec blocks, then one of each: depth 4, five blocks),
+    # against FMLP-Rec with five: does the LinRec block pay at greater depth? (issue 12)
+    "hybrid-filter-trunk-4-layers": {"num_layers": "4", "shared_blocks": "3"},
+    "fmlp-5-layers": {"model": "fmlp", "num_layers": "5"},
     # ... with alpha fixed at 0.5: what its learned alpha is worth (issue 13's gate ablation)
     "hybrid-filter-trunk-fixed-alpha": {**FILTER_TRUNK, "gate_mode": "fixed"},
     # ... and with the statistics gate: what a per-user alpha adds on the trunk
