@@ -42,6 +42,7 @@ from campaign_plan import (
     BATCH_LOSS,
     CAPACITY_MATCHED_BASELINES,
     CAPACITY_MATCHED_HYBRIDS,
+    MATCHED_HYBRIDS,
     MODELS,
     REPO,
     SAME_AS_HYBRID,
@@ -343,7 +344,8 @@ def paired_tests(run_dirs):
 def _hybrid_sides(name):
     """The hybrid variants ``name`` is tested against: the hybrid; for a baseline
     trained another way (``fmlp-target-loss``) the hybrid trained that way too; for a
-    capacity-matched baseline the hybrids built to match it as well; and a variant
+    capacity-matched baseline the hybrids built to match it as well; for a baseline of
+    another size the hybrids of its size (``MATCHED_HYBRIDS``); and a variant
     trained with each batch's mean only against the hybrids trained so (the
     flagfiles' hybrid weighs every target alike: that margin would be the loss's)."""
     if name == "hybrid":
@@ -355,6 +357,7 @@ def _hybrid_sides(name):
         sides.append(f"hybrid-{change}")
     if name in CAPACITY_MATCHED_BASELINES:
         sides.extend(CAPACITY_MATCHED_HYBRIDS)
+    sides.extend(MATCHED_HYBRIDS.get(name, ()))
     if batch_mean:
         sides.append(f"hybrid{BATCH_LOSS}")
     return list(dict.fromkeys(sides))  # in order, once each

@@ -153,6 +153,9 @@ CAPACITY_MATCHED_BASELINES = (
     "fmlp-4-layers-pre-ln",
 )
 CAPACITY_MATCHED_HYBRIDS = ("hybrid-two-stacks", "hybrid-layer-fusion-3-layers")
+# Baselines of another size than the default hybrid -> the hybrids built to match them
+# (within 5 % of their parameters), which the page also tests against them.
+MATCHED_HYBRIDS = {"fmlp-5-layers": ("hybrid-filter-trunk-4-layers",)}
 
 # The Beauty and ML-1M flagfiles weigh every target the same (--loss_normalization=target)
 # since 3 December 2026. "<model or ablation>-batch-loss" is that run with each batch's mean,

@@ -269,7 +269,8 @@ def test_a_baseline_trained_another_way_is_also_tested_against_the_hybrid_traine
     """fmlp-target-loss against hybrid and hybrid-target-loss; a batch-mean variant only
     against the batch-mean hybrids (hybrid-batch-loss against the hybrid: the loss A/B);
     fmlp-4-layers (no hybrid-4-layers) against the hybrid and the hybrid built to match
-    it (hybrid-layer-fusion-3-layers); the hybrid's own ablations against the hybrid."""
+    it (hybrid-layer-fusion-3-layers); fmlp-5-layers also against the hybrid of its size
+    (hybrid-filter-trunk-4-layers); the hybrid's own ablations against the hybrid."""
     from hybrid_tfrs.significance import write_ranks
 
     rng = np.random.default_rng(0)
@@ -279,6 +280,8 @@ def test_a_baseline_trained_another_way_is_also_tested_against_the_hybrid_traine
         "fmlp-target-loss",
         "fmlp-4-layers",
         "hybrid-layer-fusion-3-layers",
+        "fmlp-5-layers",
+        "hybrid-filter-trunk-4-layers",
         "hybrid-batch-loss",
         "hybrid-fixed-alpha-batch-loss",
         "fmlp-batch-loss",
@@ -299,12 +302,15 @@ def test_a_baseline_trained_another_way_is_also_tested_against_the_hybrid_traine
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1]) == [
         ["hybrid", "fmlp-4-layers"],
+        ["hybrid", "fmlp-5-layers"],
         ["hybrid", "fmlp-target-loss"],
         ["hybrid", "hybrid-batch-loss"],
+        ["hybrid", "hybrid-filter-trunk-4-layers"],
         ["hybrid", "hybrid-layer-fusion-3-layers"],
         ["hybrid", "hybrid-target-loss"],
         ["hybrid-batch-loss", "fmlp-batch-loss"],
         ["hybrid-batch-loss", "hybrid-fixed-alpha-batch-loss"],
+        ["hybrid-filter-trunk-4-layers", "fmlp-5-layers"],
         ["hybrid-layer-fusion-3-layers", "fmlp-4-layers"],
         ["hybrid-target-loss", "fmlp-target-loss"],
     ]

@@ -158,10 +158,13 @@ def test_a_model_without_a_flagfile_is_refused_by_name():
 def test_the_capacity_matched_runs_have_about_the_default_hybrids_parameters():
     """benchmarks/parameters.py --runs counts each run as its flagfile and overrides build
     it: every capacity-matched baseline and hybrid is within 5 % of the default hybrid's
-    trainable parameters on both datasets."""
+    trainable parameters on both datasets, and each other-sized baseline within 5 % of the
+    hybrids matched to it."""
     names = ["hybrid", *campaign_plan.CAPACITY_MATCHED_HYBRIDS, "fmlp-4-layers", "sasrec-4-layers"]
+    matched = campaign_plan.MATCHED_HYBRIDS
+    others = [*matched, *(name for hybrids in matched.values() for name in hybrids)]
     result = subprocess.run(
-        [sys.executable, "benchmarks/parameters.py", f"--runs={','.join(names)}"],
+        [sys.executable, "benchmarks/parameters.py", f"--runs={','.join(names + others)}"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -170,8 +173,12 @@ def test_the_capacity_matched_runs_have_about_the_default_hybrids_parameters():
     assert result.returncode == 0, result.stderr[-3000:]
     cells = [line.split(" | ") for line in result.stdout.splitlines()[2:]]
     total = {tuple(row[2].split()): int(row[3].replace(",", "")) for row in cells}
-    assert len(total) == 2 * len(names)
+    assert len(total) == 2 * len(names + others)
     for dataset in ("ml-1m", "beauty"):
         for name in names[1:]:
             ratio = total[(dataset, name)] / total[(dataset, "hybrid")]
             assert 0.95 < ratio < 1.05, (dataset, name, ratio)
+        for baseline, hybrids in matched.items():
+            for name in hybrids:
+                ratio = total[(dataset, name)] / total[(dataset, baseline)]
+                assert 0.95 < ratio < 1.05, (dataset, name, baseline, ratio)
