@@ -13,6 +13,8 @@ import io
 import json
 import os
 
+from hybrid_tfrs.run_dir import temporary_path
+
 REPORT_FILE = "report.html"
 HEADLINE = ("HR@10", "NDCG@10", "MRR")
 
@@ -137,7 +139,7 @@ def write_report(run_dir):
     with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as handle:
         metrics = json.load(handle)
     path = os.path.join(run_dir, REPORT_FILE)
-    temp = f"{path}.tmp"
+    temp = temporary_path(path)
     with open(temp, "w", encoding="utf-8") as handle:
         handle.write(render_report(metrics))
     os.replace(temp, path)

@@ -3,19 +3,21 @@
 Layout (see hybrid_tfrs.training)::
 
     config.json  vocabulary.txt  model.keras  metrics.json  test_ranks.npz
-    checkpoints/last.keras  checkpoints/state.json  tensorboard/  .lock
+    checkpoints/last-<epoch>.keras  checkpoints/state.json  tensorboard/  .lock
 
 A folder that holds a run is resumed only with the same settings (those in
-``hybrid_tfrs.config.RESUMABLE_WITH_OTHER`` may differ); otherwise
-:func:`check_run_dir` raises :class:`RunDirError` before anything is written.
-Every file is written to a temporary name and renamed, so a kill leaves the old
-file or the new one, never half of one. A training holds :func:`exclusive`'s
-lock on the folder, so two never write it at once. Imports neither Keras nor
-TensorFlow.
+``hybrid_tfrs.config.RESUMABLE_WITH_OTHER`` may differ) and the same data;
+otherwise :func:`check_run_dir` or :func:`check_same_data` raises
+:class:`RunDirError` before anything is written. Every file is written to a
+temporary name of its writer's own and renamed, so a kill leaves the old file
+or the new one, never half of one; the state names the weights it goes with
+(:func:`save_checkpoint`). A training holds :func:`exclusive`'s lock on the
+folder, so two never write it at once. Imports neither Keras nor TensorFlow.
 """
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -29,10 +31,12 @@ METRICS_FILE = "metrics.json"
 RANKS_FILE = "{split}_ranks.npz"  # per-user ranks, hybrid_tfrs.significance.write_ranks
 TEST_RANKS_FILE = RANKS_FILE.format(split="test")
 CHECKPOINT_DIR = "checkpoints"
-LAST_MODEL_FILE = os.path.join(CHECKPOINT_DIR, "last.keras")
+LAST_MODEL_FILE = "last-{epoch}.keras"  # in CHECKPOINT_DIR, the state names it
+OLD_LAST_MODEL_FILE = "last.keras"  # what a state file written before it names none meant
 STATE_FILE = os.path.join(CHECKPOINT_DIR, "state.json")
 TENSORBOARD_DIR = "tensorboard"
-# What --noresume discards: every file a run writes, and nothing else.
+# What --noresume discards: every file a run writes, and nothing else (patterns; in the
+# two folders only the run's own entries, so a file of another tool there is kept).
 RUN_FILES = (
     CONFIG_FILE,
     VOCABULARY_FILE,
@@ -42,8 +46,10 @@ RUN_FILES = (
     "report.html",
     "evaluation.json",
     RANKS_FILE.format(split="valid"),  # hybrid-tfrs-evaluate --write_ranks
-    CHECKPOINT_DIR,
-    TENSORBOARD_DIR,
+    os.path.join(CHECKPOINT_DIR, "state.json*"),
+    os.path.join(CHECKPOINT_DIR, "last*.keras"),
+    os.path.join(TENSORBOARD_DIR, "train"),  # keras.callbacks.TensorBoard's folders
+    os.path.join(TENSORBOARD_DIR, "validation"),
 )
 LOCK_FILE = ".lock"  # held by the training that writes the folder; see exclusive()
 STATE_KEYS = frozenset({"best_score", "best_epoch", "waited", "epochs_done", "history"})
@@ -113,9 +119,62 @@ def check_run_dir(config):
             f"{state_path}: not a training state (needs {', '.join(sorted(STATE_KEYS))}); "
             f"{START_OVER}"
         )
-    if not os.path.exists(run_path(config, LAST_MODEL_FILE)):
-        raise RunDirError(f"{run_path(config, LAST_MODEL_FILE)}: no such file; {START_OVER}")
+    if not os.path.exists(last_model_path(config, state)):
+        raise RunDirError(f"{last_model_path(config, state)}: no such file; {START_OVER}")
     return state
+
+
+def last_model_path(config, state):
+    """The weights file (with the optimizer) that a state file goes with."""
+    name = state.get("last_model", OLD_LAST_MODEL_FILE)
+    return run_path(config, os.path.join(CHECKPOINT_DIR, name))
+
+
+def save_checkpoint(model, config, state):
+    """Saves ``model`` as checkpoints/last-<epoch>.keras, then ``state`` naming it, then
+    removes the older weights: a kill at any point leaves a state and the weights of
+    the same epoch, so a resume goes on as if the run had never stopped."""
+    name = LAST_MODEL_FILE.format(epoch=state["epochs_done"])
+    save_model(model, run_path(config, os.path.join(CHECKPOINT_DIR, name)))
+    state["last_model"] = name
+    write_json(run_path(config, STATE_FILE), state)
+    for path in glob.glob(run_path(config, os.path.join(CHECKPOINT_DIR, "last*.keras"))):
+        if os.path.basename(path) != name:
+            os.remove(path)
+
+
+def check_same_data(config, state, summary, vocabulary_ids):
+    """RunDirError, before anything is written, if the run to resume was trained on
+    other data than ``summary`` (:func:`hybrid_tfrs.training.data_summary`) describes.
+
+    A state written before summaries were kept is checked by its vocabulary.txt
+    against ``vocabulary_ids`` (the data's item ids, in index order)."""
+    if state is None:  # nothing to resume: the run starts afresh
+        return
+    earlier = state.get("data")
+    if earlier == summary:
+        return
+    if earlier is not None:
+        changed = [
+            f"{name} {earlier[name]} there, {summary[name]} now"
+            for name in ("users", "items", "interactions")
+            if earlier.get(name) != summary[name]
+        ] or ["the same numbers of users, items and events, but other item ids or counts"]
+    else:
+        path = run_path(config, VOCABULARY_FILE)
+        if not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8", newline="") as handle:
+            ids = handle.read().split("\n")[:-1]  # line i: the id of index i
+        if ids == list(vocabulary_ids):
+            return
+        changed = [f"its {VOCABULARY_FILE} has {len(ids)} items, the data {len(vocabulary_ids)}"]
+        if len(ids) == len(vocabulary_ids):
+            changed = [f"its {VOCABULARY_FILE} names other items than the data"]
+    raise RunDirError(
+        f"--output_dir={config.output_dir} holds a run trained on other data "
+        f"({'; '.join(changed)}); {START_OVER}"
+    )
 
 
 def _check_folder_can_be_written(folder):
@@ -161,20 +220,28 @@ def exclusive(output_dir):
 
 
 def start_run_dir(config):
-    """Creates output_dir; without --resume, first removes the files of an earlier run."""
+    """Creates output_dir; without --resume, first removes the files of an earlier run
+    (``RUN_FILES``), and only those."""
     if not config.resume:
-        for name in RUN_FILES:
-            path = run_path(config, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
+        for pattern in RUN_FILES:
+            for path in glob.glob(run_path(config, pattern)):
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
     os.makedirs(run_path(config, CHECKPOINT_DIR), exist_ok=True)
+
+
+def temporary_path(path):
+    """Where ``path`` is written before its rename: a name of this process's own, so two
+    writers (an evaluation beside a training) never share one half-written file."""
+    stem, extension = os.path.splitext(path)
+    return f"{stem}.{os.getpid()}.tmp{extension}"
 
 
 def write_json(path, payload):
     """Writes JSON to a temporary file, then renames it over ``path``."""
-    temporary = f"{path}.tmp"
+    temporary = temporary_path(path)
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2)
     os.replace(temporary, path)
@@ -182,12 +249,12 @@ def write_json(path, payload):
 
 def save_model(model, path):
     """``model.save(path)`` through a temporary ``.keras`` file and a rename."""
-    temporary = f"{path[: -len('.keras')]}.tmp.keras"
+    temporary = temporary_path(path)
     model.save(temporary)
     os.replace(temporary, path)
 
 
 def save_vocabulary(vocabulary, path):
-    temporary = f"{path}.tmp"
+    temporary = temporary_path(path)
     vocabulary.save(temporary)
     os.replace(temporary, path)

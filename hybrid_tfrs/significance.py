@@ -37,6 +37,7 @@ import zipfile
 import numpy as np
 
 from hybrid_tfrs.rank_metrics import per_user_metrics
+from hybrid_tfrs.run_dir import temporary_path
 
 _META_KEYS = ("user_ids", "split")
 # Resampled means per chunk (users x replicates held at once): about 32 MiB of int64 indices.
@@ -57,7 +58,7 @@ def write_ranks(path, ranks, user_ids, split):
     """Writes ``{protocol: int [U]}`` ranks and the users' ids to ``path`` atomically.
 
     Args:
-      path: the .npz file (written to ``<path>.tmp``, then renamed over it).
+      path: the .npz file (written to a temporary name, then renamed over it).
       ranks: {protocol: int [U]}, ranks >= 1, users in the order of ``user_ids``.
       user_ids: [U] raw user ids (stored as str).
       split: "valid" or "test".
@@ -72,7 +73,7 @@ def write_ranks(path, ranks, user_ids, split):
                 f"got shape {values.shape}"
             )
         arrays[protocol] = values.astype(np.int32)
-    temporary = f"{path}.tmp"
+    temporary = temporary_path(path)
     with open(temporary, "wb") as handle:  # a file object: np.savez adds no ".npz"
         np.savez_compressed(handle, user_ids=user_ids, split=np.str_(split), **arrays)
     os.replace(temporary, path)

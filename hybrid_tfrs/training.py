@@ -6,7 +6,7 @@
     config.json          the run's settings (what hybrid-tfrs-evaluate rebuilds from)
     vocabulary.txt       raw item id of index i on line i
     model.keras          the best model on validation NDCG@10 (full ranking)
-    checkpoints/         last.keras + state.json, to resume an interrupted run
+    checkpoints/         last-<epoch>.keras + state.json, to resume an interrupted run
     tensorboard/         TensorBoard logs (loss, validation metrics, epoch time)
     metrics.json         valid and test metrics under the three protocols
     test_ranks.npz       each test user's target rank per protocol, for paired tests
@@ -20,6 +20,7 @@ is also exported for TensorFlow Serving to ``<export_dir>/<model kind>/<version>
 """
 
 import contextlib
+import hashlib
 import os
 import time
 
@@ -313,8 +314,7 @@ class ValidationCallback(keras.callbacks.Callback):
                 run_dir.save_model(
                     self.model, run_dir.run_path(self.config, run_dir.BEST_MODEL_FILE)
                 )
-            run_dir.save_model(self.model, run_dir.run_path(self.config, run_dir.LAST_MODEL_FILE))
-            run_dir.write_json(run_dir.run_path(self.config, run_dir.STATE_FILE), self.state)
+            run_dir.save_checkpoint(self.model, self.config, self.state)
         self.log(
             f"epoch {epoch + 1}/{self.config.epochs} - loss {loss:.4f} - val "
             f"{_validation_name(self.config)} "
@@ -407,6 +407,21 @@ def training_data(config, data, split):
     return dataset, steps, num_targets / steps
 
 
+def data_summary(vocabulary, split):
+    """What a run's weights depend on in its data, to refuse a resume on other data:
+    {"users", "items", "interactions": int, "sha256": of the item ids in index order
+    and the training counts}."""
+    digest = hashlib.sha256("\n".join(vocabulary.ids).encode("utf-8"))
+    digest.update(np.asarray(split.item_popularity, dtype=np.int64).tobytes())
+    stats = split.stats()
+    return {
+        "users": int(stats["users"]),
+        "items": int(stats["items"]),
+        "interactions": int(stats["interactions"]),
+        "sha256": digest.hexdigest(),
+    }
+
+
 def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, strategy=None):
     """Runs a whole training job and returns the metrics dict (see module doc).
 
@@ -446,6 +461,8 @@ def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callback
     is still writing) or starts afresh, trains, then, on the chief, evaluates
     and writes (``stats``: ``split.stats()``)."""
     state = run_dir.check_run_dir(config)
+    summary = data_summary(data.vocabulary, split)
+    run_dir.check_same_data(config, state, summary, data.vocabulary.ids)
     # Seeded first: the shuffle's order depends on the global seed too, so a run
     # is the same whatever the process ran before it.
     keras.utils.set_random_seed(config.seed)
@@ -454,10 +471,12 @@ def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callback
         if state is None:
             state = {"best_score": -1.0, "best_epoch": 0, "waited": 0, "epochs_done": 0}
             state["history"] = []
+            state["data"] = summary
             model = build_model(config, split.num_items, split.item_popularity, targets_per_batch)
             compile_model(model, config, steps_per_epoch)
         else:
-            model = load_run_model(run_dir.run_path(config, run_dir.LAST_MODEL_FILE))
+            model = load_run_model(run_dir.last_model_path(config, state))
+            state["data"] = summary  # kept from here on by a state written before
             _resume_random_streams(model, dataset, state, log)
             log(f"resuming after epoch {state['epochs_done']} from {config.output_dir}")
         model.optimizer.build(model.trainable_variables)

@@ -89,10 +89,12 @@ def straight_and_resumed(folder, settings, epochs=4, stop_after=2):
     the runs are in ``folder``/straight and ``folder``/resumed.
 
     The stopped run is the straight run's folder as it was once epoch ``stop_after``
-    was saved (copied before the next epoch starts): what a run killed there leaves,
-    without training its first epochs a second time."""
+    was saved (copied before the next epoch starts), plus the next epoch's weights
+    file written as the run writes it: what a run killed between saving those weights
+    and the state that names them leaves, without training its first epochs again."""
     import keras
 
+    from hybrid_tfrs import run_dir
     from hybrid_tfrs.training import TrainConfig, train
 
     straight, resumed = (str(Path(folder) / name) for name in ("straight", "resumed"))
@@ -101,6 +103,11 @@ def straight_and_resumed(folder, settings, epochs=4, stop_after=2):
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == stop_after:  # epoch ``stop_after``'s files are all written
                 shutil.copytree(straight, resumed)
+
+        def on_epoch_end(self, epoch, logs=None):  # before the run saves this epoch
+            if epoch == stop_after:
+                name = run_dir.LAST_MODEL_FILE.format(epoch=epoch + 1)
+                self.model.save(os.path.join(resumed, run_dir.CHECKPOINT_DIR, name))
 
     config = TrainConfig(epochs=epochs, output_dir=straight, **settings)
     whole = train(config, log=lambda _: None, callbacks=[StopHere()])

@@ -1,6 +1,7 @@
 """A run stopped and resumed trains exactly as one that was never stopped.
 
-A resume restores the weights and the optimizer from ``last.keras``; the
+A resume restores the weights and the optimizer from the ``last-<epoch>.keras``
+that the state file names (not a newer one a kill left unnamed); the
 dropout streams (Keras does not save a ``SeedGenerator``'s state) and the
 epoch's place in the tf.data shuffle come from the run's state file.
 """
@@ -48,8 +49,11 @@ def test_a_resumed_run_has_the_losses_and_scores_of_an_uninterrupted_one(runs):
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(runs):
     *_, straight, resumed = runs
+    for folder in (straight, resumed):  # the weights the last state names, and only those
+        names = sorted(os.listdir(os.path.join(folder, run_dir.CHECKPOINT_DIR)))
+        assert names == ["last-4.keras", "state.json"], (folder, names)
     ends = [
-        load_run_model(os.path.join(folder, run_dir.LAST_MODEL_FILE))
+        load_run_model(os.path.join(folder, run_dir.CHECKPOINT_DIR, "last-4.keras"))
         for folder in (straight, resumed)
     ]
     for a, b in zip(ends[0].weights, ends[1].weights, strict=True):

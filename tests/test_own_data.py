@@ -190,3 +190,40 @@ def test_a_missing_data_file_is_named(repo_root, tmp_path):
 def test_dataset_own_needs_a_data_file():
     with pytest.raises(ValueError, match="--dataset='own': needs --data_file"):
         TrainConfig(dataset="own").validate()
+
+
+def test_a_rerun_on_changed_data_is_refused_before_anything_is_written(tmp_path):
+    """The run keeps a summary of its data; a resume on other data (new events with new
+    items, or items renamed) stops, naming what changed, and leaves the run as it was."""
+    from hybrid_tfrs.run_dir import RunDirError
+    from hybrid_tfrs.training import train
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{rng.integers(20)}", t) for u in range(40) for t in range(6)]
+    log = tmp_path / "events.csv"
+    original = "user_id,item_id,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows)
+    log.write_text(original)
+    run = tmp_path / "run"
+    settings = dict(dataset="own", data_file=str(log), max_len=8, hidden_dim=8, epochs=1)
+    settings.update(protocols="full", output_dir=str(run))
+    train(TrainConfig(**settings), log=lambda _: None)
+    files = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+
+    def refused(message):
+        with pytest.raises(RunDirError, match=message):
+            train(TrainConfig(**{**settings, "epochs": 2}), log=lambda _: None)
+        assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == files
+
+    with open(log, "a", encoding="utf-8") as handle:  # new events, with new items
+        handle.write("".join(f"u{u},new{u},9\n" for u in range(5)))
+    refused(r"trained on other data \(items 20 there, 25 now; interactions 240 there, 245 now\)")
+    log.write_text(log.read_text().replace("new", "i"))  # no new item: counts change
+    refused(r"trained on other data \(interactions 240 there, 245 now\)")
+    log.write_text(original.replace("i1,", "x1,"))  # one item renamed: the same numbers
+    refused(r"the same numbers of users, items and events, but other item ids or counts")
+    state = run / "checkpoints" / "state.json"  # as a run trained before summaries were kept
+    state.write_text(
+        json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "data"})
+    )
+    files[state] = state.read_bytes()
+    refused(r"trained on other data \(its vocabulary.txt names other items than the data\)")

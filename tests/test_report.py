@@ -50,7 +50,7 @@ def test_hybrid_report_has_curve_buckets_alpha_and_the_test_table(tmp_path):
     ]
     assert "<td>full-unseen</td><td>0.3000</td><td>0.2345</td><td>0.2000</td>" in page
     assert "best epoch 2 of 3" in page
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp*"))
 
 
 def test_baseline_report_has_no_alpha_figure(tmp_path):

@@ -115,7 +115,7 @@ def test_ranks_file_round_trip_and_stacking(tmp_path):
     users = ["u7", "u3", "u9"]
     path = tmp_path / "test_ranks.npz"
     write_ranks(path, {"full": np.array([1, 5, 2]), "full-unseen": [1, 4, 2]}, users, "test")
-    assert not (tmp_path / "test_ranks.npz.tmp").exists()
+    assert not list(tmp_path.glob("*.tmp*"))
     run = read_ranks(path)
     assert run.user_ids.tolist() == users and run.split == "test"
     assert run.ranks["full"].dtype == np.int32 and run.ranks["full-unseen"].tolist() == [1, 4, 2]

@@ -134,7 +134,7 @@ def test_train_writes_a_valid_metrics_json_and_prints_the_table(trained_run):
     assert [EPOCH_LINE.match(line).groups() for line in epoch_lines] == [
         (str(epoch), "4") for epoch in range(1, 5)
     ], epoch_lines
-    for name in ("config.json", "vocabulary.txt", "model.keras", "checkpoints/last.keras"):
+    for name in ("config.json", "vocabulary.txt", "model.keras", "checkpoints/last-4.keras"):
         assert (out / name).exists(), name
     assert any((out / "tensorboard").rglob("*tfevents*"))
 
@@ -239,6 +239,9 @@ def test_noresume_replaces_a_run_with_other_settings_and_a_terminal_sees_one_lin
     run = tmp_path / "run"
     shutil.copytree(out, run)
     old_events = {p.name for p in (run / "tensorboard").rglob("*tfevents*")}
+    theirs = [run / "checkpoints" / "my_other_model.ckpt", run / "tensorboard" / "events.mine"]
+    for path in theirs:  # another tool's files in the run's folders
+        path.write_text("not the run's")
     args = (*SMALL, "--max_len=20", "--epochs=1", "--protocols=full", f"--output_dir={run}")
     refused = _run(repo_root, "train.py", *args, timeout=300)
     assert refused.returncode == 2 and "--max_len=30 there, 20 now" in refused.stderr
@@ -257,13 +260,14 @@ def test_noresume_replaces_a_run_with_other_settings_and_a_terminal_sees_one_lin
     assert json.loads((run / "config.json").read_text())["max_len"] == 20
     assert (run / "export" / "hybrid").is_dir()  # not a file of the run: kept
     assert not old_events & {p.name for p in (run / "tensorboard").rglob("*tfevents*")}
+    assert all(path.read_text() == "not the run's" for path in theirs)
 
 
 def test_a_truncated_checkpoint_is_named_and_the_run_left_alone(repo_root, trained_run, tmp_path):
     out, _ = trained_run
     run = tmp_path / "run"
     shutil.copytree(out, run)
-    last = run / "checkpoints" / "last.keras"
+    (last,) = (run / "checkpoints").glob("last-*.keras")
     last.write_bytes(last.read_bytes()[:1000])
     config_before = (run / "config.json").read_bytes()
     result = _run(repo_root, "train.py", *SMALL, "--epochs=6", f"--output_dir={run}", timeout=300)

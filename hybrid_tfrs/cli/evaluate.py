@@ -11,8 +11,9 @@ Also `python -m hybrid_tfrs.cli.evaluate`.
 
 ``--write_ranks`` also writes each split's per-user target ranks to
 ``<run_dir>/<split>_ranks.npz`` (``test_ranks.npz`` is the file a training run
-writes itself, read by the paired tests of hybrid_tfrs.significance), e.g. for a
-run trained before runs kept their ranks:
+writes itself, read by the paired tests of hybrid_tfrs.significance); the
+protocols it does not run are kept from an earlier file of the same users. E.g. for
+a run trained before runs kept their ranks:
 
     hybrid-tfrs-evaluate --run_dir=runs/beauty_hybrid --splits=test --write_ranks
 """
@@ -45,7 +46,8 @@ flags.DEFINE_boolean(
     "write_ranks",
     False,
     "Also write each split's per-user target ranks to <run_dir>/<split>_ranks.npz "
-    "(for paired tests; replaces the test_ranks.npz of the training run).",
+    "(for paired tests): the protocols run replace theirs in the training run's "
+    "test_ranks.npz, the others are kept.",
 )
 FLAGS = flags.FLAGS
 
@@ -109,12 +111,31 @@ def main(argv):
 
         for part, result in results.items():
             path = os.path.join(FLAGS.run_dir, run_dir.RANKS_FILE.format(split=part))
-            write_ranks(path, result.pop("ranks"), split.user_ids, part)
-            print(f"wrote {path}")
+            ranks, kept = _with_earlier_ranks(path, result.pop("ranks"), split.user_ids, part)
+            write_ranks(path, ranks, split.user_ids, part)
+            print(f"wrote {path}" + (f" (kept {', '.join(kept)} from before)" if kept else ""))
     output = FLAGS.output or os.path.join(FLAGS.run_dir, "evaluation.json")
     run_dir.write_json(output, {"run_dir": FLAGS.run_dir, **results})
     print(f"wrote {output}")
     return 0
+
+
+def _with_earlier_ranks(path, ranks, user_ids, split):
+    """(``ranks`` plus the protocols that an earlier ranks file of the same split and
+    users holds and this evaluation did not run, [those protocols]); a file of other
+    users, or a broken one, is replaced whole."""
+    from hybrid_tfrs.significance import read_ranks
+
+    if not os.path.exists(path):
+        return ranks, []
+    try:
+        earlier = read_ranks(path)
+    except ValueError:
+        return ranks, []
+    if earlier.split != split or earlier.user_ids.tolist() != [str(u) for u in user_ids]:
+        return ranks, []
+    kept = [protocol for protocol in earlier.ranks if protocol not in ranks]
+    return {**{protocol: earlier.ranks[protocol] for protocol in kept}, **ranks}, kept
 
 
 def run(argv=None):
