@@ -13,7 +13,7 @@ import io
 import json
 import os
 
-from hybrid_tfrs.run_dir import temporary_path
+from hybrid_tfrs.run_dir import write_atomically
 
 REPORT_FILE = "report.html"
 HEADLINE = ("HR@10", "NDCG@10", "MRR")
@@ -139,8 +139,11 @@ def write_report(run_dir):
     with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as handle:
         metrics = json.load(handle)
     path = os.path.join(run_dir, REPORT_FILE)
-    temp = temporary_path(path)
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(render_report(metrics))
-    os.replace(temp, path)
+    page = render_report(metrics)
+
+    def write(temporary):
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(page)
+
+    write_atomically(path, write)
     return path

@@ -232,29 +232,36 @@ def start_run_dir(config):
     os.makedirs(run_path(config, CHECKPOINT_DIR), exist_ok=True)
 
 
-def temporary_path(path):
-    """Where ``path`` is written before its rename: a name of this process's own, so two
-    writers (an evaluation beside a training) never share one half-written file."""
+def write_atomically(path, write):
+    """``write(temporary)``, then the temporary file renamed over ``path``: a kill leaves
+    the old file or the new one. The temporary name is this process's own (two writers,
+    e.g. an evaluation beside a training, never share one), and a failed write (a full
+    disk) removes it."""
     stem, extension = os.path.splitext(path)
-    return f"{stem}.{os.getpid()}.tmp{extension}"
+    temporary = f"{stem}.{os.getpid()}.tmp{extension}"
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
 
 
 def write_json(path, payload):
-    """Writes JSON to a temporary file, then renames it over ``path``."""
-    temporary = temporary_path(path)
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(temporary, path)
+    """Writes JSON to ``path`` atomically."""
+
+    def write(temporary):
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2)
+
+    write_atomically(path, write)
 
 
 def save_model(model, path):
-    """``model.save(path)`` through a temporary ``.keras`` file and a rename."""
-    temporary = temporary_path(path)
-    model.save(temporary)
-    os.replace(temporary, path)
+    """``model.save(path)``, atomically (``path`` ends in ``.keras``)."""
+    write_atomically(path, model.save)
 
 
 def save_vocabulary(vocabulary, path):
-    temporary = temporary_path(path)
-    vocabulary.save(temporary)
-    os.replace(temporary, path)
+    write_atomically(path, vocabulary.save)

@@ -31,13 +31,12 @@ keyed by the protocol's name (``full``, ``full-unseen``, ...).
 """
 
 import dataclasses
-import os
 import zipfile
 
 import numpy as np
 
 from hybrid_tfrs.rank_metrics import per_user_metrics
-from hybrid_tfrs.run_dir import temporary_path
+from hybrid_tfrs.run_dir import write_atomically
 
 _META_KEYS = ("user_ids", "split")
 # Resampled means per chunk (users x replicates held at once): about 32 MiB of int64 indices.
@@ -73,10 +72,12 @@ def write_ranks(path, ranks, user_ids, split):
                 f"got shape {values.shape}"
             )
         arrays[protocol] = values.astype(np.int32)
-    temporary = temporary_path(path)
-    with open(temporary, "wb") as handle:  # a file object: np.savez adds no ".npz"
-        np.savez_compressed(handle, user_ids=user_ids, split=np.str_(split), **arrays)
-    os.replace(temporary, path)
+
+    def write(temporary):
+        with open(temporary, "wb") as handle:  # a file object: np.savez adds no ".npz"
+            np.savez_compressed(handle, user_ids=user_ids, split=np.str_(split), **arrays)
+
+    write_atomically(path, write)
 
 
 def read_ranks(path):
