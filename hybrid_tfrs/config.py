@@ -49,7 +49,8 @@ NUM_NEGATIVES = {"uniform-99": 99, "pop-100": 100}
 VALIDATION_PROTOCOLS = tuple(p for p in PROTOCOLS if p not in NUM_NEGATIVES)
 LOSS_NORMALIZATIONS = ("batch", "target")
 LR_SCHEDULES = ("constant", "cosine", "linear")
-DISTRIBUTION_STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored")
+MULTI_WORKER = "multi_worker_mirrored"
+DISTRIBUTION_STRATEGIES = ("off", "one_device", "mirrored", MULTI_WORKER)
 # The --dataset of a run on the user's own data (--data_file or --prepared_dir).
 OWN_DATASET = "own"
 # --delimiter spellings of the tab, which a shell or flagfile cannot pass as such.
@@ -69,7 +70,9 @@ RESUMABLE_WITH_OTHER = frozenset(
         "epochs",
         "patience",
         "max_train_minutes",
-        "distribution_strategy",  # the global batch and the math stay the same
+        # the global batch and the math stay the same (a step that several replicas
+        # would change, --loss_normalization=batch, is refused: distribution.check_settings)
+        "distribution_strategy",
         "bucket_widths",  # the same rows and targets in other batches (with target weighting)
         "collective_timeout_seconds",
     }
@@ -185,6 +188,13 @@ class TrainConfig:
                 f"must be one of {VALIDATION_PROTOCOLS}",
             ),
             (self.max_train_minutes >= 0, "max_train_minutes", "must be >= 0 (0 = no limit)"),
+            (
+                not (self.max_train_minutes and self.distribution_strategy == MULTI_WORKER),
+                "max_train_minutes",
+                f"cannot be combined with --distribution_strategy={MULTI_WORKER} (each worker "
+                "would time itself and they could stop at different epochs); use --epochs "
+                "and --patience",
+            ),
             (self.learning_rate > 0, "learning_rate", "must be > 0"),
             (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
             (self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {LR_SCHEDULES}"),
@@ -256,7 +266,7 @@ class TrainConfig:
         for ok, flag, message in checks:
             if not ok:
                 raise ValueError(f"--{flag}={getattr(self, flag)!r}: {message}")
-        if self.distribution_strategy == "multi_worker_mirrored":
+        if self.distribution_strategy == MULTI_WORKER:
             cluster_from_tf_config()
         if self.model in ENCODERS_WITH_HEADS and self.hidden_dim % self.num_heads:
             raise ValueError(
@@ -378,6 +388,16 @@ def cluster_from_tf_config(environ=os.environ):
         ) from None
     if not isinstance(workers, list) or not workers:
         raise ValueError("TF_CONFIG: cluster.worker must be a non-empty list of host:port")
+    for job, addresses in config["cluster"].items():
+        if not isinstance(addresses, list):
+            raise ValueError(f"TF_CONFIG: cluster.{job} must be a list of host:port")
+        for i, address in enumerate(addresses):
+            host, _, port = str(address).rpartition(":")
+            if not (host and port.isdigit()):
+                raise ValueError(
+                    f"TF_CONFIG: cluster.{job}[{i}]={address!r} must be host:port, "
+                    'the port a number (e.g. "10.0.0.1:12345")'
+                )
     tasks = config["cluster"].get(task_type)
     if not isinstance(tasks, list) or not 0 <= index < len(tasks):
         raise ValueError(f"TF_CONFIG: task {task_type}:{index} is not in cluster.{task_type}")

@@ -10,8 +10,10 @@
 
 The batch size is the global one: each step's batch is split evenly over the
 ``num_replicas_in_sync`` replicas and their gradients are summed (the loss is
-scaled for that, see ``SequentialRetrievalModel.compute_loss``). Worker 0 (or
-the ``chief`` task) is the chief: it alone writes files.
+scaled for that, see ``SequentialRetrievalModel.compute_loss``; ``check_settings``
+refuses the settings whose replicated step is not the single-device one).
+Worker 0 (or the ``chief`` task) is the chief: it alone writes files. A worker
+waits at most ``--collective_timeout_seconds`` for the others to start.
 
 Keras 3.15's ``fit`` does not run under ``MultiWorkerMirroredStrategy``
 (keras-team/keras#20585: it reduces the first input batch and the scalar logs
@@ -19,6 +21,7 @@ across workers in ways the strategy rejects), so ``multi_worker_fit`` trains
 with a plain ``strategy.run`` loop instead and drives the same Keras callbacks.
 """
 
+import re
 import time
 
 import keras
@@ -26,13 +29,19 @@ import tensorflow as tf
 
 from hybrid_tfrs.config import DISTRIBUTION_STRATEGIES, cluster_from_tf_config
 
+# The tasks of MultiWorkerMirroredStrategy's coordination service, and how
+# TensorFlow's errors name one.
+COORDINATED_JOBS = ("chief", "worker")
+TASK_NAME = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+
 
 def make_strategy(name, collective_timeout_seconds=120.0):
     """The ``tf.distribute.Strategy`` of ``--distribution_strategy=name``.
 
     ``mirrored`` takes every local GPU, or else every logical CPU device (one
     unless the process configured more). Under ``multi_worker_mirrored`` a
-    worker gives up on a lost peer after ``collective_timeout_seconds``.
+    worker gives up on a peer not started, or lost, after
+    ``collective_timeout_seconds`` (ValueError naming the workers not reached).
     """
     if name not in DISTRIBUTION_STRATEGIES:
         raise ValueError(
@@ -46,11 +55,81 @@ def make_strategy(name, collective_timeout_seconds=120.0):
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
-    cluster_from_tf_config()
+    cluster = cluster_from_tf_config()["cluster"]
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if resolver.task_type in COORDINATED_JOBS:
+        _bound_wait_for_cluster(resolver, collective_timeout_seconds)
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=collective_timeout_seconds
     )
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=resolver, communication_options=options
+        )
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as error:
+        me = (resolver.task_type, resolver.task_id)
+        missing = ", ".join(
+            f"{job} {index} ({cluster[job][index]})"
+            for job, index in _unreached_tasks(error.message, cluster, me)
+        )
+        raise ValueError(
+            f"TF_CONFIG: {missing} not reached within --collective_timeout_seconds="
+            f"{collective_timeout_seconds:g} (started? at that host:port?)"
+        ) from None
+
+
+def _bound_wait_for_cluster(resolver, timeout_seconds):
+    """Ends the start-up wait for the other workers after ``timeout_seconds``.
+
+    TensorFlow 2.21 waits for them forever in ``context.ensure_initialized`` (its
+    coordination service turns off the health check that
+    ``_check_health_initial_timeout`` bounds) and has no public setting for it:
+    this configures the service as the strategy would (``_initialize_multi_worker``
+    in collective_all_reduce_strategy.py), plus the deadline.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    spec = resolver.cluster_spec()
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+        for job in COORDINATED_JOBS
+        if job in spec.jobs
+    ]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        cluster_register_timeout_in_ms=int(timeout_seconds * 1000),
+        coordinated_jobs=jobs,
+    )
+    # Without the barrier the leader (worker 0 or the chief) waits on alone.
+    context.context().coordination_service.cluster_register_with_barrier = True
+
+
+def _unreached_tasks(message, cluster, me):
+    """``[(job, index)]`` of the tasks a start-up error names, other than ``me``;
+    every other task when it names none."""
+    named = message.split("timed out task names:")[-1]
+    found = {(job, int(index)) for job, index in TASK_NAME.findall(named)}
+    others = [
+        (job, index)
+        for job in COORDINATED_JOBS
+        for index in range(len(cluster.get(job, [])))
+        if (job, index) != me
+    ]
+    return [task for task in others if task in found] or others
+
+
+def check_settings(config, strategy):
+    """Raises ValueError naming the flag for a setting ``strategy`` cannot train as one device."""
+    replicas = strategy.num_replicas_in_sync
+    if config.loss_normalization == "batch" and replicas > 1:
+        raise ValueError(
+            f"--loss_normalization='batch': each of the {replicas} replicas of "
+            f"--distribution_strategy={config.distribution_strategy} would average its own "
+            "targets, not the batch's; use --loss_normalization=target"
+        )
 
 
 def is_multi_worker(strategy):

@@ -438,6 +438,7 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, st
     strategy = strategy or distribution.make_strategy(
         config.distribution_strategy, config.collective_timeout_seconds
     )
+    distribution.check_settings(config, strategy)
     data, split = dataset or load_split(config)
     check_sampled_protocols(config, split)
     stats = split.stats()

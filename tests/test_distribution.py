@@ -3,9 +3,12 @@
 import json
 import re
 import time
+from types import SimpleNamespace
 
 import pytest
 from conftest import free_ports, run_python, start_worker
+
+from hybrid_tfrs.config import TrainConfig, cluster_from_tf_config
 
 # One SGD step on the same global batch, on one device and mirrored over two
 # logical CPUs; prints the largest weight difference. SGD (not Adam) so that a
@@ -55,6 +58,8 @@ for case in os.environ["CASES"].split(","):
 print(json.dumps(diffs))
 """
 STEP_CASES = [("batch", "equal"), ("target", "equal"), ("target", "unequal")]
+# Not one step: each replica averages its own targets (see check_settings).
+BATCH_UNEQUAL = ("batch", "unequal")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,9 @@ def step_differences():
     """{"<normalization>-<batch>": {"diff": largest weight difference, "moved": largest
     weight}} of every case, all from one interpreter: each case builds its own models,
     and a TensorFlow start costs more than the step."""
-    cases = ",".join(f"{normalization}-{batch}" for normalization, batch in STEP_CASES)
+    cases = ",".join(
+        f"{normalization}-{batch}" for normalization, batch in [*STEP_CASES, BATCH_UNEQUAL]
+    )
     result = run_python(ONE_STEP, {"CASES": cases}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -72,6 +79,68 @@ def step_differences():
 def test_mirrored_step_equals_the_single_device_step(step_differences, normalization, batch):
     diff = step_differences[f"{normalization}-{batch}"]["diff"]
     assert diff < 1e-5, f"mirrored and single-device weights differ by {diff}"
+
+
+def test_batch_normalization_over_unequal_halves_is_not_the_single_device_step(
+    step_differences,
+):
+    assert step_differences["batch-unequal"]["diff"] > 1e-3  # why check_settings refuses it
+
+
+def test_batch_normalization_is_refused_with_several_replicas():
+    from hybrid_tfrs.distribution import check_settings
+
+    two = SimpleNamespace(num_replicas_in_sync=2)
+    with pytest.raises(ValueError) as error:
+        check_settings(
+            TrainConfig(loss_normalization="batch", distribution_strategy="mirrored"), two
+        )
+    assert str(error.value).startswith("--loss_normalization='batch': each of the 2 replicas")
+    assert "--distribution_strategy=mirrored" in str(error.value)
+    assert "use --loss_normalization=target" in str(error.value)
+    check_settings(TrainConfig(loss_normalization="target"), two)
+    check_settings(TrainConfig(loss_normalization="batch"), SimpleNamespace(num_replicas_in_sync=1))
+
+
+def test_max_train_minutes_is_refused_under_multi_worker():
+    config = TrainConfig(max_train_minutes=5, distribution_strategy="multi_worker_mirrored")
+    with pytest.raises(ValueError) as error:
+        config.validate()
+    message = str(error.value)
+    assert message.startswith("--max_train_minutes=5: cannot be combined with ")
+    assert "--distribution_strategy=multi_worker_mirrored" in message
+    assert "use --epochs and --patience" in message
+
+
+@pytest.mark.parametrize(
+    "cluster, wrong",
+    [
+        ({"worker": ["localhost"]}, "cluster.worker[0]='localhost'"),
+        ({"worker": ["a:1", "b:port"]}, "cluster.worker[1]='b:port'"),
+        ({"worker": ["a:1"], "chief": [":2"]}, "cluster.chief[0]=':2'"),
+    ],
+)
+def test_a_tf_config_address_needs_host_and_numeric_port(cluster, wrong):
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    with pytest.raises(ValueError) as error:
+        cluster_from_tf_config({"TF_CONFIG": tf_config})
+    assert str(error.value).startswith(f"TF_CONFIG: {wrong} must be host:port, the port a number")
+
+
+def test_the_trainer_names_a_tf_config_address_without_port(tmp_path):
+    tf_config = {"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}
+    result = run_python(
+        "from hybrid_tfrs.cli import train; "
+        f"train.run(['train', '--distribution_strategy=multi_worker_mirrored', "
+        f"'--output_dir={tmp_path}'])",
+        {"TF_CONFIG": json.dumps(tf_config)},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: TF_CONFIG: cluster.worker[0]='localhost' must be host:port, the port a number "
+        '(e.g. "10.0.0.1:12345")'
+    ]
 
 
 # ------------------------------------------------------------- the trainer
@@ -138,6 +207,28 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path):
     written = sorted(p.name for p in shared.iterdir())
     assert written == sorted(p.name for p in (tmp_path / "one").iterdir())  # no extra files
     assert not list(shared.rglob("*.tmp*"))
+
+
+def test_a_worker_whose_peer_never_starts_fails_in_bounded_time_naming_it(tmp_path):
+    flags = [*SMALL_RUN, "--distribution_strategy=multi_worker_mirrored"]
+    flags += ["--collective_timeout_seconds=5", f"--output_dir={tmp_path / 'run'}"]
+    clusters = [free_ports(2), free_ports(2)]  # worker 0 of one alone, worker 1 of the other
+    workers = [start_worker(i, clusters[i], flags, tmp_path / f"alone{i}.log") for i in range(2)]
+    try:
+        codes = [worker.wait(timeout=90) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    logs = [(tmp_path / f"alone{i}.log").read_text() for i in range(2)]
+    assert codes == [2, 2], logs
+    for i, log in enumerate(logs):
+        peer = 1 - i
+        assert "Traceback" not in log
+        assert [line for line in log.splitlines() if line.startswith("error:")] == [
+            f"error: TF_CONFIG: worker {peer} (127.0.0.1:{clusters[i][peer]}) not reached "
+            "within --collective_timeout_seconds=5 (started? at that host:port?)"
+        ], log
 
 
 def test_a_killed_worker_restarted_with_the_same_command_resumes_the_job(tmp_path):

@@ -68,8 +68,8 @@ FLAG_HELP = {
     "final_lr_ratio": "Learning rate at the end of the decay, as a share of learning_rate.",
     "clipnorm": "Clip the global norm of each step's gradients to this (0 = no clipping).",
     "loss_normalization": "target: every target weighs the same whatever its batch (sum / "
-    "mean targets per batch); batch: mean over each batch's targets (the default before "
-    "3 December 2026: a run started then resumes only with it).",
+    "mean targets per batch); batch: mean over each batch's targets, on one replica only (the "
+    "default before 3 December 2026: a run started then resumes only with it).",
     "batch_size": "Training batch size (users).",
     "epochs": "Maximum epochs.",
     "patience": "Stop once more than this many epochs in a row bring no better validation "
@@ -77,7 +77,8 @@ FLAG_HELP = {
     "validation_protocol": "Protocol of the validation NDCG@10 that picks the best epoch and "
     "drives --patience: full (every item ranked) or full-unseen (the history's items left "
     "out), the one your results report.",
-    "max_train_minutes": "Stop after the epoch that passes this much training time (0 = no limit).",
+    "max_train_minutes": "Stop after the epoch that passes this much training time (0 = no "
+    "limit; not with multi_worker_mirrored, whose workers would each time themselves).",
     "seed": "Seed of initialisation, shuffling, negatives and the synthetic data.",
     "min_length": "Users with fewer items are skipped (and counted).",
     "synthetic_users": "Users of the synthetic dataset.",
@@ -97,8 +98,9 @@ FLAG_HELP = {
     "top_k": "Items the exported serving_default signature returns.",
     "distribution_strategy": "off, one_device, mirrored (all local GPUs, or the CPU) or "
     "multi_worker_mirrored (the machines of TF_CONFIG); --batch_size is the global batch.",
-    "collective_timeout_seconds": "multi_worker_mirrored: how long a worker waits for a lost "
-    "peer before it fails (then restart every worker with the same command to resume).",
+    "collective_timeout_seconds": "multi_worker_mirrored: how long a worker waits for the "
+    "others to start, or for a lost peer, before it fails (then restart every worker with the "
+    "same command to resume).",
 }
 
 
