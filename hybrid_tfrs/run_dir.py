@@ -236,15 +236,17 @@ def write_atomically(path, write):
     """``write(temporary)``, then the temporary file renamed over ``path``: a kill leaves
     the old file or the new one. The temporary name is this process's own (two writers,
     e.g. an evaluation beside a training, never share one), and a failed write (a full
-    disk) removes it."""
+    disk) removes it; an OSError that names no file then names ``path``."""
     stem, extension = os.path.splitext(path)
     temporary = f"{stem}.{os.getpid()}.tmp{extension}"
     try:
         write(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.remove(temporary)
+        if isinstance(error, OSError) and error.filename is None:
+            raise OSError(error.errno, error.strerror or str(error), path) from error
         raise
 
 
