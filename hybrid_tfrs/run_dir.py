@@ -46,7 +46,7 @@ RUN_FILES = (
     "report.html",
     "evaluation.json",
     RANKS_FILE.format(split="valid"),  # hybrid-tfrs-evaluate --write_ranks
-    os.path.join(CHECKPOINT_DIR, "state.json*"),
+    os.path.join(CHECKPOINT_DIR, "state*.json"),  # with the temporary files of a kill
     os.path.join(CHECKPOINT_DIR, "last*.keras"),
     os.path.join(TENSORBOARD_DIR, "train"),  # keras.callbacks.TensorBoard's folders
     os.path.join(TENSORBOARD_DIR, "validation"),
@@ -62,6 +62,12 @@ class RunDirError(ValueError):
 
 def run_path(config, name):
     return os.path.join(config.output_dir, name)
+
+
+def _run_paths(config, pattern):
+    """The paths in output_dir that match a glob ``pattern`` (the folder's own name is
+    taken as it is, whatever characters it holds)."""
+    return glob.glob(os.path.join(glob.escape(config.output_dir), pattern))
 
 
 def read_json(path):
@@ -138,7 +144,7 @@ def save_checkpoint(model, config, state):
     save_model(model, run_path(config, os.path.join(CHECKPOINT_DIR, name)))
     state["last_model"] = name
     write_json(run_path(config, STATE_FILE), state)
-    for path in glob.glob(run_path(config, os.path.join(CHECKPOINT_DIR, "last*.keras"))):
+    for path in _run_paths(config, os.path.join(CHECKPOINT_DIR, "last*.keras")):
         if os.path.basename(path) != name:
             os.remove(path)
 
@@ -224,7 +230,7 @@ def start_run_dir(config):
     (``RUN_FILES``), and only those."""
     if not config.resume:
         for pattern in RUN_FILES:
-            for path in glob.glob(run_path(config, pattern)):
+            for path in _run_paths(config, pattern):
                 if os.path.isdir(path):
                     shutil.rmtree(path)
                 else:

@@ -27,3 +27,39 @@ def test_a_full_disk_is_named_by_the_file_being_written(tmp_path):
         run_dir.write_atomically(path, full_disk)
     assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, path)
     assert not list(tmp_path.iterdir())
+
+
+class _Weights:
+    """Stands in for a Keras model: ``save`` writes a file."""
+
+    def save(self, path):
+        with open(path, "w") as handle:
+            handle.write("weights")
+
+
+def test_noresume_and_checkpoints_remove_only_the_runs_files_whatever_the_folders_name(tmp_path):
+    from hybrid_tfrs.config import TrainConfig
+
+    run = tmp_path / "run [seed*1]"  # glob characters in the folder's name
+    leftovers = ["config.json", "metrics.json", "checkpoints/last-3.keras"]
+    leftovers += ["checkpoints/state.json", "checkpoints/state.4242.tmp.json"]  # a kill's
+    leftovers += ["tensorboard/train/events.out.tfevents.1"]
+    theirs = ["checkpoints/my_model.ckpt", "tensorboard/events.mine", "notes.txt"]
+    for name in leftovers + theirs:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(name)
+    config = TrainConfig(output_dir=str(run), resume=False)
+
+    run_dir.start_run_dir(config)
+    files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert files == sorted(theirs)
+
+    for epoch in (1, 2):
+        run_dir.save_checkpoint(_Weights(), config, {"epochs_done": epoch})
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state == {"epochs_done": 2, "last_model": "last-2.keras"}
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "last-2.keras",
+        "my_model.ckpt",
+        "state.json",
+    ]
