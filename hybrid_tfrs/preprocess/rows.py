@@ -77,6 +77,8 @@ def header_columns(header, sep):
 def quote_open(text, sep, quote='"'):
     """Whether delimited text ends inside a quoted field, by the csv module's rules: a
     quote opens a field only at the field's start, and a doubled quote inside is one."""
+    if quote not in text:  # most rows: no scan in Python
+        return False
     inside = closed_just_now = False
     at_field_start = True
     for char in text:
