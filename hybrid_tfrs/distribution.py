@@ -41,7 +41,8 @@ def make_strategy(name, collective_timeout_seconds=120.0):
     ``mirrored`` takes every local GPU, or else every logical CPU device (one
     unless the process configured more). Under ``multi_worker_mirrored`` a
     worker gives up on a peer not started, or lost, after
-    ``collective_timeout_seconds`` (ValueError naming the workers not reached).
+    ``collective_timeout_seconds``: ValueError naming the workers not reached at
+    start-up, TensorFlow's own collective error for a peer lost later.
     """
     if name not in DISTRIBUTION_STRATEGIES:
         raise ValueError(
@@ -181,7 +182,7 @@ def multi_worker_fit(model, dataset, epochs, initial_epoch=0, callbacks=(), stra
     @tf.function(reduce_retracing=True)
     def train_step(inputs, targets):
         per_replica = strategy.run(replica_step, args=(inputs, targets))
-        # compute_loss is scaled by 1/replicas, so the sum is the global loss.
+        # each replica's loss is its share of the global one (compute_loss), so they sum to it
         return strategy.reduce("SUM", per_replica, axis=None)
 
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=model)

@@ -17,9 +17,9 @@ folder, so two never write it at once. Imports neither Keras nor TensorFlow.
 
 import contextlib
 import fcntl
-import glob
 import json
 import os
+import re
 import shutil
 
 from hybrid_tfrs.config import TrainConfig
@@ -35,22 +35,32 @@ LAST_MODEL_FILE = "last-{epoch}.keras"  # in CHECKPOINT_DIR, the state names it
 OLD_LAST_MODEL_FILE = "last.keras"  # what a state file written before it names none meant
 STATE_FILE = os.path.join(CHECKPOINT_DIR, "state.json")
 TENSORBOARD_DIR = "tensorboard"
-# What --noresume discards: every file a run writes, and nothing else (patterns; in the
-# two folders only the run's own entries, so a file of another tool there is kept).
-RUN_FILES = (
-    CONFIG_FILE,
-    VOCABULARY_FILE,
-    BEST_MODEL_FILE,
-    METRICS_FILE,
-    TEST_RANKS_FILE,
-    "report.html",
-    "evaluation.json",
-    RANKS_FILE.format(split="valid"),  # hybrid-tfrs-evaluate --write_ranks
-    os.path.join(CHECKPOINT_DIR, "state*.json"),  # with the temporary files of a kill
-    os.path.join(CHECKPOINT_DIR, "last*.keras"),
-    os.path.join(TENSORBOARD_DIR, "train"),  # keras.callbacks.TensorBoard's folders
-    os.path.join(TENSORBOARD_DIR, "validation"),
-)
+_TEMPORARY = r"(\.\d+\.tmp)?"  # write_atomically's temporary name (a kill can leave one)
+
+
+def _written(*names):
+    """The regex of these file names and of their temporary files."""
+    parts = (os.path.splitext(name) for name in names)
+    return "|".join(re.escape(stem) + _TEMPORARY + re.escape(ext) for stem, ext in parts)
+
+
+_WEIGHTS = rf"last(-\d+)?{_TEMPORARY}\.keras"  # last-<epoch>.keras, and last.keras of old
+# What --noresume discards: folder -> the regex of the names a run writes there, and
+# nothing else (another tool's files in the same folders are kept).
+RUN_FILES = {
+    "": _written(
+        CONFIG_FILE,
+        VOCABULARY_FILE,
+        BEST_MODEL_FILE,
+        METRICS_FILE,
+        TEST_RANKS_FILE,
+        "report.html",
+        "evaluation.json",
+        RANKS_FILE.format(split="valid"),  # hybrid-tfrs-evaluate --write_ranks
+    ),
+    CHECKPOINT_DIR: f"{_written('state.json')}|{_WEIGHTS}",
+    TENSORBOARD_DIR: "train|validation",  # keras.callbacks.TensorBoard's folders
+}
 LOCK_FILE = ".lock"  # held by the training that writes the folder; see exclusive()
 STATE_KEYS = frozenset({"best_score", "best_epoch", "waited", "epochs_done", "history"})
 START_OVER = "rerun with --noresume to replace it, or choose a new --output_dir"
@@ -64,10 +74,11 @@ def run_path(config, name):
     return os.path.join(config.output_dir, name)
 
 
-def _run_paths(config, pattern):
-    """The paths in output_dir that match a glob ``pattern`` (the folder's own name is
-    taken as it is, whatever characters it holds)."""
-    return glob.glob(os.path.join(glob.escape(config.output_dir), pattern))
+def _run_paths(config, folder, pattern):
+    """The paths in output_dir's ``folder`` whose names match the regex ``pattern``."""
+    path = run_path(config, folder)
+    names = os.listdir(path) if os.path.isdir(path) else []
+    return [os.path.join(path, name) for name in names if re.fullmatch(pattern, name)]
 
 
 def read_json(path):
@@ -144,7 +155,7 @@ def save_checkpoint(model, config, state):
     save_model(model, run_path(config, os.path.join(CHECKPOINT_DIR, name)))
     state["last_model"] = name
     write_json(run_path(config, STATE_FILE), state)
-    for path in _run_paths(config, os.path.join(CHECKPOINT_DIR, "last*.keras")):
+    for path in _run_paths(config, CHECKPOINT_DIR, _WEIGHTS):
         if os.path.basename(path) != name:
             os.remove(path)
 
@@ -229,8 +240,8 @@ def start_run_dir(config):
     """Creates output_dir; without --resume, first removes the files of an earlier run
     (``RUN_FILES``), and only those."""
     if not config.resume:
-        for pattern in RUN_FILES:
-            for path in _run_paths(config, pattern):
+        for folder, pattern in RUN_FILES.items():
+            for path in _run_paths(config, folder, pattern):
                 if os.path.isdir(path):
                     shutil.rmtree(path)
                 else:

@@ -41,10 +41,12 @@ def test_noresume_and_checkpoints_remove_only_the_runs_files_whatever_the_folder
     from hybrid_tfrs.config import TrainConfig
 
     run = tmp_path / "run [seed*1]"  # glob characters in the folder's name
-    leftovers = ["config.json", "metrics.json", "checkpoints/last-3.keras"]
-    leftovers += ["checkpoints/state.json", "checkpoints/state.4242.tmp.json"]  # a kill's
+    leftovers = ["config.json", "metrics.json", "model.4242.tmp.keras"]  # and a kill's
+    leftovers += ["checkpoints/last-3.keras", "checkpoints/last.keras"]
+    leftovers += ["checkpoints/state.json", "checkpoints/state.4242.tmp.json"]
     leftovers += ["tensorboard/train/events.out.tfevents.1"]
-    theirs = ["checkpoints/my_model.ckpt", "tensorboard/events.mine", "notes.txt"]
+    theirs = ["checkpoints/my_model.ckpt", "checkpoints/last_good.keras", "notes.txt"]
+    theirs += ["tensorboard/events.mine", "model.keras.bak"]
     for name in leftovers + theirs:
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_text(name)
@@ -60,6 +62,7 @@ def test_noresume_and_checkpoints_remove_only_the_runs_files_whatever_the_folder
     assert state == {"epochs_done": 2, "last_model": "last-2.keras"}
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "last-2.keras",
+        "last_good.keras",
         "my_model.ckpt",
         "state.json",
     ]

@@ -92,8 +92,8 @@ FLAG_HELP = {
     "training; --causal=false trains every prefix anyway).",
     "protocols": "Protocols of the final evaluation: full, full-unseen, uniform-99, pop-100.",
     "output_dir": "Where the run's files go (default runs/<dataset>_<model>).",
-    "resume": "Continue the run in output_dir if it has the same settings; --noresume "
-    "deletes that run's files and starts over.",
+    "resume": "Continue the run in output_dir if it has the same settings and data; "
+    "--noresume deletes that run's files and starts over.",
     "export_dir": "If set, export the best model for TF Serving to <export_dir>/<model>/<v>/.",
     "top_k": "Items the exported serving_default signature returns.",
     "distribution_strategy": "off, one_device, mirrored (all local GPUs, or the CPU) or "
