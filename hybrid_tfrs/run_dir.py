@@ -23,6 +23,7 @@ import re
 import shutil
 
 from hybrid_tfrs.config import TrainConfig
+from hybrid_tfrs.data.vocabulary import Vocabulary
 
 CONFIG_FILE = "config.json"
 VOCABULARY_FILE = "vocabulary.txt"
@@ -136,8 +137,9 @@ def check_run_dir(config):
             f"{state_path}: not a training state (needs {', '.join(sorted(STATE_KEYS))}); "
             f"{START_OVER}"
         )
-    if not os.path.exists(last_model_path(config, state)):
-        raise RunDirError(f"{last_model_path(config, state)}: no such file; {START_OVER}")
+    last_model = last_model_path(config, state)
+    if not os.path.exists(last_model):
+        raise RunDirError(f"{last_model}: no such file; {START_OVER}")
     return state
 
 
@@ -160,12 +162,12 @@ def save_checkpoint(model, config, state):
             os.remove(path)
 
 
-def check_same_data(config, state, summary, vocabulary_ids):
+def check_same_data(config, state, summary, vocabulary):
     """RunDirError, before anything is written, if the run to resume was trained on
     other data than ``summary`` (:func:`hybrid_tfrs.training.data_summary`) describes.
 
     A state written before summaries were kept is checked by its vocabulary.txt
-    against ``vocabulary_ids`` (the data's item ids, in index order)."""
+    against ``vocabulary``, the data's :class:`~hybrid_tfrs.data.Vocabulary`."""
     if state is None:  # nothing to resume: the run starts afresh
         return
     earlier = state.get("data")
@@ -181,12 +183,12 @@ def check_same_data(config, state, summary, vocabulary_ids):
         path = run_path(config, VOCABULARY_FILE)
         if not os.path.exists(path):
             return
-        with open(path, encoding="utf-8", newline="") as handle:
-            ids = handle.read().split("\n")[:-1]  # line i: the id of index i
-        if ids == list(vocabulary_ids):
+        earlier_vocabulary = Vocabulary.load(path)  # DataError naming a broken file
+        if earlier_vocabulary == vocabulary:
             return
-        changed = [f"its {VOCABULARY_FILE} has {len(ids)} items, the data {len(vocabulary_ids)}"]
-        if len(ids) == len(vocabulary_ids):
+        sizes = len(earlier_vocabulary), len(vocabulary)
+        changed = [f"its {VOCABULARY_FILE} has {sizes[0]} items, the data {sizes[1]}"]
+        if sizes[0] == sizes[1]:
             changed = [f"its {VOCABULARY_FILE} names other items than the data"]
     raise RunDirError(
         f"--output_dir={config.output_dir} holds a run trained on other data "

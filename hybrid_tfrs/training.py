@@ -407,13 +407,12 @@ def training_data(config, data, split):
     return dataset, steps, num_targets / steps
 
 
-def data_summary(vocabulary, split):
+def data_summary(vocabulary, split, stats):
     """What a run's weights depend on in its data, to refuse a resume on other data:
     {"users", "items", "interactions": int, "sha256": of the item ids in index order
-    and the training counts}."""
+    and the training counts} (``stats``: ``split.stats()``)."""
     digest = hashlib.sha256("\n".join(vocabulary.ids).encode("utf-8"))
     digest.update(np.asarray(split.item_popularity, dtype=np.int64).tobytes())
-    stats = split.stats()
     return {
         "users": int(stats["users"]),
         "items": int(stats["items"]),
@@ -462,8 +461,8 @@ def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callback
     is still writing) or starts afresh, trains, then, on the chief, evaluates
     and writes (``stats``: ``split.stats()``)."""
     state = run_dir.check_run_dir(config)
-    summary = data_summary(data.vocabulary, split)
-    run_dir.check_same_data(config, state, summary, data.vocabulary.ids)
+    summary = data_summary(data.vocabulary, split, stats)
+    run_dir.check_same_data(config, state, summary, data.vocabulary)
     # Seeded first: the shuffle's order depends on the global seed too, so a run
     # is the same whatever the process ran before it.
     keras.utils.set_random_seed(config.seed)

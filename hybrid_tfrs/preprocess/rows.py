@@ -151,9 +151,9 @@ def parse_rows(path, f, columns, sep=None):
         yield from _parquet_rows(path, f, columns)
         return
     names = None
-    for what, line, text in _rows_of_text(path, f, sep if kind == "text" else None):
-        if what == "dead":
-            yield "dead", text  # the dead letter
+    for line, text in _rows_of_text(path, f, sep if kind == "text" else None):
+        if isinstance(text, dict):  # a dead letter
+            yield "dead", text
             continue
         if kind == "text":
             if names is None:
@@ -181,42 +181,38 @@ def parse_rows(path, f, columns, sep=None):
 
 
 def _rows_of_text(path, f, sep):
-    """Yields ``("row", first line, text)`` for each non-blank row of a text file, or
-    ``("dead", line, letter)`` for a line that is not UTF-8 or a stray quote's row.
+    """Yields ``(first line, text)`` for each non-blank row of a text file, or ``(line,
+    dead letter)`` for a line that is not UTF-8 or a stray quote's row.
 
     With ``sep`` (a delimited file), a row whose quoted field holds line breaks is
     joined across its lines (see :data:`MAX_RECORD_LINES`)."""
     lines = _decoded_lines(path, f)
     read_again = collections.deque()  # (line, text) read past a stray quote
-    open_row = []  # (line, text) of a row whose quoted field is still open
-    while True:
-        if read_again:
-            line, text = read_again.popleft()
-        else:
-            line, text = next(lines, (None, None))
-        if line is None:  # the end of the file
-            if not open_row:
-                return
-            text = None
-        elif isinstance(text, dict):
-            yield "dead", line, text
+
+    def next_line():
+        return read_again.popleft() if read_again else next(lines, None)
+
+    while (first := next_line()) is not None:
+        line, text = first
+        if isinstance(text, dict):
+            yield first
             continue
-        elif not open_row and not text.strip():
+        if not text.strip():  # a blank line between rows
             continue
+        row = [first]
+        while sep and quote_open("\n".join(part for _, part in row), sep):
+            following = next_line() if len(row) < MAX_RECORD_LINES else None
+            if following is None:  # still open 100 lines on, or at the end: a stray quote
+                detail = f"the quoted field opened here is still open on line {row[-1][0]}"
+                yield line, _dead(path, line, "unclosed_quote", detail, text)
+                read_again.extendleft(reversed(row[1:]))
+                break
+            if isinstance(following[1], dict):
+                yield following
+            else:
+                row.append(following)
         else:
-            open_row.append((line, text))
-            joined = "\n".join(part for _, part in open_row)
-            if not sep or not quote_open(joined, sep):
-                yield "row", open_row[0][0], joined
-                open_row = []
-                continue
-            if len(open_row) < MAX_RECORD_LINES:
-                continue
-        first, last = open_row[0], open_row[-1][0]
-        detail = f"the quoted field opened here is still open on line {last}"
-        yield "dead", first[0], _dead(path, first[0], "unclosed_quote", detail, first[1])
-        read_again.extendleft(reversed(open_row[1:]))
-        open_row = []
+            yield line, "\n".join(part for _, part in row)
 
 
 def _decoded_lines(path, f):
