@@ -143,10 +143,20 @@ def is_chief(strategy):
     if not is_multi_worker(strategy):
         return True
     resolver = strategy.cluster_resolver
-    if resolver.task_type == "chief":
+    return _chief(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
+
+
+def is_chief_task():
+    """Whether ``TF_CONFIG`` names this process the chief, without joining the cluster."""
+    config = cluster_from_tf_config()
+    return _chief(config["task"]["type"], int(config["task"]["index"]), config["cluster"])
+
+
+def _chief(task_type, index, cluster):
+    """The ``chief`` task, or worker 0 of a cluster without one."""
+    if task_type == "chief":
         return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+    return task_type == "worker" and index == 0 and "chief" not in cluster
 
 
 def shard_by_data(dataset):

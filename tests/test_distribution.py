@@ -264,3 +264,28 @@ def test_a_killed_worker_restarted_with_the_same_command_resumes_the_job(tmp_pat
     history = json.loads((run / "metrics.json").read_text())["history"]
     assert [row["epoch"] for row in history] == list(range(1, len(history) + 1))
     assert f"epoch {resumed + 1}/4" in chief_log and "epoch 1/4" not in chief_log
+
+
+def test_a_chief_killed_in_the_final_evaluation_finishes_alone_when_restarted(tmp_path):
+    from hybrid_tfrs.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(**SMALL, epochs=1, output_dir=str(run)), log=lambda _: None)
+    for name in ("metrics.json", "test_ranks.npz", "report.html"):  # as a kill leaves it
+        (run / name).unlink()
+    before = {path: path.stat().st_mtime_ns for path in run.rglob("*")}
+    flags = [*SMALL_RUN, "--epochs=1", "--distribution_strategy=multi_worker_mirrored"]
+    flags += ["--collective_timeout_seconds=5", f"--output_dir={run}"]
+    ports = free_ports(2)  # the chief's peer is not started: it is not needed
+    other = start_worker(1, ports, flags, tmp_path / "worker1.log")
+    assert other.wait(timeout=300) == 0, (tmp_path / "worker1.log").read_text()
+    assert {path: path.stat().st_mtime_ns for path in run.rglob("*")} == before  # wrote nothing
+    assert "the chief evaluates and writes" in (tmp_path / "worker1.log").read_text()
+    chief = start_worker(0, ports, flags, tmp_path / "worker0.log")
+    code = chief.wait(timeout=300)
+    log = (tmp_path / "worker0.log").read_text()
+    assert code == 0, log
+    assert "training is done; the chief evaluates without the other workers" in log
+    assert "not reached" not in log and "resuming after epoch 1" in log
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 1 and metrics["test"]["full"]["NDCG@10"] > 0

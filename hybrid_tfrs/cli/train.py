@@ -76,12 +76,13 @@ def main(argv):
 
 
 def _multi_worker_strategy(config):
-    """The run's MultiWorkerMirroredStrategy, made now (before any TensorFlow op), or None."""
+    """The run's MultiWorkerMirroredStrategy, made now (before any TensorFlow op), or None
+    (not multi-worker, or training done: ``train`` then picks it)."""
     if config.distribution_strategy != "multi_worker_mirrored":
         return None
-    from hybrid_tfrs.distribution import make_strategy
+    from hybrid_tfrs.training import run_strategy
 
-    return make_strategy(config.distribution_strategy, config.collective_timeout_seconds)
+    return run_strategy(config, log=_print_line)
 
 
 def _print_line(message):
