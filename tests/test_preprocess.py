@@ -244,6 +244,17 @@ def test_a_header_that_cannot_be_read_as_the_columns_is_named_in_one_line(
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
 
 
+def test_a_header_name_may_hold_a_quoted_line_break(tmp_path):
+    from hybrid_tfrs.cli.preprocess import match_inputs
+
+    log = tmp_path / "events.csv"
+    log.write_text('user_id,"free\ntext",item_id,timestamp\nu,"a\nb",i1,1\nu,c,i2,2\n')
+    assert match_inputs([str(log)], COLUMNS, None) == [str(log)]
+    with open(log, "rb") as f:
+        events = [value for kind, value in parse_rows(str(log), f, COLUMNS)]
+    assert events == [("u", "i1", 1, 3), ("u", "i2", 2, 5)]
+
+
 def test_a_log_where_no_user_is_kept_fails_and_says_why(repo_root, tmp_path):
     dates = "".join(f"u{n % 3},i{n},2024-01-0{n % 9 + 1}\n" for n in range(30))
     (tmp_path / "events.csv").write_text("user_id,item_id,timestamp\n" + dates)

@@ -105,7 +105,7 @@ def match_inputs(patterns, columns, sep):
             continue  # JSON lines: a row without a field is a dead letter
         try:
             names = _header_names(path, kind, file_sep)
-        except (UnicodeDecodeError, OSError, EOFError) as error:
+        except (OSError, EOFError) as error:
             raise ValueError(f"{path}: cannot read its header ({error})") from None
         check_columns(path, names, columns.names)  # DataError, a ValueError
     return paths
@@ -117,7 +117,7 @@ def _header_names(path, kind, sep):
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
-    from hybrid_tfrs.preprocess.rows import header_columns
+    from hybrid_tfrs.preprocess.rows import read_header
 
     with FileSystems.open(path) as f:  # a .gz file is decompressed
         if kind == "parquet":
@@ -125,10 +125,7 @@ def _header_names(path, kind, sep):
                 return pq.ParquetFile(f).schema_arrow.names
             except pa.ArrowException as error:
                 raise ValueError(f"{path}: not a readable Parquet file ({error})") from None
-        first = next((line for line in iter(f.readline, b"") if line.strip()), None)
-        if first is None:
-            raise ValueError(f"{path}: empty file, expected a header row")
-        return header_columns(first.decode("utf-8-sig"), sep)
+        return read_header(path, f, sep)
 
 
 def _check_output_dir(output_dir):

@@ -20,7 +20,7 @@ from hybrid_tfrs.data.readers import (
     table_extension,
 )
 
-__all__ = ["Columns", "file_format", "header_columns", "parse_rows"]
+__all__ = ["Columns", "file_format", "header_columns", "parse_rows", "read_header"]
 
 # A quoted field may hold line breaks (a free-text column). A row still open this many
 # lines on has a stray quote: its first line becomes a dead letter and the lines after
@@ -72,6 +72,17 @@ def file_format(path, sep=None):
 def header_columns(header, sep):
     """The column names of a text file's header row (str)."""
     return [name.strip() for name in next(csv.reader([header], delimiter=sep))]
+
+
+def read_header(path, f, sep):
+    """The column names of a delimited text file's first row (which a quoted name may
+    spread over several lines), from ``f`` opened in binary mode; ValueError naming
+    the file when it is empty or its header is not a row."""
+    for line, text in _rows_of_text(path, f, sep):
+        if isinstance(text, dict):
+            raise ValueError(f"{path}: cannot read its header (line {line}: {text['detail']})")
+        return header_columns(text, sep)
+    raise ValueError(f"{path}: empty file, expected a header row")
 
 
 def quote_open(text, sep, quote='"'):
