@@ -63,6 +63,7 @@ RESUMABLE_WITH_OTHER = frozenset(
         "output_dir",
         "resume",
         "data_dir",
+        "data_file",  # where the file is (moved, or a relative path); the data is checked
         "export_dir",
         "top_k",
         "eval_batch_size",

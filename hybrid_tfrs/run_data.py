@@ -1,5 +1,9 @@
 """The dataset of a training run, loaded and checked without TensorFlow."""
 
+import hashlib
+
+import numpy as np
+
 from hybrid_tfrs.config import NUM_NEGATIVES
 from hybrid_tfrs.data import DATASETS, load_dataset
 from hybrid_tfrs.data.own import load_table_split
@@ -34,6 +38,20 @@ def load_split(config, in_memory=False):
         else {}
     )
     return load_dataset(config.dataset, config.data_dir, min_length=config.min_length, **synthetic)
+
+
+def data_summary(vocabulary, split, stats):
+    """What a run's weights depend on in its data, to refuse a resume on other data:
+    {"users", "items", "interactions": int, "sha256": of the item ids in index order
+    and the training counts} (``stats``: ``split.stats()``)."""
+    digest = hashlib.sha256("\n".join(vocabulary.ids).encode("utf-8"))
+    digest.update(np.asarray(split.item_popularity, dtype=np.int64).tobytes())
+    return {
+        "users": int(stats["users"]),
+        "items": int(stats["items"]),
+        "interactions": int(stats["interactions"]),
+        "sha256": digest.hexdigest(),
+    }
 
 
 def uses_keras_cache(config):

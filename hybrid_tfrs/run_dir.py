@@ -164,36 +164,46 @@ def save_checkpoint(model, config, state):
 
 def check_same_data(config, state, summary, vocabulary):
     """RunDirError, before anything is written, if the run to resume was trained on
-    other data than ``summary`` (:func:`hybrid_tfrs.training.data_summary`) describes.
-
-    A state written before summaries were kept is checked by its vocabulary.txt
-    against ``vocabulary``, the data's :class:`~hybrid_tfrs.data.Vocabulary`."""
+    other data than ``summary`` (:func:`hybrid_tfrs.run_data.data_summary`) describes."""
     if state is None:  # nothing to resume: the run starts afresh
         return
-    earlier = state.get("data")
+    changed = data_changes(config.output_dir, state, summary, vocabulary)
+    if changed:
+        raise RunDirError(
+            f"--output_dir={config.output_dir} holds a run trained on other data "
+            f"({changed}); {START_OVER}"
+        )
+
+
+def data_changes(folder, state, summary, vocabulary):
+    """How the data of ``summary`` (:func:`hybrid_tfrs.run_data.data_summary`) and
+    ``vocabulary`` (its :class:`~hybrid_tfrs.data.Vocabulary`) differ from the data the
+    run in ``folder`` was trained on, in words; "" when they do not, or nothing says.
+
+    ``state``: the run's training state, or None. A state written before summaries
+    were kept, or none, is checked by the run's vocabulary.txt."""
+    earlier = (state or {}).get("data")
     if earlier == summary:
-        return
+        return ""
     if earlier is not None:
         changed = [
             f"{name} {earlier[name]} there, {summary[name]} now"
             for name in ("users", "items", "interactions")
             if earlier.get(name) != summary[name]
-        ] or ["the same numbers of users, items and events, but other item ids or counts"]
-    else:
-        path = run_path(config, VOCABULARY_FILE)
-        if not os.path.exists(path):
-            return
-        earlier_vocabulary = Vocabulary.load(path)  # DataError naming a broken file
-        if earlier_vocabulary == vocabulary:
-            return
-        sizes = len(earlier_vocabulary), len(vocabulary)
-        changed = [f"its {VOCABULARY_FILE} has {sizes[0]} items, the data {sizes[1]}"]
-        if sizes[0] == sizes[1]:
-            changed = [f"its {VOCABULARY_FILE} names other items than the data"]
-    raise RunDirError(
-        f"--output_dir={config.output_dir} holds a run trained on other data "
-        f"({'; '.join(changed)}); {START_OVER}"
-    )
+        ]
+        return "; ".join(changed) or (
+            "the same numbers of users, items and events, but other item ids or counts"
+        )
+    path = os.path.join(folder, VOCABULARY_FILE)
+    if not os.path.exists(path):
+        return ""
+    earlier_vocabulary = Vocabulary.load(path)  # DataError naming a broken file
+    if earlier_vocabulary == vocabulary:
+        return ""
+    sizes = len(earlier_vocabulary), len(vocabulary)
+    if sizes[0] == sizes[1]:
+        return f"its {VOCABULARY_FILE} names other items than the data"
+    return f"its {VOCABULARY_FILE} has {sizes[0]} items, the data {sizes[1]}"
 
 
 def _check_folder_can_be_written(folder):

@@ -20,7 +20,6 @@ is also exported for TensorFlow Serving to ``<export_dir>/<model kind>/<version>
 """
 
 import contextlib
-import hashlib
 import os
 import time
 
@@ -43,7 +42,11 @@ from hybrid_tfrs.optimization import make_optimizer
 from hybrid_tfrs.random_state import restore_seed_states, seed_states
 from hybrid_tfrs.report import write_report
 from hybrid_tfrs.retrieval import SequentialRetrievalModel
-from hybrid_tfrs.run_data import check_sampled_protocols, load_split  # noqa: F401  (re-exported)
+from hybrid_tfrs.run_data import (
+    check_sampled_protocols,
+    data_summary,
+    load_split,
+)
 from hybrid_tfrs.significance import write_ranks
 
 VALIDATION_METRIC = "NDCG@10"
@@ -432,20 +435,6 @@ def training_data(config, data, split):
         num_targets = sum(max(len(sequence) - 1, 0) for sequence in split.train)
     steps = int(dataset.cardinality())
     return dataset, steps, num_targets / steps
-
-
-def data_summary(vocabulary, split, stats):
-    """What a run's weights depend on in its data, to refuse a resume on other data:
-    {"users", "items", "interactions": int, "sha256": of the item ids in index order
-    and the training counts} (``stats``: ``split.stats()``)."""
-    digest = hashlib.sha256("\n".join(vocabulary.ids).encode("utf-8"))
-    digest.update(np.asarray(split.item_popularity, dtype=np.int64).tobytes())
-    return {
-        "users": int(stats["users"]),
-        "items": int(stats["items"]),
-        "interactions": int(stats["interactions"]),
-        "sha256": digest.hexdigest(),
-    }
 
 
 def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, strategy=None):

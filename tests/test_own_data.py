@@ -129,7 +129,6 @@ def test_parquet_errors_name_the_row(tmp_path):
 def test_the_data_settings_are_part_of_the_run_config():
     base = TrainConfig(dataset="own", data_file="events.csv")
     for field, value in [
-        ("data_file", "other.csv"),
         ("user_column", "who"),
         ("item_column", "what"),
         ("time_column", ""),
@@ -137,6 +136,8 @@ def test_the_data_settings_are_part_of_the_run_config():
     ]:
         other = TrainConfig(**{**base.to_json(), field: value})
         assert field in other.differences(base)
+    # the file may move: the data itself is checked (test_a_rerun_on_changed_data_...)
+    assert TrainConfig(**{**base.to_json(), "data_file": "moved.csv"}).differences(base) == {}
     assert TrainConfig(delimiter="tab").delimiter_char == "\t"
     assert TrainConfig(delimiter="\\t").delimiter_char == "\t"
 
@@ -227,3 +228,47 @@ def test_a_rerun_on_changed_data_is_refused_before_anything_is_written(tmp_path)
     )
     files[state] = state.read_bytes()
     refused(r"trained on other data \(its vocabulary.txt names other items than the data\)")
+
+
+def test_evaluate_refuses_other_data_and_reads_a_moved_file(tmp_path):
+    """hybrid-tfrs-evaluate checks the data as a resume does (events added since would
+    score the items under other ids); a moved --data_file is named, and both evaluate
+    and a resume take its new place."""
+    from conftest import run_command
+
+    from hybrid_tfrs.training import train
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{rng.integers(20)}", t) for u in range(40) for t in range(6)]
+    log = tmp_path / "events.csv"
+    log.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows))
+    run = tmp_path / "run"
+    settings = dict(dataset="own", data_file=str(log), max_len=8, hidden_dim=8, epochs=1)
+    settings.update(protocols="full", output_dir=str(run))
+    train(TrainConfig(**settings), log=lambda _: None)
+    moved = log.rename(tmp_path / "moved.csv")
+
+    def evaluate(*flags):
+        args = ["-m", "hybrid_tfrs.cli.evaluate", f"--run_dir={run}", "--splits=test", *flags]
+        return run_command([*args, "--protocols=full"], timeout=300)
+
+    gone = evaluate()
+    assert gone.returncode == 2
+    assert gone.stderr.strip().splitlines() == [
+        f"error: {log}: no such file (the run's --data_file; a relative path is read from the "
+        "current folder: pass --data_file=<where it is now>)"
+    ]
+    found = evaluate(f"--data_file={moved}")
+    assert found.returncode == 0 and "wrote" in found.stdout, found.stderr[-2000:]
+    train(TrainConfig(**{**settings, "data_file": str(moved), "epochs": 2}), log=lambda _: None)
+    written = (run / "evaluation.json").read_bytes()
+    with open(moved, "a", encoding="utf-8") as handle:  # new events, with new items
+        handle.write("".join(f"u{u},new{u},9\n" for u in range(5)))
+    refused = evaluate(f"--data_file={moved}")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"error: --run_dir={run} was trained on other data (items 20 there, 25 now; "
+        "interactions 240 there, 245 now); evaluate it on the data it was trained on "
+        "(--data_dir, --data_file)"
+    ]
+    assert (run / "evaluation.json").read_bytes() == written

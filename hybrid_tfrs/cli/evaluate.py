@@ -4,8 +4,10 @@
     hybrid-tfrs-evaluate --run_dir=runs/beauty_hybrid --data_dir=../shared/data \
         --protocols=full,full-unseen,uniform-99
 
-Rebuilds the run's dataset split from its config.json, loads model.keras, and
-prints and writes (--output, default <run_dir>/evaluation.json) the metrics.
+Rebuilds the run's dataset split from its config.json (--data_dir or --data_file
+where the data has moved), checks that it is the data the run was trained on,
+loads model.keras, and prints and writes (--output, default
+<run_dir>/evaluation.json) the metrics.
 A --prepared_dir run's users stream from its shards, --batch_size at a time.
 Also `python -m hybrid_tfrs.cli.evaluate`.
 
@@ -30,6 +32,12 @@ SPLITS = ("valid", "test")
 
 flags.DEFINE_string("run_dir", None, "Output folder of a hybrid-tfrs-train run.")
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the one the run used).")
+flags.DEFINE_string(
+    "data_file",
+    None,
+    "Interaction file of a --data_file run (default: the one the run used, as it was "
+    "typed: a relative path is read from the current folder).",
+)
 flags.DEFINE_list("protocols", list(PROTOCOLS), "Protocols to run.")
 flags.DEFINE_list("splits", list(SPLITS), "Splits to evaluate.")
 flags.DEFINE_integer("seed", None, "Seed of sampled negatives (default: the run's seed).")
@@ -76,11 +84,11 @@ def main(argv):
         config = run_dir.read_config(FLAGS.run_dir)
         if not os.path.isfile(model_path):
             raise run_dir.RunDirError(f"{model_path} not found; has the run finished an epoch?")
-        if FLAGS.data_dir:
-            config.data_dir = FLAGS.data_dir
+        _use_data_flags(config)
         if uses_keras_cache(config) or config.prepared_dir:
             common.quiet_tensorflow()  # reading shards runs TensorFlow ops
-        _, split = load_split(config)
+        data, split = load_split(config)
+        _check_same_data(data, split)
     except (DataError, ValueError) as error:
         return common.fail(error)
     common.quiet_tensorflow()
@@ -118,6 +126,40 @@ def main(argv):
     run_dir.write_json(output, {"run_dir": FLAGS.run_dir, **results})
     print(f"wrote {output}")
     return 0
+
+
+def _use_data_flags(config):
+    """Points ``config`` (the run's) at --data_dir / --data_file; ValueError naming the
+    flag when the run did not read that kind of data, or the run's file is gone."""
+    if FLAGS.data_dir:
+        config.data_dir = FLAGS.data_dir
+    if FLAGS.data_file:
+        if not config.data_file:
+            raise ValueError(f"--data_file: {FLAGS.run_dir} was not trained on a --data_file")
+        config.data_file = FLAGS.data_file
+    elif config.data_file and "://" not in config.data_file:
+        if not os.path.exists(config.data_file):
+            raise ValueError(
+                f"{config.data_file}: no such file (the run's --data_file; a relative path is "
+                "read from the current folder: pass --data_file=<where it is now>)"
+            )
+
+
+def _check_same_data(data, split):
+    """RunDirError when the run was trained on other data than ``data``: its items would
+    be scored under other ids (e.g. events added to the file since)."""
+    from hybrid_tfrs import run_dir
+    from hybrid_tfrs.run_data import data_summary
+
+    state_path = os.path.join(FLAGS.run_dir, run_dir.STATE_FILE)
+    state = run_dir.read_json(state_path) if os.path.exists(state_path) else None
+    summary = data_summary(data.vocabulary, split, split.stats())
+    changed = run_dir.data_changes(FLAGS.run_dir, state, summary, data.vocabulary)
+    if changed:
+        raise run_dir.RunDirError(
+            f"--run_dir={FLAGS.run_dir} was trained on other data ({changed}); evaluate it "
+            "on the data it was trained on (--data_dir, --data_file)"
+        )
 
 
 def _with_earlier_ranks(path, ranks, user_ids, split):

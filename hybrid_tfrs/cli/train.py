@@ -11,7 +11,7 @@ Flags after --config (or --flagfile) override it. Writes config.json,
 vocabulary.txt, model.keras (best on validation NDCG@10), checkpoints/,
 tensorboard/ and metrics.json to --output_dir. A run in --output_dir resumes
 only on the same data and with the same settings (--epochs, --patience, --max_train_minutes,
---protocols, --eval_batch_size, --data_dir, --output_dir, --export_dir, --top_k,
+--protocols, --eval_batch_size, --data_dir, --data_file, --output_dir, --export_dir, --top_k,
 --distribution_strategy, --collective_timeout_seconds and, where every target
 weighs the same, --bucket_widths may differ); --noresume replaces it. Also
 `python -m hybrid_tfrs.cli.train`.
