@@ -106,10 +106,13 @@ def read_config(run_dir):
 def check_run_dir(config):
     """Checks that ``output_dir`` can take this run; returns the state to resume from, or None.
 
-    Raises RunDirError if output_dir is a file, or holds a run with other
+    Raises RunDirError if output_dir (or a local export_dir) is a file or not
+    writable, or if output_dir holds a run with other
     settings (naming them) or with a broken config or state file.
     """
     _check_folder_can_be_written(config.output_dir)
+    if config.export_dir and "://" not in config.export_dir:  # else found at the export
+        _check_folder_can_be_written(config.export_dir, "export_dir")
     if not config.resume or not os.path.exists(run_path(config, CONFIG_FILE)):
         return None
     try:
@@ -206,15 +209,16 @@ def data_changes(folder, state, summary, vocabulary):
     return f"its {VOCABULARY_FILE} has {sizes[0]} items, the data {sizes[1]}"
 
 
-def _check_folder_can_be_written(folder):
-    """RunDirError unless ``folder`` is, or can be created as, a writable folder."""
+def _check_folder_can_be_written(folder, flag="output_dir"):
+    """RunDirError naming ``--flag`` unless ``folder`` is, or can be created as, a
+    writable folder."""
     existing = os.path.abspath(folder)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise RunDirError(f"--output_dir={folder}: {existing} is a file, expected a folder")
+        raise RunDirError(f"--{flag}={folder}: {existing} is a file, expected a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunDirError(f"--output_dir={folder}: {existing} is not writable")
+        raise RunDirError(f"--{flag}={folder}: {existing} is not writable")
 
 
 @contextlib.contextmanager

@@ -116,6 +116,15 @@ def test_output_dir_that_is_a_file_is_refused(repo_root, tmp_path):
     assert afile.read_text() == "mine"
 
 
+def test_an_export_dir_that_is_a_file_is_refused_before_training(repo_root, tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    run = tmp_path / "run"
+    result = _command(repo_root, "train", f"--output_dir={run}", f"--export_dir={afile}")
+    _one_line_error(result, f"--export_dir={afile}: {afile} is a file, expected a folder")
+    assert afile.read_text() == "mine" and not run.exists()
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_exits_0_and_lists_the_commands_flags(repo_root, command):
     result = _command(repo_root, command, "--help")
