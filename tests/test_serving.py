@@ -333,6 +333,32 @@ def test_client_cli_prints_a_table_or_a_one_line_error(served, capsys):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+def test_k_is_checked_and_an_empty_batch_needs_no_call(clients, transport):
+    client = clients[transport]
+    for k in (0, -2, 2**31, 2.5, True):  # serving_default slices k itself
+        with pytest.raises(ValueError, match=r"k=.*: must be a whole number from 1 to 2147483647"):
+            client.recommend([["i1"]], k=k, signature="serving_default")
+    for signature in ("recommend", "serving_default"):
+        empty = client.recommend([], k=3, signature=signature)
+        assert empty.item_ids == [] and empty.scores.shape == (0, 3)
+
+
+def test_the_client_command_refuses_k_below_1_and_prints_no_tensorflow_lines(repo_root):
+    with pytest.raises(SystemExit) as stop:
+        client_lib.main(["--model", "hybrid", "--history", "i1", "--k", "0"])
+    assert stop.value.code == 2
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        target = f"127.0.0.1:{sock.getsockname()[1]}"
+    command = [sys.executable, "-m", "hybrid_tfrs.serving.client", "--target", target]
+    command += ["--model", "hybrid", "--history", "i1", "--retries", "0", "--timeout", "5"]
+    result = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: UNAVAILABLE"), lines
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_ids_the_model_does_not_know_are_counted_and_shown(served, clients, transport, capsys):
     result = clients[transport].recommend([["i1", "I2", "i3"], ["i5"]], k=3)
     assert result.known_items == [2, 1]

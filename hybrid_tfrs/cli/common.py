@@ -84,20 +84,22 @@ def _help(command_module, full):
     )
 
 
-def quiet_tensorflow():
-    """Imports TensorFlow without its C++ and INFO log lines, unless --verbose.
+def quiet_tensorflow(verbose=None):
+    """Imports TensorFlow without its C++ and INFO log lines, unless ``verbose``
+    (None: --verbose, for the absl commands).
 
     TF_CPP_MIN_LOG_LEVEL=3 silences TensorFlow once it runs (the cuInit error
     on a machine without GPU); the lines its libraries print while loading
     ignore it, so stderr is filtered during the import.
     """
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if FLAGS.verbose else "3"
-    level = logging.INFO if FLAGS.verbose else logging.ERROR
-    with contextlib.nullcontext() if FLAGS.verbose else _without_cpp_log_lines():
+    verbose = FLAGS.verbose if verbose is None else verbose
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
+    level = logging.INFO if verbose else logging.ERROR
+    with contextlib.nullcontext() if verbose else _without_cpp_log_lines():
         import tensorflow  # noqa: F401
     logging.getLogger("tensorflow").setLevel(level)
     # TensorFlow's Python side logs its INFO lines (SavedModel export) through absl.
-    absl_logging.set_verbosity(absl_logging.INFO if FLAGS.verbose else absl_logging.ERROR)
+    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
 
 
 @contextlib.contextmanager

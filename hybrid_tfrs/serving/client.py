@@ -31,6 +31,8 @@ from requests.adapters import HTTPAdapter, Retry
 
 from hybrid_tfrs.serving import HTTP_STATUS, ServingError, code_from_http_status
 
+MAX_K = 2**31 - 1  # the recommend signature's k is an int32
+
 __all__ = ["GrpcClient", "Recommendations", "RestClient", "ServingError", "history_array"]
 
 
@@ -169,6 +171,10 @@ class _Client:
         model's metadata), and asking for it from a model without it raises
         ValueError.
         """
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k={k!r}: must be a whole number from 1 to {MAX_K}")
+        if len(histories) == 0:  # REST's JSON cannot carry a [0, ?] batch: nothing to ask
+            return Recommendations([], np.zeros((0, k), np.float32), None, [])
         if signature == "recommend":
             inputs = {"history": history_array(histories), "k": np.int32(k)}
             try:
@@ -475,10 +481,15 @@ def main(argv=None):
 
     if args.retries < 0:
         parser.error(f"--retries={args.retries}: must be >= 0")
+    if not 1 <= args.k <= MAX_K:
+        parser.error(f"--k={args.k}: must be from 1 to {MAX_K}")
     if args.rest:
         client = RestClient(args.rest, args.model, args.timeout, args.retries)
         where = f"rest {args.rest}"
     else:
+        from hybrid_tfrs.cli.common import quiet_tensorflow
+
+        quiet_tensorflow(verbose=False)  # the gRPC protos import it: no C++ log lines
         client = GrpcClient(args.target, args.model, args.timeout, args.retries)
         where = f"grpc {args.target}"
     try:
