@@ -46,6 +46,7 @@ from hybrid_tfrs import topk
 
 VOCABULARY_FILE = "vocabulary.txt"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+EXPORT_INFO_FILE = os.path.join("assets.extra", "export.json")  # the export's settings and source
 HISTORY_FEATURE = "history"
 SIGNATURES = ("serving_default", "recommend", "query_embedding", "item_embeddings")
 _TEMP_PREFIX = ".tmp-export-"  # TF Serving only loads numeric version folders
@@ -271,6 +272,25 @@ def warmup_requests(model_name, raw_ids, top_k):
     return requests
 
 
+def _export_info(model_name, top_k, exclude_history, chunk_size, source):
+    """``export.json`` of a version, but its number."""
+    info = {
+        "model_name": model_name,
+        "top_k": top_k,
+        "exclude_history": bool(exclude_history),
+        "chunk_size": chunk_size,
+    }
+    return {**info, "source": source} if source is not None else info
+
+
+def newest_version(model_dir):
+    """The newest version folder under ``model_dir``, or None."""
+    if not os.path.isdir(model_dir):
+        return None
+    versions = [int(name) for name in os.listdir(model_dir) if name.isdigit()]
+    return os.path.join(model_dir, str(max(versions))) if versions else None
+
+
 def _next_version(model_dir):
     """A Unix timestamp, or the newest version + 1 if that is not larger."""
     existing = [int(name) for name in os.listdir(model_dir) if name.isdigit()]
@@ -321,6 +341,7 @@ def export_saved_model(
     top_k=100,
     exclude_history=False,
     chunk_size=topk.DEFAULT_CHUNK_SIZE,
+    source=None,
 ):
     """Writes a SavedModel for TensorFlow Serving and returns its folder.
 
@@ -340,6 +361,8 @@ def export_saved_model(
             the history (``recommend`` has it as an input).
         chunk_size: items the served top-k scores at a time; memory per
             request O(B x (k + chunk_size)).
+        source: JSON-able record of where the model comes from (``export_run``:
+            the run folder and its epochs), kept in ``assets.extra/export.json``.
 
     Returns:
         ``<export_dir>/<model_name>/<version>``.
@@ -374,24 +397,16 @@ def export_saved_model(
 
     temp_dir = tempfile.mkdtemp(prefix=_temp_prefix(version), dir=model_dir)
     try:
-        with tempfile.TemporaryDirectory() as source:
-            vocabulary_path = os.path.join(source, VOCABULARY_FILE)
+        with tempfile.TemporaryDirectory() as assets_source:
+            vocabulary_path = os.path.join(assets_source, VOCABULARY_FILE)
             vocabulary.save(vocabulary_path)
             module = RecommenderModule(model, vocabulary_path, top_k, exclude_history, chunk_size)
             saved = os.path.join(temp_dir, "model")
             tf.saved_model.save(module, saved, signatures=module.signatures())
         _write_warmup(saved, warmup_requests(model_name, vocabulary.ids, top_k))
-        with open(os.path.join(saved, "assets.extra", "export.json"), "w") as f:
-            json.dump(
-                {
-                    "model_name": model_name,
-                    "version": int(version),
-                    "top_k": top_k,
-                    "exclude_history": bool(exclude_history),
-                    "chunk_size": chunk_size,
-                },
-                f,
-            )
+        info = _export_info(model_name, top_k, exclude_history, chunk_size, source)
+        with open(os.path.join(saved, EXPORT_INFO_FILE), "w") as f:
+            json.dump({**info, "version": int(version)}, f)
         _check_it_serves(saved, model_name, version, final_dir)
         _sync_tree(saved)  # on disk before it has its name, so a power loss cannot publish less
         os.rename(saved, final_dir)  # atomic on one file system; fails if it appeared meanwhile
@@ -440,16 +455,29 @@ def _write_warmup(saved_dir, records):
 
 
 def export_run(
-    run_dir, export_dir, model_name=None, version=None, top_k=100, exclude_history=False
+    run_dir,
+    export_dir,
+    model_name=None,
+    version=None,
+    top_k=100,
+    exclude_history=False,
+    unless_exported=False,
+    log=None,
 ):
     """Exports a training run's best model (``model.keras`` + ``vocabulary.txt``).
 
     ``model_name`` defaults to the run's model kind (``config.json``).
+    ``export.json`` names the run, its best epoch and whether its training had
+    finished; ``log`` (e.g. ``print``) gets a warning line for a run without
+    ``metrics.json`` (still training, or stopped: its best model so far).
+    ``unless_exported``: when the newest version there is this very export (the
+    same run, epochs and settings), return it instead of publishing a copy (a
+    rerun of a finished training would make the servers reload for nothing).
     Returns the version folder; raises ValueError naming a missing or unreadable file.
     """
     import hybrid_tfrs.retrieval  # noqa: F401  (registers the classes model.keras names)
     from hybrid_tfrs.data import Vocabulary
-    from hybrid_tfrs.run_dir import read_json
+    from hybrid_tfrs.run_dir import METRICS_FILE, STATE_FILE, read_json
     from hybrid_tfrs.training import load_run_model
 
     names = ("config.json", "model.keras", VOCABULARY_FILE)
@@ -460,14 +488,46 @@ def export_run(
     config = read_json(paths["config.json"])  # RunDirError (a ValueError) naming the file
     if not isinstance(config, dict) or "model" not in config:
         raise ValueError(f"{paths['config.json']}: no model kind in it")
+    state_path = os.path.join(run_dir, STATE_FILE)
+    state = read_json(state_path) if os.path.exists(state_path) else {}
+    finished = os.path.exists(os.path.join(run_dir, METRICS_FILE))
+    source = {
+        "run_dir": os.path.abspath(run_dir),
+        "best_epoch": state.get("best_epoch"),
+        "epochs_trained": state.get("epochs_done"),
+        "finished": finished,
+    }
+    if not finished and log:
+        log(
+            f"warning: {run_dir} has no {METRICS_FILE}: its training has not finished; "
+            f"exporting its best model so far (epoch {source['best_epoch']})"
+        )
     model = load_run_model(paths["model.keras"], way_out="export a run whose training finished")
     vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
+    model_name = model_name or config["model"]
+    if unless_exported:
+        newest = newest_version(os.path.join(export_dir, model_name))
+        top = min(int(top_k), model.num_items)
+        info = _export_info(model_name, top, exclude_history, topk.DEFAULT_CHUNK_SIZE, source)
+        if newest and _read_export_info(newest) == info:
+            return newest
     return export_saved_model(
         model,
         vocabulary,
         export_dir,
-        model_name or config["model"],
+        model_name,
         version=version,
         top_k=top_k,
         exclude_history=exclude_history,
+        source=source,
     )
+
+
+def _read_export_info(version_dir):
+    """A version's ``export.json`` without its number; None if it has none readable."""
+    try:
+        with open(os.path.join(version_dir, EXPORT_INFO_FILE), encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return {key: value for key, value in info.items() if key != "version"}

@@ -577,9 +577,16 @@ def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callback
     log(f"wrote {metrics_path}")
     log(f"wrote {write_report(config.output_dir)} (open it in a browser)")
     if config.export_dir:
-        from hybrid_tfrs.export import export_run  # TensorFlow-only
+        from hybrid_tfrs.export import export_run, newest_version  # TensorFlow-only
 
-        log(f"exported {export_run(config.output_dir, config.export_dir, top_k=config.top_k)}")
+        before = newest_version(os.path.join(config.export_dir, config.model))
+        exported = export_run(
+            config.output_dir, config.export_dir, top_k=config.top_k, unless_exported=True
+        )
+        if exported == before:  # a rerun of a finished run: the servers have it
+            log(f"already exported as {exported} (this run, the same settings)")
+        else:
+            log(f"exported {exported}")
     return metrics
 
 

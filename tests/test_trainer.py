@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import full_ndcg_at_10, most_popular_scores
@@ -161,6 +162,18 @@ def test_train_exports_the_best_model_for_serving(trained_run):
     assert answer["item_ids"].shape == (1, 7)
 
 
+def test_a_rerun_of_the_finished_run_publishes_no_copy_of_its_export(repo_root, trained_run):
+    out, _ = trained_run
+    (version,) = [p for p in (out / "export" / "hybrid").iterdir() if p.name.isdigit()]
+    source = json.loads((version / "assets.extra" / "export.json").read_text())["source"]
+    assert (source["run_dir"], source["epochs_trained"], source["finished"]) == (str(out), 4, True)
+    args = (*SMALL, "--epochs=4", f"--output_dir={out}", f"--export_dir={out / 'export'}")
+    result = _run(repo_root, "train.py", *args, "--top_k=7")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"already exported as {version} (this run, the same settings)" in result.stdout
+    assert [p for p in (out / "export" / "hybrid").iterdir() if p.name.isdigit()] == [version]
+
+
 def test_trained_model_beats_most_popular(trained_run):
     out, _ = trained_run
     metrics = json.loads((out / "metrics.json").read_text())
@@ -230,6 +243,25 @@ def test_export_prints_only_the_exported_path(repo_root, trained_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == f"{tmp_path / 'hybrid' / '3'}\n"
     assert result.stderr == "", result.stderr[-3000:]
+
+
+def test_export_of_a_run_still_training_warns_and_says_so_in_export_json(
+    repo_root, trained_run, tmp_path
+):
+    out, _ = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    (run / "metrics.json").unlink()  # as while it trains
+    result = _run(repo_root, "export.py", f"--run_dir={run}", f"--export_dir={tmp_path / 'e'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = Path(result.stdout.strip())
+    best = json.loads((run / "checkpoints" / "state.json").read_text())["best_epoch"]
+    assert result.stderr.strip().splitlines() == [
+        f"warning: {run} has no metrics.json: its training has not finished; exporting its "
+        f"best model so far (epoch {best})"
+    ]
+    source = json.loads((path / "assets.extra" / "export.json").read_text())["source"]
+    assert source["finished"] is False and source["best_epoch"] == best
 
 
 def test_noresume_replaces_a_run_with_other_settings_and_a_terminal_sees_one_line_an_epoch(

@@ -56,6 +56,7 @@ def main(argv):
             version=FLAGS.version,
             top_k=FLAGS.top_k,
             exclude_history=FLAGS.exclude_history,
+            log=lambda line: print(line, file=sys.stderr),
         )
     except (DataError, ValueError, OSError) as error:  # OSError: no permission, disk full
         return common.fail(error)
