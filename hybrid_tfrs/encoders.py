@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from hybrid_tfrs.backend import keras, ops, register_serializable
+from hybrid_tfrs.backend import LEGACY_KERAS, keras, ops, register_serializable
 from hybrid_tfrs.config import (
     DEFAULT_GATE_MODE,
     ENCODER_KINDS,
@@ -130,6 +130,10 @@ class SequenceEncoder(keras.layers.Layer):
             mixer: [block(mixer, f"{mixer}_block_{i}", not one_ffn_a_layer) for i in own_layers]
             for mixer in mixers
         }
+        if LEGACY_KERAS:
+            # tf_keras's .keras and .weights.h5 files follow one container level from an
+            # attribute: the blocks in the stacks' lists would be neither saved nor loaded.
+            self.stack_blocks = [block for blocks in self.stacks.values() for block in blocks]
         self.shared_ffns = [
             FeedForward(self.inner_dim, dropout_rate, name=f"shared_ffn_{i}")
             for i in (own_layers if one_ffn_a_layer else ())

@@ -10,6 +10,7 @@ import pytest
 from conftest import run_python
 
 LEGACY_TFRS_SCRIPT = r"""
+import os, tempfile
 import numpy as np, tensorflow as tf, tf_keras
 from hybrid_tfrs import build_encoder, layers
 from hybrid_tfrs.tfrs_model import TFRSRetrievalModel
@@ -33,6 +34,15 @@ variant = build_encoder(
     fusion="blend_norm", share_ffn=True, shared_blocks=1,
 )
 assert variant(seqs[:4, :-1].astype("int32")).shape == (4, L, 16)
+ids = seqs[:4, :-1].astype("int32")
+folder = tempfile.mkdtemp()
+for kind in ("hybrid", "fmlp", "linrec", "sasrec"):  # a .keras file keeps every block
+    inputs = tf_keras.Input(shape=(L,), dtype="int32")
+    encoder = build_encoder(kind, num_items=N, max_len=L, hidden_dim=16)
+    saved = tf_keras.Model(inputs, encoder(inputs))
+    saved.save(os.path.join(folder, f"{kind}.keras"))
+    loaded = tf_keras.models.load_model(os.path.join(folder, f"{kind}.keras"))
+    np.testing.assert_allclose(loaded(ids).numpy(), saved(ids).numpy(), atol=1e-6, err_msg=kind)
 try:
     import hybrid_tfrs.retrieval
 except ImportError as error:

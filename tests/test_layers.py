@@ -90,6 +90,20 @@ def test_causal_filter_accepts_shorter_inputs_circular_refuses():
     np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(layer(full))[:, :5], atol=1e-6)
     with pytest.raises(ValueError, match="max_len=10"):
         FrequencyFilter(max_len=10, causal=False)(x)
+    longer = RNG.normal(size=(2, 12, 4)).astype("float32")  # its wrap-around would be silent
+    with pytest.raises(ValueError, match="inputs of 12 positions, more than max_len=10"):
+        layer(longer)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_the_filter_runs_its_ffts_in_float32_under_mixed_precision(causal):
+    x = RNG.normal(size=(2, 8, 4)).astype("float32")
+    exact = FrequencyFilter(max_len=8, causal=causal)
+    expected = np.asarray(exact(x))
+    mixed = _copy_weights(exact, FrequencyFilter(8, causal, dtype="mixed_float16"), x.shape)
+    out = mixed(x.astype("float16"))
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+    np.testing.assert_allclose(np.asarray(out, "float32"), expected, atol=2e-3)
 
 
 def test_repeat_flags_and_gate_features_by_hand():

@@ -1,6 +1,6 @@
 """Residual blocks around a sequence mixer, as in SASRec / LinRec / FMLP-Rec."""
 
-from hybrid_tfrs.backend import keras, ops, register_serializable
+from hybrid_tfrs.backend import LEGACY_KERAS, keras, ops, register_serializable
 from hybrid_tfrs.layers.frequency_filter import FrequencyFilter
 from hybrid_tfrs.layers.linear_attention import LinearAttention
 
@@ -133,7 +133,8 @@ class MixerBlock(keras.layers.Layer):
                 dropout=self.dropout_rate,
                 name="mix",
             )
-            self.mix.build(input_shape, input_shape)
+            if not LEGACY_KERAS:  # tf_keras's builds itself on its first call
+                self.mix.build(input_shape, input_shape)
         self.dropout = keras.layers.Dropout(self.dropout_rate)
         self.norm = keras.layers.LayerNormalization(epsilon=1e-12, name="norm")
         self.norm.build(input_shape)

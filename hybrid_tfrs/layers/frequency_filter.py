@@ -21,9 +21,12 @@ class FrequencyFilter(keras.layers.Layer):
       ``y = irfft(rfft(x, 2L) * rfft(h, 2L))[:L]`` (the zero padding to 2L
       removes the wrap-around), so position t sees only positions s <= t. At
       the last position of a left-padded window it equals the paper's filter.
-      Inputs may be shorter than ``max_len``.
+      Inputs may be shorter than ``max_len``, not longer (a longer static
+      length is refused: the zero padding would no longer cover it).
 
-    Padded positions (``mask == 0``) are zeroed before filtering.
+    Padded positions (``mask == 0``) are zeroed before filtering. The FFTs run
+    in float32 whatever the dtype policy (``mixed_float16`` included); the
+    output has the layer's compute dtype.
 
     Args:
         max_len: sequence length the filter is defined for.
@@ -62,18 +65,28 @@ class FrequencyFilter(keras.layers.Layer):
         )
         super().build(input_shape)
 
+    def _weights(self):
+        """W's real and imaginary parts in float32: [d, F] each."""
+        return tuple(
+            ops.transpose(ops.cast(weight, "float32"))
+            for weight in (self.weight_real, self.weight_imag)
+        )
+
     def kernel(self):
-        """The causal kernel ``h = irfft(W, max_len)``: [max_len, d]."""
-        w_real = ops.transpose(self.weight_real)  # [d, F]
-        w_imag = ops.transpose(self.weight_imag)
-        return ops.transpose(ops.irfft((w_real, w_imag), fft_length=self.max_len))
+        """The causal kernel ``h = irfft(W, max_len)``: [max_len, d] float32."""
+        return ops.transpose(ops.irfft(self._weights(), fft_length=self.max_len))
 
     def call(self, inputs, mask=None):
         if mask is not None:
             inputs = inputs * ops.cast(mask, inputs.dtype)[:, :, None]
-        x = ops.transpose(inputs, (0, 2, 1))  # [B, d, L]; the FFT runs on the last axis
+        x = ops.transpose(ops.cast(inputs, "float32"), (0, 2, 1))  # [B, d, L]: FFT on the last axis
         length = ops.shape(x)[-1]
         if self.causal:
+            if isinstance(length, int) and length > self.max_len:
+                raise ValueError(
+                    f"FrequencyFilter: inputs of {length} positions, more than max_len="
+                    f"{self.max_len} (the filter's length); keep the latest max_len"
+                )
             h = ops.transpose(self.kernel())  # [d, max_len]
             fft_length = 2 * self.max_len
             if isinstance(length, int) and length < self.max_len:
@@ -92,12 +105,10 @@ class FrequencyFilter(keras.layers.Layer):
                     f"{self.max_len} positions, got {length}"
                 )
             x_real, x_imag = ops.rfft(x, fft_length=self.max_len)
-            w_real = ops.transpose(self.weight_real)
-            w_imag = ops.transpose(self.weight_imag)
             y = ops.irfft(
-                _complex_multiply(x_real, x_imag, w_real, w_imag), fft_length=self.max_len
+                _complex_multiply(x_real, x_imag, *self._weights()), fft_length=self.max_len
             )
-        return ops.transpose(y, (0, 2, 1))
+        return ops.cast(ops.transpose(y, (0, 2, 1)), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
