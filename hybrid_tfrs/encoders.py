@@ -379,7 +379,7 @@ def build_encoder(
 
     Example:
     >>> encoder = build_encoder("hybrid", num_items=100, max_len=20)
-    >>> encoder(np.ones((2, 20), "int32")).shape
+    >>> tuple(encoder(np.ones((2, 20), "int32")).shape)
     (2, 20, 64)
     """
     _require(kind in ENCODER_KINDS, "kind", f"must be one of {ENCODER_KINDS}, got {kind!r}")

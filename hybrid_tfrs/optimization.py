@@ -26,7 +26,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     Example:
         >>> schedule = WarmupDecay(1e-3, warmup_steps=100, decay_steps=900, kind="cosine")
-        >>> float(schedule(100))  # the peak
+        >>> round(float(schedule(100)), 6)  # the peak
         0.001
     """
 

@@ -146,3 +146,20 @@ def test_documented_commands_exist_and_take_the_flags_shown():
             if name == "flagfile" and not (REPO / word.split("=", 1)[1]).exists():
                 problems.append(f"{doc}: {word}: no such file")
     assert not problems, "\n".join(problems)
+
+
+# The package's modules whose docstrings hold examples (">>>"), as import names.
+DOCTESTED = sorted(
+    ".".join(path.relative_to(REPO).with_suffix("").parts)
+    for path in (REPO / "hybrid_tfrs").rglob("*.py")
+    if ">>>" in path.read_text(encoding="utf-8")
+)
+
+
+@pytest.mark.parametrize("module", DOCTESTED)
+def test_docstring_examples_run_as_written(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted and not result.failed, module

@@ -39,7 +39,7 @@ class FrequencyFilter(keras.layers.Layer):
         [B, L, d].
 
     Example:
-    >>> FrequencyFilter(max_len=10)(keras.random.normal((4, 10, 8))).shape
+    >>> tuple(FrequencyFilter(max_len=10)(keras.random.normal((4, 10, 8))).shape)
     (4, 10, 8)
     """
 

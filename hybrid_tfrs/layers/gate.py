@@ -56,7 +56,7 @@ class SequenceStatsGate(keras.layers.Layer):
 
     Example:
     >>> gate = SequenceStatsGate(num_items=100, max_len=10)
-    >>> gate(ops.ones((2, 10), dtype="int32")).shape
+    >>> tuple(gate(ops.ones((2, 10), dtype="int32")).shape)
     (2, 10, 1)
     """
 
@@ -176,7 +176,7 @@ class HiddenStateGate(keras.layers.Layer):
 
     Example:
     >>> gate = HiddenStateGate()
-    >>> gate(ops.ones((2, 10, 8)), ops.zeros((2, 10, 8))).shape
+    >>> tuple(gate(ops.ones((2, 10, 8)), ops.zeros((2, 10, 8))).shape)
     (2, 10, 1)
     """
 
@@ -227,7 +227,7 @@ class GlobalGate(keras.layers.Layer):
 
     Example:
     >>> gate = GlobalGate()
-    >>> gate(ops.ones((2, 10), dtype="int32")).shape
+    >>> tuple(gate(ops.ones((2, 10), dtype="int32")).shape)
     (2, 10, 1)
     """
 

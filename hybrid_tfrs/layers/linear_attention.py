@@ -82,7 +82,7 @@ class LinearAttention(keras.layers.Layer):
 
     Example:
     >>> layer = LinearAttention(num_heads=2)
-    >>> layer(keras.random.normal((4, 10, 8))).shape
+    >>> tuple(layer(keras.random.normal((4, 10, 8))).shape)
     (4, 10, 8)
     """
 

@@ -73,7 +73,7 @@ class SeenItemBias(keras.layers.Layer):
     >>> layer = SeenItemBias()
     >>> ids = ops.convert_to_tensor([[1, 2, 0]])
     >>> scores = ops.zeros((1, 4))
-    >>> layer(scores, seen_in_history(ids, 4)).shape
+    >>> tuple(layer(scores, seen_in_history(ids, 4)).shape)
     (1, 4)
     """
 
