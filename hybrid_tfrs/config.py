@@ -365,6 +365,20 @@ class TrainConfig:
         }
 
 
+def is_chief_task(task_type, index, cluster):
+    """Whether a ``TF_CONFIG`` task is the chief: the ``chief`` task, or worker 0 of
+    a cluster ({job: [host:port]}) without one."""
+    if task_type == "chief":
+        return True
+    return task_type == "worker" and int(index) == 0 and "chief" not in cluster
+
+
+def chief_in_tf_config(environ=os.environ):
+    """Whether ``TF_CONFIG`` names this process the chief (ValueError naming it if broken)."""
+    config = cluster_from_tf_config(environ)
+    return is_chief_task(config["task"]["type"], config["task"]["index"], config["cluster"])
+
+
 def cluster_from_tf_config(environ=os.environ):
     """The parsed ``TF_CONFIG`` of a multi-worker run; raises ValueError naming it."""
     raw = environ.get("TF_CONFIG")

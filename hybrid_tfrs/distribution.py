@@ -27,7 +27,13 @@ import time
 import keras
 import tensorflow as tf
 
-from hybrid_tfrs.config import DISTRIBUTION_STRATEGIES, cluster_from_tf_config
+from hybrid_tfrs import run_dir
+from hybrid_tfrs.config import (
+    DISTRIBUTION_STRATEGIES,
+    chief_in_tf_config,
+    cluster_from_tf_config,
+    is_chief_task,
+)
 
 # The tasks of MultiWorkerMirroredStrategy's coordination service, and how
 # TensorFlow's errors name one.
@@ -143,20 +149,25 @@ def is_chief(strategy):
     if not is_multi_worker(strategy):
         return True
     resolver = strategy.cluster_resolver
-    return _chief(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
+    return is_chief_task(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
 
 
-def is_chief_task():
-    """Whether ``TF_CONFIG`` names this process the chief, without joining the cluster."""
-    config = cluster_from_tf_config()
-    return _chief(config["task"]["type"], int(config["task"]["index"]), config["cluster"])
+def run_strategy(config, state, log=print):
+    """The strategy of ``--distribution_strategy`` for a run at ``state`` (None: a
+    new run), or None when this worker has nothing left to do.
 
-
-def _chief(task_type, index, cluster):
-    """The ``chief`` task, or worker 0 of a cluster without one."""
-    if task_type == "chief":
-        return True
-    return task_type == "worker" and index == 0 and "chief" not in cluster
+    A multi-worker run whose training is done needs no cluster: the chief (its
+    final evaluation cut short, e.g. by a kill) evaluates alone under the
+    default strategy, and any other worker gets None, so restarting only the
+    chief finishes the job.
+    """
+    multi_worker = config.distribution_strategy == "multi_worker_mirrored"
+    if multi_worker and run_dir.training_done(state, config):
+        if not chief_in_tf_config():
+            return None
+        log("training is done; the chief evaluates without the other workers")
+        return make_strategy("off")
+    return make_strategy(config.distribution_strategy, config.collective_timeout_seconds)
 
 
 def shard_by_data(dataset):

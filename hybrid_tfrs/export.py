@@ -31,6 +31,7 @@ the history's items when it re-ranks (hybrid_tfrs.ann).
 records that TensorFlow Serving replays at load.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -273,7 +274,7 @@ def warmup_requests(model_name, raw_ids, top_k):
 
 
 def _export_info(model_name, top_k, exclude_history, chunk_size, source):
-    """``export.json`` of a version, but its number."""
+    """A version's ``export.json`` without its version number."""
     info = {
         "model_name": model_name,
         "top_k": top_k,
@@ -283,18 +284,22 @@ def _export_info(model_name, top_k, exclude_history, chunk_size, source):
     return {**info, "source": source} if source is not None else info
 
 
+def _versions(model_dir):
+    """The version numbers under ``model_dir`` (none if it does not exist)."""
+    if not os.path.isdir(model_dir):
+        return []
+    return [int(name) for name in os.listdir(model_dir) if name.isdigit()]
+
+
 def newest_version(model_dir):
     """The newest version folder under ``model_dir``, or None."""
-    if not os.path.isdir(model_dir):
-        return None
-    versions = [int(name) for name in os.listdir(model_dir) if name.isdigit()]
+    versions = _versions(model_dir)
     return os.path.join(model_dir, str(max(versions))) if versions else None
 
 
 def _next_version(model_dir):
     """A Unix timestamp, or the newest version + 1 if that is not larger."""
-    existing = [int(name) for name in os.listdir(model_dir) if name.isdigit()]
-    return max([int(time.time())] + [v + 1 for v in existing])
+    return max([int(time.time())] + [v + 1 for v in _versions(model_dir)])
 
 
 def _temp_prefix(version):
@@ -467,17 +472,18 @@ def export_run(
     """Exports a training run's best model (``model.keras`` + ``vocabulary.txt``).
 
     ``model_name`` defaults to the run's model kind (``config.json``).
-    ``export.json`` names the run, its best epoch and whether its training had
-    finished; ``log`` (e.g. ``print``) gets a warning line for a run without
-    ``metrics.json`` (still training, or stopped: its best model so far).
-    ``unless_exported``: when the newest version there is this very export (the
-    same run, epochs and settings), return it instead of publishing a copy (a
-    rerun of a finished training would make the servers reload for nothing).
+    ``export.json`` names the run, the sha256 of its ``model.keras``, its best
+    epoch and whether its training had finished (a ``metrics.json`` of its last
+    epoch); ``log`` (e.g. ``print``) gets a warning line for a run that had not
+    (still training, or stopped: its best model so far). ``unless_exported``:
+    when the newest version there is this very export (the same model file,
+    run, epochs and settings), return it instead of publishing a copy (a rerun
+    of a finished training would make the servers reload for nothing).
     Returns the version folder; raises ValueError naming a missing or unreadable file.
     """
     import hybrid_tfrs.retrieval  # noqa: F401  (registers the classes model.keras names)
     from hybrid_tfrs.data import Vocabulary
-    from hybrid_tfrs.run_dir import METRICS_FILE, STATE_FILE, read_json
+    from hybrid_tfrs.run_dir import METRICS_FILE, read_json, read_state
     from hybrid_tfrs.training import load_run_model
 
     names = ("config.json", "model.keras", VOCABULARY_FILE)
@@ -488,19 +494,22 @@ def export_run(
     config = read_json(paths["config.json"])  # RunDirError (a ValueError) naming the file
     if not isinstance(config, dict) or "model" not in config:
         raise ValueError(f"{paths['config.json']}: no model kind in it")
-    state_path = os.path.join(run_dir, STATE_FILE)
-    state = read_json(state_path) if os.path.exists(state_path) else {}
-    finished = os.path.exists(os.path.join(run_dir, METRICS_FILE))
+    state = read_state(run_dir) or {}
+    metrics_path = os.path.join(run_dir, METRICS_FILE)
+    metrics = read_json(metrics_path) if os.path.exists(metrics_path) else {}
     source = {
         "run_dir": os.path.abspath(run_dir),
+        "model_sha256": _sha256(paths["model.keras"]),
         "best_epoch": state.get("best_epoch"),
         "epochs_trained": state.get("epochs_done"),
-        "finished": finished,
+        # metrics.json is written at the end; a resumed run keeps its old one meanwhile
+        "finished": bool(metrics) and metrics.get("epochs_trained") == state.get("epochs_done"),
     }
-    if not finished and log:
+    if not source["finished"] and log:
+        so_far = f" (epoch {source['best_epoch']})" if source["best_epoch"] else ""
         log(
-            f"warning: {run_dir} has no {METRICS_FILE}: its training has not finished; "
-            f"exporting its best model so far (epoch {source['best_epoch']})"
+            f"warning: {run_dir}: its training has not finished (no {METRICS_FILE} of its "
+            f"last epoch); exporting its best model so far{so_far}"
         )
     model = load_run_model(paths["model.keras"], way_out="export a run whose training finished")
     vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
@@ -521,6 +530,15 @@ def export_run(
         exclude_history=exclude_history,
         source=source,
     )
+
+
+def _sha256(path):
+    """The hex sha256 of a file's bytes, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _read_export_info(version_dir):

@@ -63,6 +63,8 @@ RUN_FILES = {
     TENSORBOARD_DIR: "train|validation",  # keras.callbacks.TensorBoard's folders
 }
 LOCK_FILE = ".lock"  # held by the training that writes the folder; see exclusive()
+# What a worker other than the chief says once training is done (the chief writes).
+WORKER_DONE = "training done; the chief evaluates and writes the results"
 STATE_KEYS = frozenset({"best_score", "best_epoch", "waited", "epochs_done", "history"})
 START_OVER = "rerun with --noresume to replace it, or choose a new --output_dir"
 
@@ -144,6 +146,31 @@ def check_run_dir(config):
     if not os.path.exists(last_model):
         raise RunDirError(f"{last_model}: no such file; {START_OVER}")
     return state
+
+
+def read_state(folder):
+    """The training state in a run ``folder`` (dict), or None when it has none;
+    RunDirError naming a broken file."""
+    path = os.path.join(folder, STATE_FILE)
+    return read_json(path) if os.path.exists(path) else None
+
+
+def stop_reason(state, config):
+    """Why training should not go on: ``(kind, message)``, kind "patience" or
+    "time budget"; None while it should."""
+    if state["waited"] > config.patience:
+        return "patience", f"no better validation NDCG@10 for {state['waited']} epochs"
+    budget = config.max_train_minutes * 60.0
+    if budget and state.get("elapsed_seconds", 0.0) >= budget:
+        return "time budget", f"training time budget of {config.max_train_minutes:g} minutes spent"
+    return None
+
+
+def training_done(state, config):
+    """Whether a run's state (None: no run yet) has nothing left to train."""
+    return state is not None and (
+        state["epochs_done"] >= config.epochs or bool(stop_reason(state, config))
+    )
 
 
 def last_model_path(config, state):

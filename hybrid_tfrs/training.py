@@ -51,7 +51,6 @@ from hybrid_tfrs.significance import write_ranks
 
 VALIDATION_METRIC = "NDCG@10"
 SEED_STATES_KEY = "seed_states"  # in the state file: the random streams' states (to resume)
-NOTHING_LEFT = "training done; the chief evaluates and writes the results"  # other workers
 
 
 def build_model(config, num_items, item_popularity, targets_per_batch=None):
@@ -327,7 +326,7 @@ class ValidationCallback(keras.callbacks.Callback):
             f"({validation_seconds:.1f}s validation)"
             + ("" if alpha is None else f" - alpha {alpha:.3g}")
         )
-        stop = _stop(self.state, self.config)
+        stop = run_dir.stop_reason(self.state, self.config)
         if stop:
             self.log(f"stopping: {stop[1]}")
             self.model.stop_training = True
@@ -350,46 +349,9 @@ def _validation_name(config):
     return f"{config.validation_protocol} {VALIDATION_METRIC}"
 
 
-def _stop(state, config):
-    """Why training should not go on: ``(kind, message)``, kind "patience" or
-    "time budget"; None while it should."""
-    if state["waited"] > config.patience:
-        return "patience", f"no better validation NDCG@10 for {state['waited']} epochs"
-    budget = config.max_train_minutes * 60.0
-    if budget and state.get("elapsed_seconds", 0.0) >= budget:
-        return "time budget", f"training time budget of {config.max_train_minutes:g} minutes spent"
-    return None
-
-
-def training_done(state, config):
-    """Whether a run's state (None: no run yet) has nothing left to train."""
-    return state is not None and (
-        state["epochs_done"] >= config.epochs or bool(_stop(state, config))
-    )
-
-
-def run_strategy(config, log=print):
-    """The ``tf.distribute`` strategy of ``--distribution_strategy``, or None.
-
-    A multi-worker run whose training is done needs no cluster: the chief (its
-    final evaluation cut short, e.g. by a kill) evaluates alone under the
-    default strategy, and any other worker gets None (nothing left to do), so
-    restarting only the chief finishes the job.
-    """
-    multi_worker = config.distribution_strategy == "multi_worker_mirrored"
-    if multi_worker and training_done(run_dir.check_run_dir(config), config):
-        if not distribution.is_chief_task():
-            return None
-        log("training is done; the chief evaluates without the other workers")
-        return distribution.make_strategy("off")
-    return distribution.make_strategy(
-        config.distribution_strategy, config.collective_timeout_seconds
-    )
-
-
 def stopped_by(state, config):
     """What ended a finished run: ``"patience"``, ``"time budget"`` or ``"epochs"`` (the cap)."""
-    stop = _stop(state, config)
+    stop = run_dir.stop_reason(state, config)
     return stop[0] if stop else "epochs"
 
 
@@ -450,9 +412,9 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, st
     """
     config.validate()
     run_dir.check_run_dir(config)  # settings and folder, before anything is loaded
-    strategy = strategy or run_strategy(config, log)
+    strategy = strategy or distribution.run_strategy(config, run_dir.check_run_dir(config), log)
     if strategy is None:
-        log(NOTHING_LEFT)
+        log(run_dir.WORKER_DONE)
         return None
     distribution.check_settings(config, strategy)
     data, split = dataset or load_split(config)
@@ -511,7 +473,7 @@ def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callback
         )
     )
 
-    if not training_done(state, config):
+    if not run_dir.training_done(state, config):
         fit_callbacks = [*callbacks, ValidationCallback(split, config, state, log, chief)]
         if chief:
             tensorboard = run_dir.run_path(config, run_dir.TENSORBOARD_DIR)
@@ -533,7 +495,7 @@ def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callback
                 verbose=0,  # one summary line per epoch comes from ValidationCallback
             )
     if not chief:
-        log(NOTHING_LEFT)
+        log(run_dir.WORKER_DONE)
         return None
 
     best = load_run_model(run_dir.run_path(config, run_dir.BEST_MODEL_FILE))

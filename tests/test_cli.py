@@ -14,8 +14,8 @@ import textwrap
 
 import pytest
 
-from hybrid_tfrs.cli.common import _CPP_LOG_LINE
 from hybrid_tfrs.cli.config import ConfigError, available_configs, expand_config, flagfile_path
+from hybrid_tfrs.tensorflow_logs import CPP_LOG_LINE
 
 COMMANDS = ("train", "evaluate", "export")
 
@@ -277,14 +277,14 @@ def test_tensorflow_loads_quietly_and_verbose_brings_its_log_lines_back(repo_roo
     verbose = _python(repo_root, code, "--verbose", timeout=300)
     assert (quiet.stdout.strip(), verbose.stdout.strip()) == ("3", "0")
     assert quiet.stderr == "", quiet.stderr
-    assert any(_CPP_LOG_LINE.match(line) for line in verbose.stderr.splitlines()), verbose.stderr
+    assert any(CPP_LOG_LINE.match(line) for line in verbose.stderr.splitlines()), verbose.stderr
 
 
 def test_quiet_import_keeps_other_stderr_and_drops_cpp_log_lines(repo_root):
     code = r"""
         import os, sys
-        from hybrid_tfrs.cli import common
-        with common._without_cpp_log_lines():
+        from hybrid_tfrs import tensorflow_logs
+        with tensorflow_logs.without_cpp_log_lines():
             os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are x\n")
             os.write(2, b"E0000 00:00:1796150154.614900   3951 cuda_platform.cc:52] cuInit\n")
             os.write(2, b"a real warning\n")

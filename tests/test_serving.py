@@ -341,6 +341,15 @@ def test_k_is_checked_and_an_empty_batch_needs_no_call(clients, transport):
     for signature in ("recommend", "serving_default"):
         empty = client.recommend([], k=3, signature=signature)
         assert empty.item_ids == [] and empty.scores.shape == (0, 3)
+    nowhere = RestClient("http://127.0.0.1:9", "hybrid", retries=0)  # no server there
+    assert nowhere.recommend([], k=3).item_ids == []  # so no call was made
+    for histories, options in [
+        ([], {"signature": "bogus"}),
+        ([], {"signature": "serving_default", "exclude_history": True}),
+        ("", {}),
+    ]:  # an empty batch's arguments are checked all the same
+        with pytest.raises(ValueError):
+            client.recommend(histories, k=3, **options)
 
 
 def test_the_client_command_refuses_k_below_1_and_prints_no_tensorflow_lines(repo_root):

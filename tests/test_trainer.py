@@ -174,6 +174,22 @@ def test_a_rerun_of_the_finished_run_publishes_no_copy_of_its_export(repo_root, 
     assert [p for p in (out / "export" / "hybrid").iterdir() if p.name.isdigit()] == [version]
 
 
+def test_only_the_same_model_file_counts_as_already_exported(trained_run, tmp_path):
+    from hybrid_tfrs.export import export_run
+    from hybrid_tfrs.training import load_run_model
+
+    out, _ = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    first = export_run(str(run), str(tmp_path / "e"), top_k=7, unless_exported=True)
+    assert export_run(str(run), str(tmp_path / "e"), top_k=7, unless_exported=True) == first
+    model = load_run_model(str(run / "model.keras"))  # as if retrained over the same epochs
+    model.set_weights([weights + 0.01 for weights in model.get_weights()])
+    model.save(str(run / "model.keras"))
+    second = export_run(str(run), str(tmp_path / "e"), top_k=7, unless_exported=True)
+    assert second != first and int(Path(second).name) > int(Path(first).name)
+
+
 def test_trained_model_beats_most_popular(trained_run):
     out, _ = trained_run
     metrics = json.loads((out / "metrics.json").read_text())
@@ -257,8 +273,8 @@ def test_export_of_a_run_still_training_warns_and_says_so_in_export_json(
     path = Path(result.stdout.strip())
     best = json.loads((run / "checkpoints" / "state.json").read_text())["best_epoch"]
     assert result.stderr.strip().splitlines() == [
-        f"warning: {run} has no metrics.json: its training has not finished; exporting its "
-        f"best model so far (epoch {best})"
+        f"warning: {run}: its training has not finished (no metrics.json of its last epoch); "
+        f"exporting its best model so far (epoch {best})"
     ]
     source = json.loads((path / "assets.extra" / "export.json").read_text())["source"]
     assert source["finished"] is False and source["best_epoch"] == best

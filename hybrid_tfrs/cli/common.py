@@ -4,15 +4,12 @@ Bad input ends with one ``error: ...`` line on stderr and exit code 2, before
 TensorFlow is imported whenever the check does not need it.
 """
 
-import contextlib
-import logging
 import os
-import re
 import sys
-import tempfile
 
 from absl import app, flags
-from absl import logging as absl_logging
+
+from hybrid_tfrs import tensorflow_logs
 
 flags.DEFINE_boolean(
     "verbose", False, "Show TensorFlow's own log lines (C++ messages, INFO lines)."
@@ -20,11 +17,6 @@ flags.DEFINE_boolean(
 FLAGS = flags.FLAGS
 
 USAGE_ERROR = 2
-# What TensorFlow's C++ side writes to stderr while it loads, whatever TF_CPP_MIN_LOG_LEVEL says.
-_CPP_LOG_LINE = re.compile(
-    r"^([IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ ]+:\d+\]"
-    r"|WARNING: All log messages before absl::InitializeLog\(\) is called)"
-)
 HELP_ARGUMENTS = (
     "-h",
     "-?",
@@ -84,40 +76,6 @@ def _help(command_module, full):
     )
 
 
-def quiet_tensorflow(verbose=None):
-    """Imports TensorFlow without its C++ and INFO log lines, unless ``verbose``
-    (None: --verbose, for the absl commands).
-
-    TF_CPP_MIN_LOG_LEVEL=3 silences TensorFlow once it runs (the cuInit error
-    on a machine without GPU); the lines its libraries print while loading
-    ignore it, so stderr is filtered during the import.
-    """
-    verbose = FLAGS.verbose if verbose is None else verbose
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
-    level = logging.INFO if verbose else logging.ERROR
-    with contextlib.nullcontext() if verbose else _without_cpp_log_lines():
-        import tensorflow  # noqa: F401
-    logging.getLogger("tensorflow").setLevel(level)
-    # TensorFlow's Python side logs its INFO lines (SavedModel export) through absl.
-    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
-
-
-@contextlib.contextmanager
-def _without_cpp_log_lines():
-    """Sends file descriptor 2 to a temporary file, then replays all but C++ log lines."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            text = captured.read().decode("utf-8", errors="replace")
-            sys.stderr.writelines(
-                line for line in text.splitlines(keepends=True) if not _CPP_LOG_LINE.match(line)
-            )
-            sys.stderr.flush()
+def quiet_tensorflow():
+    """Imports TensorFlow without its C++ and INFO log lines, unless --verbose."""
+    tensorflow_logs.quiet_tensorflow(verbose=FLAGS.verbose)

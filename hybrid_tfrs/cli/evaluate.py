@@ -129,20 +129,19 @@ def main(argv):
 
 
 def _use_data_flags(config):
-    """Points ``config`` (the run's) at --data_dir / --data_file; ValueError naming the
-    flag when the run did not read that kind of data, or the run's file is gone."""
+    """Points ``config`` (the run's) at --data_dir / --data_file; ValueError naming
+    --data_file for a run that read none, or the run's file when it is gone."""
     if FLAGS.data_dir:
         config.data_dir = FLAGS.data_dir
     if FLAGS.data_file:
         if not config.data_file:
             raise ValueError(f"--data_file: {FLAGS.run_dir} was not trained on a --data_file")
         config.data_file = FLAGS.data_file
-    elif config.data_file and "://" not in config.data_file:
-        if not os.path.exists(config.data_file):
-            raise ValueError(
-                f"{config.data_file}: no such file (the run's --data_file; a relative path is "
-                "read from the current folder: pass --data_file=<where it is now>)"
-            )
+    elif config.data_file and not os.path.exists(config.data_file):
+        raise ValueError(
+            f"{config.data_file}: no such file (the run's --data_file; a relative path is "
+            "read from the current folder: pass --data_file=<where it is now>)"
+        )
 
 
 def _check_same_data(data, split):
@@ -151,8 +150,7 @@ def _check_same_data(data, split):
     from hybrid_tfrs import run_dir
     from hybrid_tfrs.run_data import data_summary
 
-    state_path = os.path.join(FLAGS.run_dir, run_dir.STATE_FILE)
-    state = run_dir.read_json(state_path) if os.path.exists(state_path) else None
+    state = run_dir.read_state(FLAGS.run_dir)
     summary = data_summary(data.vocabulary, split, split.stats())
     changed = run_dir.data_changes(FLAGS.run_dir, state, summary, data.vocabulary)
     if changed:

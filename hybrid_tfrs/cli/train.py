@@ -40,14 +40,17 @@ def main(argv):
     config = config_from_flags()
     try:
         config.validate()
-        run_dir.check_run_dir(config)
+        state = run_dir.check_run_dir(config)
+        if _nothing_left_here(config, state):
+            print(run_dir.WORKER_DONE, flush=True)
+            return 0
         if config.prepared_dir:
             load_prepared(config.prepared_dir)  # its metadata, before TensorFlow
         strategy = None
         if uses_keras_cache(config) or config.prepared_dir:
             common.quiet_tensorflow()
             # Reading shards runs TensorFlow ops; a multi-worker strategy must come first.
-            strategy = _multi_worker_strategy(config)
+            strategy = _multi_worker_strategy(config, state)
         dataset = load_split(config)
         check_sampled_protocols(config, dataset[1])
     except (DataError, ValueError) as error:
@@ -75,14 +78,25 @@ def main(argv):
     return 0
 
 
-def _multi_worker_strategy(config):
-    """The run's MultiWorkerMirroredStrategy, made now (before any TensorFlow op), or None
-    (not multi-worker, or training done: ``train`` then picks it)."""
+def _nothing_left_here(config, state):
+    """Whether this is a worker other than the chief of a multi-worker run whose
+    training is done: it exits before the data is loaded (the chief evaluates)."""
+    from hybrid_tfrs import run_dir
+    from hybrid_tfrs.config import chief_in_tf_config
+
+    multi_worker = config.distribution_strategy == "multi_worker_mirrored"
+    return multi_worker and run_dir.training_done(state, config) and not chief_in_tf_config()
+
+
+def _multi_worker_strategy(config, state):
+    """The run's MultiWorkerMirroredStrategy, made now (before any TensorFlow op), or
+    None (not multi-worker: ``train`` makes it); the default strategy for a chief
+    whose training is done."""
     if config.distribution_strategy != "multi_worker_mirrored":
         return None
-    from hybrid_tfrs.training import run_strategy
+    from hybrid_tfrs.distribution import run_strategy
 
-    return run_strategy(config, log=_print_line)
+    return run_strategy(config, state, log=_print_line)
 
 
 def _print_line(message):

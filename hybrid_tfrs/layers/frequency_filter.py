@@ -1,6 +1,9 @@
 """FMLP-Rec's learnable frequency-domain filter (Zhou et al., WWW 2022)."""
 
-from hybrid_tfrs.backend import keras, ops, register_serializable
+from hybrid_tfrs.backend import LEGACY_KERAS, keras, ops, register_serializable
+
+# The filter's weights stay float32 inside call under a mixed policy (the FFTs run in float32).
+FLOAT32_IN_CALL = {"experimental_autocast": False} if LEGACY_KERAS else {"autocast": False}
 
 
 def _complex_multiply(a_real, a_imag, b_real, b_imag):
@@ -25,8 +28,8 @@ class FrequencyFilter(keras.layers.Layer):
       length is refused: the zero padding would no longer cover it).
 
     Padded positions (``mask == 0``) are zeroed before filtering. The FFTs run
-    in float32 whatever the dtype policy (``mixed_float16`` included); the
-    output has the layer's compute dtype.
+    in float32 on float32 weights whatever the dtype policy (``mixed_float16``
+    included); the output has the layer's compute dtype.
 
     Args:
         max_len: sequence length the filter is defined for.
@@ -60,6 +63,7 @@ class FrequencyFilter(keras.layers.Layer):
                 shape=(num_freqs, hidden_dim),
                 initializer=keras.initializers.RandomNormal(stddev=0.02),
                 trainable=True,
+                **FLOAT32_IN_CALL,
             )
             for name in ("weight_real", "weight_imag")
         )

@@ -173,10 +173,15 @@ class _Client:
         """
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_K:
             raise ValueError(f"k={k!r}: must be a whole number from 1 to {MAX_K}")
-        if len(histories) == 0:  # REST's JSON cannot carry a [0, ?] batch: nothing to ask
+        if signature not in ("recommend", "serving_default"):
+            raise ValueError(f"signature must be recommend or serving_default, got {signature!r}")
+        if exclude_history and signature != "recommend":
+            raise ValueError("exclude_history needs the recommend signature")
+        history = history_array(histories)  # ValueError naming a bad id
+        if not len(history):  # REST's JSON cannot carry a [0, T] batch: nothing to ask
             return Recommendations([], np.zeros((0, k), np.float32), None, [])
         if signature == "recommend":
-            inputs = {"history": history_array(histories), "k": np.int32(k)}
+            inputs = {"history": history, "k": np.int32(k)}
             try:
                 outputs, answered = self._recommend(inputs, version, exclude_history)
             except ServingError as error:  # the served version changed its inputs: ask again
@@ -184,13 +189,9 @@ class _Client:
                     raise
                 self._recommend_inputs.pop(version, None)
                 outputs, answered = self._recommend(inputs, version, exclude_history)
-        elif signature == "serving_default":
-            if exclude_history:
-                raise ValueError("exclude_history needs the recommend signature")
+        else:
             inputs = {"examples": history_examples(histories)}
             outputs, answered = self._predict(inputs, signature, version, ("item_ids", "scores"))
-        else:
-            raise ValueError(f"signature must be recommend or serving_default, got {signature!r}")
         item_ids = [[raw.decode("utf-8") for raw in row[:k]] for row in outputs["item_ids"]]
         scores = np.asarray(outputs["scores"], np.float32)[:, :k]
         known = outputs.get("known_items")
@@ -458,7 +459,7 @@ def main(argv=None):
         metavar="ITEM",
         help="Raw item ids, oldest first; repeat --history for several users.",
     )
-    parser.add_argument("--k", type=int, default=10, help="Number of items.")
+    parser.add_argument("--k", type=int, default=10, help="Number of items (from 1).")
     parser.add_argument(
         "--signature", default="recommend", choices=("recommend", "serving_default")
     )
@@ -487,9 +488,9 @@ def main(argv=None):
         client = RestClient(args.rest, args.model, args.timeout, args.retries)
         where = f"rest {args.rest}"
     else:
-        from hybrid_tfrs.cli.common import quiet_tensorflow
+        from hybrid_tfrs.tensorflow_logs import quiet_tensorflow
 
-        quiet_tensorflow(verbose=False)  # the gRPC protos import it: no C++ log lines
+        quiet_tensorflow()  # the gRPC protos import it: no C++ log lines
         client = GrpcClient(args.target, args.model, args.timeout, args.retries)
         where = f"grpc {args.target}"
     try:
