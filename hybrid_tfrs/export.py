@@ -31,7 +31,6 @@ the history's items when it re-ranks (hybrid_tfrs.ann).
 records that TensorFlow Serving replays at load.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -483,6 +482,7 @@ def export_run(
     """
     import hybrid_tfrs.retrieval  # noqa: F401  (registers the classes model.keras names)
     from hybrid_tfrs.data import Vocabulary
+    from hybrid_tfrs.data.datasets import file_sha256
     from hybrid_tfrs.run_dir import METRICS_FILE, read_json, read_state
     from hybrid_tfrs.training import load_run_model
 
@@ -499,7 +499,7 @@ def export_run(
     metrics = read_json(metrics_path) if os.path.exists(metrics_path) else {}
     source = {
         "run_dir": os.path.abspath(run_dir),
-        "model_sha256": _sha256(paths["model.keras"]),
+        "model_sha256": file_sha256(paths["model.keras"]),
         "best_epoch": state.get("best_epoch"),
         "epochs_trained": state.get("epochs_done"),
         # metrics.json is written at the end; a resumed run keeps its old one meanwhile
@@ -530,15 +530,6 @@ def export_run(
         exclude_history=exclude_history,
         source=source,
     )
-
-
-def _sha256(path):
-    """The hex sha256 of a file's bytes, read 1 MiB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_export_info(version_dir):

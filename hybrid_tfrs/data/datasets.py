@@ -94,7 +94,8 @@ def _spec(name):
         ) from None
 
 
-def _sha256(path):
+def file_sha256(path):
+    """The hex sha256 of a file's bytes, read 1 MiB at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -110,7 +111,7 @@ def _find_local(spec, data_dir):
     ]
     for path in candidates:
         if os.path.isfile(path):
-            actual = _sha256(path)
+            actual = file_sha256(path)
             if spec.sha256 is not None and actual != spec.sha256:
                 raise DataError(
                     f"{path}: sha256 mismatch for dataset {spec.name!r}: "
@@ -157,7 +158,7 @@ def _download(spec):
             "dataset %r is unpinned (no known checksum); downloaded %s has sha256 %s",
             spec.name,
             path,
-            _sha256(path),
+            file_sha256(path),
         )
     return path
 
