@@ -28,12 +28,7 @@ import keras
 import tensorflow as tf
 
 from hybrid_tfrs import run_dir
-from hybrid_tfrs.config import (
-    DISTRIBUTION_STRATEGIES,
-    chief_in_tf_config,
-    cluster_from_tf_config,
-    is_chief_task,
-)
+from hybrid_tfrs.config import DISTRIBUTION_STRATEGIES, cluster_from_tf_config, is_chief_task
 
 # The tasks of MultiWorkerMirroredStrategy's coordination service, and how
 # TensorFlow's errors name one.
@@ -161,10 +156,10 @@ def run_strategy(config, state, log=print):
     default strategy, and any other worker gets None, so restarting only the
     chief finishes the job.
     """
+    if run_dir.nothing_left_here(config, state):
+        return None
     multi_worker = config.distribution_strategy == "multi_worker_mirrored"
     if multi_worker and run_dir.training_done(state, config):
-        if not chief_in_tf_config():
-            return None
         log("training is done; the chief evaluates without the other workers")
         return make_strategy("off")
     return make_strategy(config.distribution_strategy, config.collective_timeout_seconds)

@@ -346,6 +346,7 @@ def export_saved_model(
     exclude_history=False,
     chunk_size=topk.DEFAULT_CHUNK_SIZE,
     source=None,
+    unless_exported=False,
 ):
     """Writes a SavedModel for TensorFlow Serving and returns its folder.
 
@@ -367,6 +368,9 @@ def export_saved_model(
             request O(B x (k + chunk_size)).
         source: JSON-able record of where the model comes from (``export_run``:
             the run folder and its epochs), kept in ``assets.extra/export.json``.
+        unless_exported: when the newest version there has this very
+            ``export.json`` (the same source and settings), return it instead
+            of publishing a copy (a server would reload for nothing).
 
     Returns:
         ``<export_dir>/<model_name>/<version>``.
@@ -389,6 +393,10 @@ def export_saved_model(
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     top_k = min(int(top_k), model.num_items)
     model_dir = os.path.join(export_dir, model_name)
+    info = _export_info(model_name, top_k, exclude_history, chunk_size, source)
+    if unless_exported and (newest := newest_version(model_dir)):
+        if _read_export_info(newest) == info:
+            return newest
     os.makedirs(model_dir, exist_ok=True)
     remove_abandoned_exports(model_dir)
     if version is None:
@@ -408,7 +416,6 @@ def export_saved_model(
             saved = os.path.join(temp_dir, "model")
             tf.saved_model.save(module, saved, signatures=module.signatures())
         _write_warmup(saved, warmup_requests(model_name, vocabulary.ids, top_k))
-        info = _export_info(model_name, top_k, exclude_history, chunk_size, source)
         with open(os.path.join(saved, EXPORT_INFO_FILE), "w") as f:
             json.dump({**info, "version": int(version)}, f)
         _check_it_serves(saved, model_name, version, final_dir)
@@ -477,8 +484,9 @@ def export_run(
     (still training, or stopped: its best model so far). ``unless_exported``:
     when the newest version there is this very export (the same model file,
     run, epochs and settings), return it instead of publishing a copy (a rerun
-    of a finished training would make the servers reload for nothing).
-    Returns the version folder; raises ValueError naming a missing or unreadable file.
+    of a finished training would make the servers reload for nothing; see
+    :func:`export_saved_model`). Returns the version folder; raises ValueError naming
+    a missing or unreadable file.
     """
     import hybrid_tfrs.retrieval  # noqa: F401  (registers the classes model.keras names)
     from hybrid_tfrs.data import Vocabulary
@@ -513,22 +521,16 @@ def export_run(
         )
     model = load_run_model(paths["model.keras"], way_out="export a run whose training finished")
     vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
-    model_name = model_name or config["model"]
-    if unless_exported:
-        newest = newest_version(os.path.join(export_dir, model_name))
-        top = min(int(top_k), model.num_items)
-        info = _export_info(model_name, top, exclude_history, topk.DEFAULT_CHUNK_SIZE, source)
-        if newest and _read_export_info(newest) == info:
-            return newest
     return export_saved_model(
         model,
         vocabulary,
         export_dir,
-        model_name,
+        model_name or config["model"],
         version=version,
         top_k=top_k,
         exclude_history=exclude_history,
         source=source,
+        unless_exported=unless_exported,
     )
 
 

@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 
-from hybrid_tfrs.config import TrainConfig
+from hybrid_tfrs.config import TrainConfig, chief_in_tf_config
 from hybrid_tfrs.data.vocabulary import Vocabulary
 
 CONFIG_FILE = "config.json"
@@ -113,7 +113,7 @@ def check_run_dir(config):
     settings (naming them) or with a broken config or state file.
     """
     _check_folder_can_be_written(config.output_dir)
-    if config.export_dir and "://" not in config.export_dir:  # else found at the export
+    if config.export_dir:
         _check_folder_can_be_written(config.export_dir, "export_dir")
     if not config.resume or not os.path.exists(run_path(config, CONFIG_FILE)):
         return None
@@ -130,17 +130,16 @@ def check_run_dir(config):
             f"--output_dir={config.output_dir} holds a run with other settings ({changed}); "
             f"{START_OVER}"
         )
-    state_path = run_path(config, STATE_FILE)
-    if not os.path.exists(state_path):
-        return None
     try:
-        state = read_json(state_path)
+        state = read_state(config.output_dir)
     except RunDirError as error:
         raise RunDirError(f"{error}; {START_OVER}") from None
+    if state is None:
+        return None
     if not isinstance(state, dict) or not STATE_KEYS <= set(state):
         raise RunDirError(
-            f"{state_path}: not a training state (needs {', '.join(sorted(STATE_KEYS))}); "
-            f"{START_OVER}"
+            f"{run_path(config, STATE_FILE)}: not a training state (needs "
+            f"{', '.join(sorted(STATE_KEYS))}); {START_OVER}"
         )
     last_model = last_model_path(config, state)
     if not os.path.exists(last_model):
@@ -171,6 +170,13 @@ def training_done(state, config):
     return state is not None and (
         state["epochs_done"] >= config.epochs or bool(stop_reason(state, config))
     )
+
+
+def nothing_left_here(config, state):
+    """Whether this process is a worker other than the chief of a multi-worker run whose
+    training is done (``state``): the chief evaluates and writes, it has nothing to do."""
+    multi_worker = config.distribution_strategy == "multi_worker_mirrored"
+    return multi_worker and training_done(state, config) and not chief_in_tf_config()
 
 
 def last_model_path(config, state):

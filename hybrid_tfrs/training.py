@@ -411,8 +411,8 @@ def train(config, log=print, dataset=None, callbacks=(), eval_progress=False, st
     before anything is written.
     """
     config.validate()
-    run_dir.check_run_dir(config)  # settings and folder, before anything is loaded
-    strategy = strategy or distribution.run_strategy(config, run_dir.check_run_dir(config), log)
+    state = run_dir.check_run_dir(config)  # settings and folder, before anything is loaded
+    strategy = strategy or distribution.run_strategy(config, state, log)
     if strategy is None:
         log(run_dir.WORKER_DONE)
         return None

@@ -41,7 +41,7 @@ def main(argv):
     try:
         config.validate()
         state = run_dir.check_run_dir(config)
-        if _nothing_left_here(config, state):
+        if run_dir.nothing_left_here(config, state):  # before the data is loaded
             print(run_dir.WORKER_DONE, flush=True)
             return 0
         if config.prepared_dir:
@@ -76,16 +76,6 @@ def main(argv):
         print(f"\ninterrupted; the same command resumes from {config.output_dir}", file=sys.stderr)
         return 130
     return 0
-
-
-def _nothing_left_here(config, state):
-    """Whether this is a worker other than the chief of a multi-worker run whose
-    training is done: it exits before the data is loaded (the chief evaluates)."""
-    from hybrid_tfrs import run_dir
-    from hybrid_tfrs.config import chief_in_tf_config
-
-    multi_worker = config.distribution_strategy == "multi_worker_mirrored"
-    return multi_worker and run_dir.training_done(state, config) and not chief_in_tf_config()
 
 
 def _multi_worker_strategy(config, state):

@@ -77,10 +77,15 @@ def history_array(histories):
 
 def history_examples(histories):
     """Raw-id histories -> object array [B] of serialized tf.Example (feature ``history``)."""
+    return _examples(history_array(histories))
+
+
+def _examples(histories):
+    """:func:`history_array`'s [B, T] bytes -> object array [B] of serialized tf.Example."""
     from tensorflow.core.example import example_pb2  # imports TensorFlow: only when asked
 
     serialized = np.empty(len(histories), dtype=object)
-    for row, history in enumerate(history_array(histories)):
+    for row, history in enumerate(histories):
         example = example_pb2.Example()
         example.features.feature["history"].bytes_list.value.extend(v for v in history if v)
         serialized[row] = example.SerializeToString()
@@ -190,7 +195,7 @@ class _Client:
                 self._recommend_inputs.pop(version, None)
                 outputs, answered = self._recommend(inputs, version, exclude_history)
         else:
-            inputs = {"examples": history_examples(histories)}
+            inputs = {"examples": _examples(history)}
             outputs, answered = self._predict(inputs, signature, version, ("item_ids", "scores"))
         item_ids = [[raw.decode("utf-8") for raw in row[:k]] for row in outputs["item_ids"]]
         scores = np.asarray(outputs["scores"], np.float32)[:, :k]
