@@ -43,7 +43,7 @@ def run_encoder(dataset, name):
     None where the plan skips it there (run_plan says why)."""
     from campaign_plan import MODELS, flagfile_config, run_plan
 
-    from hybrid_tfrs.training import config_encoder
+    from hybrid_tfrs.run_model import config_encoder
 
     models, ablations = ([name], []) if name in MODELS else ([], [name])
     plan = run_plan([dataset], models, ablations, ["0"])

@@ -56,6 +56,7 @@ JAX_SCRIPT = r"""
 import numpy as np, keras
 assert keras.backend.backend() == "jax"
 from hybrid_tfrs import ENCODER_KINDS, SequentialRetrievalModel, build_encoder
+from hybrid_tfrs.run_model import score_function
 N, L = 40, 12
 rng = np.random.default_rng(0)
 ids = rng.integers(1, N + 1, size=(4, L)).astype("int32")
@@ -77,6 +78,9 @@ for kind, options in [(kind, {}) for kind in ENCODER_KINDS] + [
     targets = np.roll(ids, -1, axis=1); targets[ids == 0] = 0; targets[:, 8] = 0
     history = model.fit(ids, targets, epochs=3, batch_size=4, verbose=0).history["loss"]
     assert history[-1] < history[0], (kind, history)
+    # Evaluation's compiled queries read the weights as trained, not as first seen.
+    query = score_function(model)(ids)["query"]
+    np.testing.assert_allclose(query, np.asarray(model.query_embedding(ids)), atol=1e-5)
     print(kind, "ok", history)
 print("OK")
 """

@@ -146,7 +146,7 @@ def test_prepared_evaluation_streams_users_batch_by_batch(prepared_dir, monkeypa
     """No array of all users: each batch of --eval_batch_size is read, then scored."""
     import tensorflow as tf
 
-    from hybrid_tfrs import training
+    from hybrid_tfrs import run_model, training
     from hybrid_tfrs.config import TrainConfig
     from hybrid_tfrs.data import prepared_pipeline
     from hybrid_tfrs.run_data import load_split
@@ -155,7 +155,7 @@ def test_prepared_evaluation_streams_users_batch_by_batch(prepared_dir, monkeypa
         raise AssertionError("every user's history was loaded into memory")
 
     monkeypatch.setattr(prepared_pipeline, "read_split", materialise)
-    monkeypatch.setattr(training, "pad_latest", materialise)
+    monkeypatch.setattr(run_model, "pad_latest", materialise)  # the in-memory split's padding
     events = []
     streamed_eval_dataset = prepared_pipeline.streamed_eval_dataset
 

@@ -1,12 +1,14 @@
-"""Data: readers, vocabulary, leave-one-out split, tf.data pipeline, named datasets.
+"""Data: readers, vocabulary, leave-one-out split, training examples, tf.data pipeline,
+named datasets.
 
-Reading and splitting need only numpy; the pipeline names (``pad_latest``,
-``training_dataset``, ``training_examples``) import TensorFlow on first use.
+Reading, splitting and the padded examples need only numpy; ``training_dataset``
+(the tf.data pipeline) imports TensorFlow on first use.
 """
 
 import importlib
 
 from hybrid_tfrs.data.datasets import DATASETS, DatasetSpec, load_dataset, load_raw
+from hybrid_tfrs.data.examples import pad_latest, training_examples
 from hybrid_tfrs.data.readers import (
     DataError,
     DatasetNotFoundError,
@@ -43,10 +45,8 @@ __all__ = [
     "training_examples",
 ]
 
-_PIPELINE_NAMES = ("pad_latest", "training_dataset", "training_examples")
-
 
 def __getattr__(name):
-    if name in _PIPELINE_NAMES:
+    if name == "training_dataset":  # TensorFlow, imported on first use
         return getattr(importlib.import_module("hybrid_tfrs.data.pipeline"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Padded arrays and the tf.data training pipeline.
+"""The tf.data training pipeline over the examples of hybrid_tfrs.data.examples.
 
 Layout everywhere: left-aligned, right-padded with 0. A row holds the latest
 ``max_len`` items of a sequence, the oldest kept item at position 0.
@@ -7,6 +7,7 @@ Layout everywhere: left-aligned, right-padded with 0. A row holds the latest
 import numpy as np
 import tensorflow as tf
 
+from hybrid_tfrs.data.examples import batch_widths, pad_latest, training_examples
 from hybrid_tfrs.data.readers import DataError
 
 __all__ = [
@@ -34,82 +35,6 @@ def without_autotuning(dataset):
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
-
-
-def pad_latest(sequences, max_len):
-    """Keeps each sequence's latest ``max_len`` items, left-aligned, 0-padded on the right.
-
-    Args:
-        sequences: U int arrays (any lengths, 0 allowed).
-        max_len: L, at least 1.
-
-    Returns:
-        np.int32 [U, L].
-    """
-    if max_len < 1:
-        raise ValueError(f"max_len must be at least 1, got {max_len}")
-    lengths = np.fromiter((len(sequence) for sequence in sequences), dtype=np.int64)
-    out = np.zeros((len(lengths), max_len), dtype=np.int32)
-    kept = np.minimum(lengths, max_len)
-    if kept.sum() == 0:
-        return out
-    flat = np.concatenate([np.asarray(sequence, dtype=np.int32) for sequence in sequences])
-    rows = np.repeat(np.arange(len(lengths)), kept)
-    row_starts = np.cumsum(kept) - kept
-    cols = np.arange(kept.sum()) - np.repeat(row_starts, kept)
-    first_kept = np.cumsum(lengths) - kept  # flat position of each row's oldest kept item
-    out[rows, cols] = flat[np.repeat(first_kept, kept) + cols]
-    return out
-
-
-def training_examples(train_sequences, max_len, window_stride=0):
-    """Next-item examples at every position: ``inputs = t[:-1]``, ``targets = t[1:]``.
-
-    With ``window_stride=0`` each sequence gives one row: its latest ``max_len``
-    (input, target) pairs, so the older targets of a longer sequence are never
-    trained. With ``window_stride=s`` (1 <= s <= max_len) a longer sequence
-    gives more rows, windows of ``max_len`` pairs ending at m, m - s, m - 2s, ...
-    (m = len(t) - 1), until one reaches the sequence's start. Each window keeps
-    the loss on its last ``s`` targets only (the rest are set to 0), the
-    oldest window on all its targets not trained elsewhere: every target is
-    trained exactly once, with at least ``max_len - s`` items of context unless
-    it is among the sequence's first ``max_len``.
-
-    Rows are laid out by :func:`pad_latest`: ``targets[r, j]`` is the item that
-    follows ``inputs[r, j]``; target 0 means no loss. Sequences with fewer than
-    2 items give no example.
-
-    Returns:
-        ``(inputs, targets)``, np.int32 [R, L] each; R = users with >= 2 items
-        when ``window_stride=0``.
-    """
-    if not 0 <= window_stride <= max_len:
-        raise ValueError(f"window_stride must be in 0..max_len={max_len}, got {window_stride}")
-    input_rows, target_rows = [], []
-    for sequence in (np.asarray(s, dtype=np.int32) for s in train_sequences if len(s) >= 2):
-        end = len(sequence) - 1  # number of (input, target) pairs
-        while True:
-            start = max(0, end - max_len)
-            targets = sequence[start + 1 : end + 1].copy()
-            if start > 0 and window_stride:
-                targets[:-window_stride] = 0  # trained in a later window, with more context
-            input_rows.append(sequence[start:end])
-            target_rows.append(targets)
-            if start == 0 or not window_stride:
-                break
-            end -= window_stride
-    return pad_latest(input_rows, max_len), pad_latest(target_rows, max_len)
-
-
-def batch_widths(max_len, widths=None):
-    """Batch widths for length bucketing: ``widths`` below max_len, then max_len.
-
-    ``widths`` (increasing ints) defaults to 8, 16, 32, ...: finer widths pad
-    short histories less, at one compiled training step per width.
-    """
-    if widths is None:
-        widths = [8 * 2**i for i in range(32)]
-    return [w for w in widths if w < max_len] + [max_len]
 
 
 def _trim_to_bucket(widths):
