@@ -7,28 +7,33 @@
 
 A run is ``flags/<dataset>_<model>.flags``, with the overrides of an ablation or
 capacity-matched baseline of ``campaign_plan.ABLATIONS`` (``fmlp-4-layers``,
-...), parsed by the trainer's own flags. The library builds its model, loss and
-optimiser (hybrid_tfrs.run_model), Keras's ``fit`` trains it on the JAX backend,
-and it stops as the trainer does: after ``--patience`` epochs without a better
-validation NDCG@10 (``--validation_protocol``), or at ``--epochs``; the best
-epoch's weights are tested under every protocol of the flagfile.
+...), planned and parsed as ``accuracy.py`` plans them (``campaign_plan.run_plan``,
+the trainer's own flags). The library builds its model, loss and optimiser
+(hybrid_tfrs.run_model), Keras's ``fit`` trains it on the JAX backend, and it
+stops by the trainer's rule (``run_dir.stop_reason``: ``--patience``, the
+``--max_train_minutes`` budget) or at ``--epochs``; the best epoch's weights are
+tested under every protocol of the flagfile. Runs this script cannot train as the
+trainer would are refused before any starts: bidirectional encoders
+(``--causal=false`` trains on each prefix's last position), ``--prepared_dir``,
+and ablations trained for the hybrid's minutes.
 
 What differs from ``trainers/train.py`` (which needs TensorFlow):
 
 - batches come from numpy: the trainer's examples (hybrid_tfrs.data.examples)
-  in its length buckets, a new order each epoch from a numpy generator seeded
-  by the run's seed. The same kind of batches, not the same order: seed s
-  here is another draw than seed s there.
+  in its length buckets (one bucket with ``--nobucket_by_length``), a new order
+  each epoch from a numpy generator seeded by the run's seed. The same kind of
+  batches, not the same order: seed s here is another draw than seed s there.
 - every batch is padded to ``max_len``, so the training step compiles once;
   right padding cannot change a causal encoder's outputs.
-- no checkpoints: a run takes minutes on a GPU. ``--max_minutes`` stops a run
-  on the clock, and its record says so (``stopped_by: time``).
+- no checkpoints, so no resume: a run takes minutes on a GPU.
 
-Writes ``<output_dir>/<dataset>/<name>/seed<s>/`` with ``metrics.json`` and
-``test_ranks.npz`` (the trainer's record files; benchmarks/paired.py reads
-them) and ``train.log``, then ``<output_dir>/summary.md``: every run's epochs,
-best epoch, seconds an epoch and test NDCG@10, the means over seeds, and paired
-tests of the first of ``--runs`` against each other on the same test users.
+Writes ``<output_dir>/<dataset>/<name>/seed<s>/`` with ``metrics.json`` (the
+trainer's fields but ``test_buckets``, ``data_stats`` and ``mean_epoch_seconds``;
+its ``history`` rows as the trainer writes them) and ``test_ranks.npz`` (as the
+trainer writes it; benchmarks/paired.py reads them) and ``train.log``, then
+``<output_dir>/<dataset>_summary.md``: every run's epochs, best epoch, seconds an
+epoch and test NDCG@10, and paired tests of the first of ``--runs`` against each
+other on the same test users.
 """
 
 import os
@@ -43,8 +48,14 @@ import time  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from campaign_plan import ABLATIONS, MODELS, flagfile_config  # noqa: E402
-from paired import compare, load_runs, table  # noqa: E402
+from campaign_plan import (  # noqa: E402
+    ABLATIONS,
+    MODELS,
+    SAME_AS_HYBRID,
+    flagfile_config,
+    run_plan,
+)
+from paired import PROTOCOLS, compare, load_runs, table  # noqa: E402
 
 from hybrid_tfrs.data.examples import (  # noqa: E402
     batch_widths,
@@ -52,8 +63,8 @@ from hybrid_tfrs.data.examples import (  # noqa: E402
     training_examples,
 )
 from hybrid_tfrs.evaluation import evaluate  # noqa: E402
-from hybrid_tfrs.run_data import load_split  # noqa: E402
-from hybrid_tfrs.run_dir import METRICS_FILE, TEST_RANKS_FILE, write_json  # noqa: E402
+from hybrid_tfrs.run_data import check_sampled_protocols, load_split  # noqa: E402
+from hybrid_tfrs.run_dir import METRICS_FILE, TEST_RANKS_FILE, stop_reason, write_json  # noqa: E402
 from hybrid_tfrs.run_model import (  # noqa: E402
     build_model,
     compile_model,
@@ -74,8 +85,13 @@ flags.DEFINE_list(
 )
 flags.DEFINE_list("seeds", ["0"], "Seeds of every run.")
 flags.DEFINE_list("override", [], "Extra flags for every run, e.g. epochs=2 (for smoke runs).")
-flags.DEFINE_integer("parallel", 1, "Runs at once, each its own process (they share the GPU).")
-flags.DEFINE_float("max_minutes", 0.0, "Stop a run on the clock after this long (0: never).")
+flags.DEFINE_integer(
+    "parallel",
+    1,
+    "Runs at once, each its own process (they share the GPU); 0: the one run of --runs and "
+    "--seeds in this process (what each run's process is given).",
+    lower_bound=0,
+)
 flags.DEFINE_string("output_dir", "runs/jax_backend", "Where the records and summary.md go.")
 flags.DEFINE_boolean("train", True, "False: only write summary.md from the records there.")
 FLAGS = flags.FLAGS
@@ -111,58 +127,87 @@ class BucketBatches(keras.utils.PyDataset):
         return np.pad(self.inputs[rows], padding), np.pad(self.targets[rows], padding)
 
 
-def run_config(name, seed):
-    """The TrainConfig of run ``name`` (a model or an ablation) with ``seed``."""
-    overrides = dict(ABLATIONS.get(name, {}))
-    model = overrides.pop("model", name if name in MODELS else "hybrid")
+def planned_configs():
+    """{(name, seed): TrainConfig} of --runs and --seeds, planned as accuracy.py plans
+    them; UsageError naming a run this script cannot train as the trainer would."""
+    models = [name for name in FLAGS.runs if name in MODELS]
+    ablations = [name for name in FLAGS.runs if name not in MODELS]
     extra = dict(o.split("=", 1) for o in FLAGS.override)
-    flagfile = f"flags/{FLAGS.dataset}_{model}.flags"
-    settings = {**overrides, **extra, "seed": seed, "data_dir": FLAGS.data_dir}
-    return flagfile_config(flagfile, settings)
+    if FLAGS.data_dir:
+        extra["data_dir"] = FLAGS.data_dir
+    configs = {}
+    for _, name, flagfile, overrides, seed in run_plan(
+        [FLAGS.dataset], models, ablations, FLAGS.seeds
+    ):
+        if SAME_AS_HYBRID in overrides.values():
+            raise app.UsageError(f"--runs: {name} trains for the hybrid's minutes (accuracy.py)")
+        config = flagfile_config(flagfile, {**overrides, **extra, "seed": seed})
+        if not config.causal:
+            raise app.UsageError(
+                f"--runs: {name} is bidirectional (--causal=false), trained on each prefix's "
+                "last position by trainers/train.py; this script trains causal encoders only"
+            )
+        if config.prepared_dir:
+            raise app.UsageError("--override: --prepared_dir needs TensorFlow (its shards)")
+        configs[name, seed] = config
+    return configs
 
 
-def train_one(name, seed, folder, log):
-    """Trains run ``name`` with ``seed`` to patience; writes its record into ``folder``."""
-    config = run_config(name, seed)
+def train_one(name, config, folder, log):
+    """Trains run ``name`` until the trainer's rule stops it; its record into ``folder``."""
+    config.validate()
     keras.utils.set_random_seed(config.seed)
     _, split = load_split(config)
+    check_sampled_protocols(config, split)
     inputs, targets = training_examples(split.train, config.max_len, config.window_stride)
     widths = batch_widths(config.max_len, config.bucket_width_list)
+    widths = widths if config.bucket_by_length else [config.max_len]
     batches = BucketBatches(inputs, targets, config.batch_size, widths, config.seed)
     model = build_model(
         config, split.num_items, split.item_popularity, np.count_nonzero(targets) / len(batches)
     )
     compile_model(model, config, len(batches))
     log(
-        f"{name} seed {seed} on {keras.backend.backend()} ({_device()}): "
+        f"{name} seed {config.seed} on {keras.backend.backend()} ({_device()}): "
         f"{model.encoder.count_params():,} encoder parameters, {len(batches)} batches an epoch"
     )
     score_fn = score_function(model)
-    best = {"score": -1.0, "epoch": 0, "weights": None}
-    history, started, stopped_by = [], time.time(), "epochs"
+    # The trainer's state, its rule (run_dir.stop_reason) and its history rows.
+    state = {"best_score": -1.0, "best_epoch": 0, "waited": 0, "elapsed_seconds": 0.0}
+    history, best_weights, stop = [], None, None
     for epoch in range(1, config.epochs + 1):
-        tick = time.time()
+        started = time.perf_counter()
         loss = model.fit(batches, epochs=1, verbose=0, shuffle=False).history["loss"][-1]
         batches.next_epoch()
-        seconds = time.time() - tick
+        seconds = time.perf_counter() - started
         valid = _evaluate(model, split, "valid", config, (config.validation_protocol,), score_fn)
         score = valid["protocols"][config.validation_protocol]["NDCG@10"]
+        state["elapsed_seconds"] += seconds
         history.append(
-            {"epoch": epoch, "loss": loss, "valid_ndcg10": score, "epoch_seconds": seconds}
+            {
+                "epoch": epoch,
+                "val_ndcg@10": score,
+                "epoch_seconds": seconds,
+                "validation_seconds": time.perf_counter() - started - seconds,
+                "loss": float(loss),
+                "elapsed_seconds": state["elapsed_seconds"],
+                "val_alpha": valid["alpha"],
+            }
         )
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "weights": model.get_weights()}
+        if score > state["best_score"]:
+            state.update(best_score=score, best_epoch=epoch, waited=0)
+            best_weights = model.get_weights()
+        else:
+            state["waited"] += 1
         log(
-            f"epoch {epoch}: loss {loss:.4f}, valid {config.validation_protocol} NDCG@10 "
-            f"{score:.4f} (best {best['score']:.4f} at {best['epoch']}), {seconds:.1f} s"
+            f"epoch {epoch}/{config.epochs} - loss {loss:.4f} - val NDCG@10 {score:.4f} (best "
+            f"{state['best_score']:.4f} at epoch {state['best_epoch']}) - {seconds:.1f}s"
         )
-        if epoch - best["epoch"] >= config.patience:
-            stopped_by = "patience"
+        stop = stop_reason(state, config)
+        if stop:
+            log(f"stopped: {stop[1]}")
             break
-        if FLAGS.max_minutes and time.time() - started > 60 * FLAGS.max_minutes:
-            stopped_by = "time"
-            break
-    model.set_weights(best["weights"])
+    model.set_weights(best_weights)
     protocols = config.protocol_list
     valid = _evaluate(model, split, "valid", config, protocols, score_fn)
     test = _evaluate(model, split, "test", config, protocols, score_fn, return_ranks=True)
@@ -180,11 +225,11 @@ def train_one(name, seed, folder, log):
             "valid": valid["protocols"],
             "test": test["protocols"],
             "test_alpha": test["alpha"],
-            "best_epoch": best["epoch"],
+            "best_epoch": state["best_epoch"],
             "epochs_trained": len(history),
-            "stopped_by": stopped_by,
+            "stopped_by": stop[0] if stop else "epochs",
             "median_epoch_seconds": float(np.median(epoch_seconds)),
-            "train_minutes": (time.time() - started) / 60,
+            "train_minutes": state["elapsed_seconds"] / 60,
             "history": history,
             "parameters": int(model.encoder.count_params()),
         },
@@ -218,7 +263,8 @@ def run_folder(name, seed):
 
 
 def train_all(plan):
-    """Each (name, seed) of ``plan`` in its own process, ``--parallel`` at a time."""
+    """Each (name, seed) of ``plan`` in its own process, ``--parallel`` at a time; the
+    runs that failed, each with its log."""
     waiting, running, failed = list(plan), [], []
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONUNBUFFERED": "1"}
     while waiting or running:
@@ -251,7 +297,7 @@ def train_all(plan):
 
 def _passed_flags():
     """The flags of this process that a run's own process needs."""
-    names = ("data_dir", "dataset", "override", "max_minutes", "output_dir")
+    names = ("data_dir", "dataset", "override", "output_dir")
     return [FLAGS[name].serialize() for name in names if FLAGS[name].value is not None]
 
 
@@ -273,19 +319,24 @@ def summary(names, seeds):
             with open(path) as file:
                 record = json.load(file)
             found.setdefault(name, []).append(run_folder(name, seed))
-            test = record["test"]
+            ndcg = [
+                f"{record['test'][p]['NDCG@10']:.4f}" if p in record["test"] else "-"
+                for p in PROTOCOLS
+            ]
             lines.append(
                 f"| {name} | {seed} | {record['device']} | {record['epochs_trained']} | "
                 f"{record['best_epoch']} | {record['stopped_by']} | "
-                f"{record['median_epoch_seconds']:.2f} | {test['full']['NDCG@10']:.4f} | "
-                f"{test['full-unseen']['NDCG@10']:.4f} |"
+                f"{record['median_epoch_seconds']:.2f} | {' | '.join(ndcg)} |"
             )
     first = names[0]
     for name in names[1:]:
         if first in found and name in found:
             runs = load_runs(found[first], first)
             lines += ["", f"Paired test on the test users, {first} against {name}:", ""]
-            lines += table(compare(runs, load_runs(found[name], name)), first, name)
+            baseline = load_runs(found[name], name)
+            lines += table(
+                compare(runs, baseline, [p for p in PROTOCOLS if p in runs[0].ranks]), first, name
+            )
     return lines
 
 
@@ -297,14 +348,14 @@ def main(argv):
         raise app.UsageError(f"--runs: unknown {unknown}; use {list(MODELS)} or {list(ABLATIONS)}")
     if FLAGS.train and keras.backend.backend() != "jax":
         raise app.UsageError(f"KERAS_BACKEND={keras.backend.backend()}: this script trains on jax")
-    plan = [(name, seed) for name in FLAGS.runs for seed in FLAGS.seeds]
+    configs = planned_configs() if FLAGS.train else {}  # every run checked before any starts
     if FLAGS.train and FLAGS.parallel == 0:  # one run, in this process
-        ((name, seed),) = plan
+        (((name, seed), config),) = configs.items()
         folder = run_folder(name, seed)
         os.makedirs(folder, exist_ok=True)
-        train_one(name, seed, folder, lambda line: print(line, flush=True))
+        train_one(name, config, folder, lambda line: print(line, flush=True))
         return
-    failed = train_all(plan) if FLAGS.train else []
+    failed = train_all(list(configs)) if FLAGS.train else []
     lines = summary(FLAGS.runs, FLAGS.seeds)
     path = os.path.join(FLAGS.output_dir, f"{FLAGS.dataset}_summary.md")
     with open(path, "w") as file:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import REPO_ROOT, _child_env
 
 from hybrid_tfrs.data.examples import bucketed_batch_rows
@@ -74,14 +75,23 @@ def test_runs_train_without_tensorflow_and_write_records_and_paired_tests(tmp_pa
     assert "| full | hybrid | fmlp |" in summary, summary  # the paired test of the two
 
 
-def test_unknown_run_names_are_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--runs=hybrid,fmlp-9-layers"], "--runs: unknown ['fmlp-9-layers']"),
+        (["--runs=hybrid-last-position"], "--runs: hybrid-last-position trains for the hybrid's"),
+        (["--runs=hybrid", "--override=causal=false"], "--runs: hybrid is bidirectional"),
+        (["--runs=hybrid", "--parallel=-1"], "--parallel"),
+    ],
+)
+def test_runs_it_cannot_train_as_the_trainer_would_are_refused_in_one_line(args, message):
     result = subprocess.run(
-        [sys.executable, "benchmarks/jax_backend.py", "--runs=hybrid,fmlp-9-layers"],
+        [sys.executable, "benchmarks/jax_backend.py", "--dataset=synthetic", *args],
         cwd=REPO_ROOT,
         env=_child_env({"KERAS_BACKEND": "jax"}),
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode != 0 and "--runs: unknown ['fmlp-9-layers']" in result.stderr
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
