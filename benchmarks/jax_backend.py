@@ -23,8 +23,9 @@ What differs from ``trainers/train.py`` (which needs TensorFlow):
   in its length buckets (one bucket with ``--nobucket_by_length``), a new order
   each epoch from a numpy generator seeded by the run's seed. The same kind of
   batches, not the same order: seed s here is another draw than seed s there.
-- every batch is padded to ``max_len``, so the training step compiles once;
-  right padding cannot change a causal encoder's outputs.
+- on a GPU every batch is padded to ``max_len``, so the training step compiles
+  once (``--full_width``; right padding cannot change a causal encoder's outputs);
+  on a CPU each is cut to its bucket's width, as the tf.data pipeline cuts it.
 - no checkpoints, so no resume: a run takes minutes on a GPU.
 
 Writes ``<output_dir>/<dataset>/<name>/seed<s>/`` with ``metrics.json`` (the
@@ -92,26 +93,35 @@ flags.DEFINE_integer(
     "--seeds in this process (what each run's process is given).",
     lower_bound=0,
 )
-flags.DEFINE_string("output_dir", "runs/jax_backend", "Where the records and summary.md go.")
-flags.DEFINE_boolean("train", True, "False: only write summary.md from the records there.")
+flags.DEFINE_boolean(
+    "full_width",
+    None,
+    "Pad every batch to max_len (one compiled training step) rather than cut it to its "
+    "length bucket's width (a step compiled per width, less padding to compute). Default: "
+    "full width on a GPU or TPU, where the padding costs little, bucket widths on a CPU.",
+)
+flags.DEFINE_string(
+    "output_dir", "runs/jax_backend", "Where the records and <dataset>_summary.md go."
+)
+flags.DEFINE_boolean(
+    "train", True, "False: only write <dataset>_summary.md from the records there."
+)
 FLAGS = flags.FLAGS
 
 
 class BucketBatches(keras.utils.PyDataset):
     """One epoch of the trainer's length-bucketed batches, from numpy
     (hybrid_tfrs.data.examples.bucketed_batch_rows; a new order each
-    :meth:`next_epoch`). A batch is ``(inputs, targets)``, int32 [batch_size,
-    max_len]: a short one is filled up with all-padding rows (no targets, no loss).
+    :meth:`next_epoch`). A batch is ``(inputs, targets)``, int32 [batch_size, W]:
+    W = max_len with ``full_width`` (one compiled step), else its bucket's width
+    (a step compiled per width, as the tf.data pipeline cuts them); a short batch
+    is filled up with all-padding rows (no targets, no loss).
     """
 
-    def __init__(self, inputs, targets, batch_size, widths, seed):
+    def __init__(self, inputs, targets, batch_size, widths, seed, full_width):
         super().__init__()
-        self.inputs, self.targets, self.batch_size, self.widths = (
-            inputs,
-            targets,
-            batch_size,
-            widths,
-        )
+        self.inputs, self.targets, self.widths = inputs, targets, widths
+        self.batch_size, self.full_width = batch_size, full_width
         self.rng = np.random.default_rng(seed)
         self.next_epoch()
 
@@ -123,8 +133,15 @@ class BucketBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         rows = self.batches[index]
+        width = self.inputs.shape[1]
+        if not self.full_width:  # the bucket's width: the smallest that holds the longest row
+            longest = np.count_nonzero(self.inputs[rows], axis=1).max()
+            width = self.widths[np.searchsorted(self.widths[:-1], longest)]
         padding = ((0, self.batch_size - len(rows)), (0, 0))
-        return np.pad(self.inputs[rows], padding), np.pad(self.targets[rows], padding)
+        return (
+            np.pad(self.inputs[rows, :width], padding),
+            np.pad(self.targets[rows, :width], padding),
+        )
 
 
 def planned_configs():
@@ -162,7 +179,8 @@ def train_one(name, config, folder, log):
     inputs, targets = training_examples(split.train, config.max_len, config.window_stride)
     widths = batch_widths(config.max_len, config.bucket_width_list)
     widths = widths if config.bucket_by_length else [config.max_len]
-    batches = BucketBatches(inputs, targets, config.batch_size, widths, config.seed)
+    full_width = FLAGS.full_width if FLAGS.full_width is not None else _device() != "cpu"
+    batches = BucketBatches(inputs, targets, config.batch_size, widths, config.seed, full_width)
     model = build_model(
         config, split.num_items, split.item_popularity, np.count_nonzero(targets) / len(batches)
     )
@@ -297,7 +315,7 @@ def train_all(plan):
 
 def _passed_flags():
     """The flags of this process that a run's own process needs."""
-    names = ("data_dir", "dataset", "override", "output_dir")
+    names = ("data_dir", "dataset", "override", "output_dir", "full_width")
     return [FLAGS[name].serialize() for name in names if FLAGS[name].value is not None]
 
 

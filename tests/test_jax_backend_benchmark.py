@@ -33,7 +33,8 @@ def test_bucketed_batches_give_every_row_once_an_epoch_in_its_own_bucket():
     assert len(batches) == sum(-(-n // 5) for n in per_bucket), "one short batch a bucket at most"
 
 
-def test_runs_train_without_tensorflow_and_write_records_and_paired_tests(tmp_path):
+@pytest.mark.parametrize("width", ["--full_width", "--nofull_width"])  # GPU's, CPU's default
+def test_runs_train_without_tensorflow_and_write_records_and_paired_tests(tmp_path, width):
     blocked = tmp_path / "no_tensorflow"  # as on the GPU machine: TensorFlow cannot be imported
     blocked.mkdir()
     (blocked / "tensorflow.py").write_text("raise ImportError('no TensorFlow here')\n")
@@ -55,6 +56,7 @@ def test_runs_train_without_tensorflow_and_write_records_and_paired_tests(tmp_pa
             "--seeds=0",
             f"--override={overrides}",
             "--parallel=2",
+            width,
             f"--output_dir={output}",
         ],
         cwd=REPO_ROOT,
