@@ -83,7 +83,6 @@ def test_runs_train_without_tensorflow_and_write_records_and_paired_tests(tmp_pa
         (["--runs=hybrid,fmlp-9-layers"], "--runs: unknown ['fmlp-9-layers']"),
         (["--runs=hybrid-last-position"], "--runs: hybrid-last-position trains for the hybrid's"),
         (["--runs=hybrid", "--override=causal=false"], "--runs: hybrid is bidirectional"),
-        (["--runs=hybrid", "--parallel=-1"], "--parallel"),
     ],
 )
 def test_runs_it_cannot_train_as_the_trainer_would_are_refused_in_one_line(args, message):
