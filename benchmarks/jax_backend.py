@@ -61,16 +61,16 @@ from paired import PROTOCOLS, compare, load_runs, table  # noqa: E402
 from hybrid_tfrs.data.examples import (  # noqa: E402
     batch_widths,
     bucketed_batch_rows,
+    length_buckets,
     training_examples,
 )
-from hybrid_tfrs.evaluation import evaluate  # noqa: E402
 from hybrid_tfrs.run_data import check_sampled_protocols, load_split  # noqa: E402
 from hybrid_tfrs.run_dir import METRICS_FILE, TEST_RANKS_FILE, stop_reason, write_json  # noqa: E402
 from hybrid_tfrs.run_model import (  # noqa: E402
     build_model,
     compile_model,
+    evaluate_in_memory,
     score_function,
-    split_inputs,
 )
 from hybrid_tfrs.significance import write_ranks  # noqa: E402
 
@@ -120,23 +120,22 @@ class BucketBatches(keras.utils.PyDataset):
 
     def __init__(self, inputs, targets, batch_size, widths, seed, full_width):
         super().__init__()
-        self.inputs, self.targets, self.widths = inputs, targets, widths
-        self.batch_size, self.full_width = batch_size, full_width
+        self.inputs, self.targets, self.batch_size = inputs, targets, batch_size
+        self.buckets = length_buckets(inputs, widths)
+        # A batch's width: its bucket's, or max_len for every bucket.
+        self.bucket_widths = np.full(len(widths), inputs.shape[1]) if full_width else widths
         self.rng = np.random.default_rng(seed)
         self.next_epoch()
 
     def next_epoch(self):
-        self.batches = bucketed_batch_rows(self.inputs, self.batch_size, self.widths, self.rng)
+        self.batches = bucketed_batch_rows(self.buckets, self.batch_size, self.rng)
 
     def __len__(self):
         return len(self.batches)
 
     def __getitem__(self, index):
         rows = self.batches[index]
-        width = self.inputs.shape[1]
-        if not self.full_width:  # the bucket's width: the smallest that holds the longest row
-            longest = np.count_nonzero(self.inputs[rows], axis=1).max()
-            width = self.widths[np.searchsorted(self.widths[:-1], longest)]
+        width = self.bucket_widths[self.buckets[rows[0]]]  # one bucket a batch
         padding = ((0, self.batch_size - len(rows)), (0, 0))
         return (
             np.pad(self.inputs[rows, :width], padding),
@@ -179,14 +178,15 @@ def train_one(name, config, folder, log):
     inputs, targets = training_examples(split.train, config.max_len, config.window_stride)
     widths = batch_widths(config.max_len, config.bucket_width_list)
     widths = widths if config.bucket_by_length else [config.max_len]
-    full_width = FLAGS.full_width if FLAGS.full_width is not None else _device() != "cpu"
+    device = _device()
+    full_width = FLAGS.full_width if FLAGS.full_width is not None else device != "cpu"
     batches = BucketBatches(inputs, targets, config.batch_size, widths, config.seed, full_width)
     model = build_model(
         config, split.num_items, split.item_popularity, np.count_nonzero(targets) / len(batches)
     )
     compile_model(model, config, len(batches))
     log(
-        f"{name} seed {config.seed} on {keras.backend.backend()} ({_device()}): "
+        f"{name} seed {config.seed} on {keras.backend.backend()} ({device}): "
         f"{model.encoder.count_params():,} encoder parameters, {len(batches)} batches an epoch"
     )
     score_fn = score_function(model)
@@ -238,7 +238,7 @@ def train_one(name, config, folder, log):
             "model": config.model,
             "name": name,
             "backend": keras.backend.backend(),
-            "device": _device(),
+            "device": device,
             "config": config.to_json(),
             "valid": valid["protocols"],
             "test": test["protocols"],
@@ -259,21 +259,26 @@ def train_one(name, config, folder, log):
 
 
 def _evaluate(model, split, part, config, protocols, score_fn, return_ranks=False):
-    histories = split.valid_histories if part == "valid" else split.test_histories
-    return evaluate(
-        **split_inputs(model, split, part, config.max_len, score_fn),
-        protocols=protocols,
+    return evaluate_in_memory(
+        model,
+        split,
+        part,
+        config.max_len,
+        protocols,
+        config.eval_batch_size,
+        score_fn,
         seed=config.seed,
-        batch_size=config.eval_batch_size,
-        history_lengths=np.array([len(h) for h in histories]),
         progress=False,
         return_ranks=return_ranks,
     )
 
 
 def _device():
-    device = keras.backend.backend() == "jax" and __import__("jax").devices()[0]
-    return getattr(device, "device_kind", "cpu") if device else "cpu"
+    """The kind of JAX's first device (e.g. "NVIDIA H100 80GB HBM3"), or "cpu"."""
+    import jax
+
+    device = jax.devices()[0]
+    return "cpu" if device.platform == "cpu" else device.device_kind
 
 
 def run_folder(name, seed):
@@ -290,17 +295,10 @@ def train_all(plan):
             name, seed = waiting.pop(0)
             folder = run_folder(name, seed)
             os.makedirs(folder, exist_ok=True)
-            command = [
-                sys.executable,
-                __file__,
-                *_passed_flags(),
-                f"--runs={name}",
-                f"--seeds={seed}",
-            ]
+            command = [sys.executable, __file__, *_passed_flags()]
+            command += [f"--runs={name}", f"--seeds={seed}", "--parallel=0"]
             with open(os.path.join(folder, "train.log"), "w") as log:
-                process = subprocess.Popen(
-                    [*command, "--parallel=0"], stdout=log, stderr=subprocess.STDOUT, env=env
-                )
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             running.append((name, seed, process))
             print(f"started {name} seed {seed} ({folder}/train.log)", flush=True)
         time.sleep(1)
@@ -347,14 +345,12 @@ def summary(names, seeds):
                 f"{record['median_epoch_seconds']:.2f} | {' | '.join(ndcg)} |"
             )
     first = names[0]
+    runs = load_runs(found[first], first) if first in found else None
     for name in names[1:]:
-        if first in found and name in found:
-            runs = load_runs(found[first], first)
+        if runs and name in found:
             lines += ["", f"Paired test on the test users, {first} against {name}:", ""]
-            baseline = load_runs(found[name], name)
-            lines += table(
-                compare(runs, baseline, [p for p in PROTOCOLS if p in runs[0].ranks]), first, name
-            )
+            protocols = [p for p in PROTOCOLS if p in runs[0].ranks]
+            lines += table(compare(runs, load_runs(found[name], name), protocols), first, name)
     return lines
 
 

@@ -7,8 +7,10 @@ with its tf.data pipeline, and ``benchmarks/jax_backend.py`` on the JAX backend.
 import keras
 import numpy as np
 
-from hybrid_tfrs.data.examples import batch_widths, pad_latest
+from hybrid_tfrs.config import PROTOCOLS
+from hybrid_tfrs.data.examples import batch_widths, length_buckets, pad_latest
 from hybrid_tfrs.encoders import build_encoder
+from hybrid_tfrs.evaluation import evaluate
 from hybrid_tfrs.optimization import make_optimizer
 from hybrid_tfrs.retrieval import SequentialRetrievalModel
 
@@ -92,8 +94,7 @@ def score_function(model):
         histories = np.asarray(histories, dtype=np.int32)
         width = histories.shape[1]
         widths = batch_widths(width) if bucketed else [width]
-        # Histories are left-aligned (pad_latest): the length is the count of items.
-        buckets = np.searchsorted(widths[:-1], np.count_nonzero(histories, axis=1))
+        buckets = length_buckets(histories, widths)
         result = {"query": np.empty((len(histories), model.encoder.hidden_dim), np.float32)}
         if model.seen_item_bias is not None:
             result["seen_bias"] = model.seen_item_bias
@@ -162,4 +163,19 @@ def split_inputs(model, split, part, max_len, score_fn=None):
         item_popularity=split.item_popularity,
         seen_items=histories,
         item_embeddings=item_embeddings(model),
+    )
+
+
+def evaluate_in_memory(
+    model, split, part, max_len, protocols=PROTOCOLS, batch_size=256, score_fn=None, **kwargs
+):
+    """:func:`hybrid_tfrs.evaluation.evaluate` of ``part`` ("valid" or "test") of an
+    in-memory Split, with its metrics by history length; ``kwargs`` go to ``evaluate``."""
+    histories = split.valid_histories if part == "valid" else split.test_histories
+    return evaluate(
+        **split_inputs(model, split, part, max_len, score_fn),
+        protocols=protocols,
+        batch_size=batch_size,
+        history_lengths=np.array([len(h) for h in histories]),
+        **kwargs,
     )

@@ -30,7 +30,7 @@ from hybrid_tfrs import distribution, run_dir
 from hybrid_tfrs.config import PROTOCOLS, TrainConfig  # noqa: F401  (TrainConfig re-exported)
 from hybrid_tfrs.data.pipeline import last_position_dataset, skip_epochs, training_dataset
 from hybrid_tfrs.data.prepared import PreparedSplit
-from hybrid_tfrs.evaluation import evaluate, evaluate_batches, format_table, target_ranks
+from hybrid_tfrs.evaluation import evaluate_batches, format_table, target_ranks
 from hybrid_tfrs.random_state import restore_seed_states, seed_states
 from hybrid_tfrs.report import write_report
 from hybrid_tfrs.run_data import (
@@ -41,6 +41,7 @@ from hybrid_tfrs.run_data import (
 from hybrid_tfrs.run_model import (
     build_model,
     compile_model,
+    evaluate_in_memory,
     item_embeddings,
     score_function,
     split_inputs,
@@ -78,13 +79,8 @@ def evaluate_split(
             item_embeddings=item_embeddings(model),
             **kwargs,
         )
-    histories = split.valid_histories if part == "valid" else split.test_histories
-    return evaluate(
-        **split_inputs(model, split, part, max_len, score_fn),
-        protocols=protocols,
-        batch_size=batch_size,
-        history_lengths=np.array([len(h) for h in histories]),
-        **kwargs,
+    return evaluate_in_memory(
+        model, split, part, max_len, protocols, batch_size, score_fn, **kwargs
     )
 
 

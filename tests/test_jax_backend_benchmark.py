@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, _child_env
 
-from hybrid_tfrs.data.examples import bucketed_batch_rows
+from hybrid_tfrs.data.examples import bucketed_batch_rows, length_buckets
 
 
 def test_bucketed_batches_give_every_row_once_an_epoch_in_its_own_bucket():
@@ -20,7 +20,7 @@ def test_bucketed_batches_give_every_row_once_an_epoch_in_its_own_bucket():
     widths = [4, 8, 20]
     orders = []
     for _ in range(2):
-        batches = bucketed_batch_rows(inputs, 5, widths, rng)
+        batches = bucketed_batch_rows(length_buckets(inputs, widths), 5, rng)
         for rows in batches:
             assert 1 <= len(rows) <= 5
             buckets = np.searchsorted(widths[:-1], np.count_nonzero(inputs[rows], axis=1))

@@ -8,7 +8,13 @@ on another backend can batch them itself.
 
 import numpy as np
 
-__all__ = ["batch_widths", "bucketed_batch_rows", "pad_latest", "training_examples"]
+__all__ = [
+    "batch_widths",
+    "bucketed_batch_rows",
+    "length_buckets",
+    "pad_latest",
+    "training_examples",
+]
 
 
 def pad_latest(sequences, max_len):
@@ -87,22 +93,26 @@ def batch_widths(max_len, widths=None):
     return [w for w in widths if w < max_len] + [max_len]
 
 
-def bucketed_batch_rows(inputs, batch_size, widths, rng):
+def length_buckets(rows, widths):
+    """int64 [R]: for each left-aligned row of ``rows`` (int [R, L]), the index in
+    ``widths`` (:func:`batch_widths`) of the smallest width that holds its items."""
+    return np.searchsorted(widths[:-1], np.count_nonzero(rows, axis=1)).astype(np.int64)
+
+
+def bucketed_batch_rows(buckets, batch_size, rng):
     """One epoch's batches of row indices, each batch from one length bucket.
 
-    A row of ``inputs`` (int [R, L], left-aligned) belongs to the smallest of
-    ``widths`` (:func:`batch_widths`) that holds its items. Each bucket's rows
-    are shuffled by ``rng`` (a numpy Generator) and cut into batches of
-    ``batch_size`` (the last one of a bucket shorter), and the batches of all
-    buckets come in a shuffled order: the batches tf.data's ``group_by_window``
-    makes in the pipeline, for a trainer without TensorFlow.
+    ``buckets`` (int [R]) is each row's bucket (:func:`length_buckets`). Each
+    bucket's rows are shuffled by ``rng`` (a numpy Generator) and cut into
+    batches of ``batch_size`` (the last one of a bucket shorter), and the
+    batches of all buckets come in a shuffled order: the batches tf.data's
+    ``group_by_window`` makes in the pipeline, for a trainer without TensorFlow.
 
     Returns:
         A list of int64 arrays of row indices; every row is in exactly one.
     """
-    bucket_of_row = np.searchsorted(widths[:-1], np.count_nonzero(inputs, axis=1))
     batches = []
-    for bucket in np.unique(bucket_of_row):
-        rows = rng.permutation(np.flatnonzero(bucket_of_row == bucket))
+    for bucket in np.unique(buckets):
+        rows = rng.permutation(np.flatnonzero(buckets == bucket))
         batches += [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]

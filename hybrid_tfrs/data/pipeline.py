@@ -7,7 +7,12 @@ Layout everywhere: left-aligned, right-padded with 0. A row holds the latest
 import numpy as np
 import tensorflow as tf
 
-from hybrid_tfrs.data.examples import batch_widths, pad_latest, training_examples
+from hybrid_tfrs.data.examples import (
+    batch_widths,
+    length_buckets,
+    pad_latest,
+    training_examples,
+)
 from hybrid_tfrs.data.readers import DataError
 
 __all__ = [
@@ -110,7 +115,7 @@ def training_dataset(
     if bucket_by_length:
         widths = batch_widths(max_len, bucket_widths)
         # Row -> index of the smallest width that holds it, computed once here.
-        buckets = np.searchsorted(widths[:-1], (inputs > 0).sum(axis=1)).astype(np.int64)
+        buckets = length_buckets(inputs, widths)
         dataset = tf.data.Dataset.from_tensor_slices((inputs, targets, buckets))
     else:
         dataset = tf.data.Dataset.from_tensor_slices((inputs, targets))
