@@ -49,6 +49,9 @@ NUM_NEGATIVES = {"uniform-99": 99, "pop-100": 100}
 VALIDATION_PROTOCOLS = tuple(p for p in PROTOCOLS if p not in NUM_NEGATIVES)
 LOSS_NORMALIZATIONS = ("batch", "target")
 LR_SCHEDULES = ("constant", "cosine", "linear")
+# Keras dtype policies a run may train under: mixed ones compute in 16 bits and
+# keep float32 weights (float16 with loss scaling; bfloat16 needs none).
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 MULTI_WORKER = "multi_worker_mirrored"
 DISTRIBUTION_STRATEGIES = ("off", "one_device", "mirrored", MULTI_WORKER)
 # The --dataset of a run on the user's own data (--data_file or --prepared_dir).
@@ -132,6 +135,7 @@ class TrainConfig:
     decay_epochs: float = 0.0
     final_lr_ratio: float = 0.0
     clipnorm: float = 0.0
+    dtype_policy: str = "float32"
     loss_normalization: str = "target"
     batch_size: int = 128
     epochs: int = 20
@@ -203,6 +207,11 @@ class TrainConfig:
             (self.decay_epochs >= 0, "decay_epochs", "must be >= 0 (0 = until --epochs)"),
             (0 <= self.final_lr_ratio <= 1, "final_lr_ratio", "must be in [0, 1]"),
             (self.clipnorm >= 0, "clipnorm", "must be >= 0 (0 = no clipping)"),
+            (
+                self.dtype_policy in DTYPE_POLICIES,
+                "dtype_policy",
+                f"must be one of {DTYPE_POLICIES}",
+            ),
             (self.branch_loss_weight >= 0, "branch_loss_weight", "must be >= 0 (0 = off)"),
             (
                 self.shared_blocks == 0 or self.model == "hybrid",

@@ -105,7 +105,7 @@ class SequenceEncoder(keras.layers.Layer):
         self.normalize_first = bool(normalize_first and kind != "hybrid")
 
         self.embedding = SequenceEmbedding(
-            num_items, max_len, hidden_dim, dropout_rate, name="embedding"
+            num_items, max_len, hidden_dim, dropout_rate, name="embedding", dtype=self.dtype_policy
         )
 
         def block(mixer, name, use_ffn=True):
@@ -120,6 +120,7 @@ class SequenceEncoder(keras.layers.Layer):
                 use_ffn=use_ffn,
                 normalize_first=self.normalize_first,
                 name=name,
+                dtype=self.dtype_policy,
             )
 
         self.trunk = [block("fmlp", f"shared_block_{i}") for i in range(self.shared_blocks)]
@@ -140,19 +141,25 @@ class SequenceEncoder(keras.layers.Layer):
         ]
         self.final_norm = None
         if self.normalize_first:
-            self.final_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="final_norm")
+            self.final_norm = keras.layers.LayerNormalization(
+                epsilon=1e-12, name="final_norm", dtype=self.dtype_policy
+            )
         self.fusion_norm = None
         if kind == "hybrid" and fusion == "blend_norm":
-            self.fusion_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="fusion_norm")
+            self.fusion_norm = keras.layers.LayerNormalization(
+                epsilon=1e-12, name="fusion_norm", dtype=self.dtype_policy
+            )
         self.gate = None
         gate_width = hidden_dim if gate_output == "vector" else 1
         if self.layer_fusion:
             gate_width *= num_layers  # one alpha (or one a unit) for each layer
         self.global_gate = bool(global_gate)
         if kind == "hybrid" and gate_mode in ("learned", "fixed") and self.global_gate:
-            self.gate = GlobalGate(output_units=gate_width, name="gate")
+            self.gate = GlobalGate(output_units=gate_width, name="gate", dtype=self.dtype_policy)
         elif kind == "hybrid" and gate_mode == "hidden_state":
-            self.gate = HiddenStateGate(gate_units, output_units=gate_width, name="gate")
+            self.gate = HiddenStateGate(
+                gate_units, output_units=gate_width, name="gate", dtype=self.dtype_policy
+            )
         elif kind == "hybrid":
             self.gate = SequenceStatsGate(
                 num_items,
@@ -163,6 +170,7 @@ class SequenceEncoder(keras.layers.Layer):
                 output_units=gate_width,
                 context_dim=2 * hidden_dim if gate_mode == "statistics_hidden" else 0,
                 name="gate",
+                dtype=self.dtype_policy,
             )
 
     def build(self, input_shape):
@@ -338,6 +346,7 @@ def build_encoder(
     normalize_first=False,
     item_popularity=None,
     name=None,
+    dtype=None,
 ):
     """Builds a ``SequenceEncoder`` after checking its arguments.
 
@@ -373,6 +382,8 @@ def build_encoder(
             after the last one, as the original SASRec code; post-LN (RecBole's
             SASRec, FMLP-Rec, LinRec) by default.
         item_popularity: optional training counts [num_items + 1] for the gate.
+        dtype: a Keras dtype policy for every layer (e.g. ``"mixed_float16"``:
+            float16 math on float32 weights); default: the global policy.
 
     Returns:
         A built ``SequenceEncoder``: [B, L] int ids -> [B, L, hidden_dim].
@@ -456,6 +467,7 @@ def build_encoder(
         shared_blocks=int(shared_blocks),
         normalize_first=bool(normalize_first),
         name=name or f"{kind}_encoder",
+        dtype=dtype,
     )
     encoder.build((None, int(max_len)))
     if item_popularity is not None:

@@ -108,7 +108,9 @@ class SequentialRetrievalModel(keras.Model):
             )
         self.encoder = encoder
         self.branch_loss_weight = float(branch_loss_weight)
-        self.seen_bias = SeenItemBias(name="seen_item_bias") if seen_item_bias else None
+        self.seen_bias = (
+            SeenItemBias(name="seen_item_bias", dtype=self.dtype_policy) if seen_item_bias else None
+        )
         self.loss_name = loss
         self.num_negatives = num_negatives
         self.sampler = sampler
@@ -172,7 +174,11 @@ class SequentialRetrievalModel(keras.Model):
     def _query_loss(self, queries, targets, normalizer, item_ids):
         """The configured loss of query vectors [B, L, d] against next items [B, L]
         (``item_ids`` [B, L]: the inputs, for the seen-item offset)."""
-        table = self.encoder.item_embeddings
+        # Scored in float32 whatever the dtype policy: under mixed precision the
+        # encoder's outputs are float16, and a softmax over the catalogue needs
+        # float32's range (Keras scales the loss for the float16 gradients).
+        queries = ops.cast(queries, "float32")
+        table = ops.cast(self.encoder.item_embeddings, "float32")
         seen = dict(item_ids=item_ids, seen_bias=self.seen_bias)
         if self.loss_name == "softmax":
             return losses.full_softmax_loss(queries, table, targets, normalizer=normalizer, **seen)
@@ -194,12 +200,16 @@ class SequentialRetrievalModel(keras.Model):
         )
 
     def query_embedding(self, item_ids, return_alpha=False):
-        """Query vector at each row's last item: [B, d] (and alpha [B] or None)."""
+        """Query vector at each row's last item: float32 [B, d] (and alpha [B] or None)."""
         hidden, alpha = self.encoder(item_ids, training=False, return_alpha=True)
         last = last_position(item_ids)
-        query = ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0, :]
+        # float32 whatever the dtype policy, as the item table is: the catalogue
+        # is scored in float32 (float16 scores would tie and round near items).
+        query = ops.cast(
+            ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0, :], "float32"
+        )
         if alpha is not None:
-            alpha = ops.take_along_axis(alpha, last[:, None], axis=1)[:, 0]
+            alpha = ops.cast(ops.take_along_axis(alpha, last[:, None], axis=1)[:, 0], "float32")
         return (query, alpha) if return_alpha else query
 
     def score_items(self, item_ids, exclude_history=False, return_alpha=False):

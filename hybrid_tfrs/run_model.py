@@ -19,7 +19,8 @@ def build_model(config, num_items, item_popularity, targets_per_batch=None):
     """The retrieval model of a run, popularity counts set.
 
     ``targets_per_batch`` (mean targets in a training batch) is needed by
-    ``--loss_normalization=target``.
+    ``--loss_normalization=target``. Every layer computes under the run's
+    ``dtype_policy`` (a mixed one: ``compile`` then scales the loss for float16).
     """
     model = SequentialRetrievalModel(
         config_encoder(config, num_items),
@@ -31,6 +32,7 @@ def build_model(config, num_items, item_popularity, targets_per_batch=None):
         targets_per_batch=targets_per_batch if config.loss_normalization == "target" else None,
         branch_loss_weight=config.branch_loss_weight,
         seen_item_bias=config.seen_item_bias,
+        dtype=config.dtype_policy,
     )
     model.set_item_popularity(item_popularity)
     return model
@@ -55,6 +57,7 @@ def config_encoder(config, num_items):
         share_ffn=config.share_ffn,
         shared_blocks=config.shared_blocks,
         normalize_first=config.normalize_first,
+        dtype=config.dtype_policy,
     )
 
 

@@ -67,6 +67,9 @@ FLAG_HELP = {
     "decay_epochs": "Epochs of the decay after warmup (0 = until --epochs).",
     "final_lr_ratio": "Learning rate at the end of the decay, as a share of learning_rate.",
     "clipnorm": "Clip the global norm of each step's gradients to this (0 = no clipping).",
+    "dtype_policy": "float32, or mixed_float16 / mixed_bfloat16: layers compute in 16 bits "
+    "on float32 weights, the loss and the scores in float32 (float16 with loss scaling). "
+    "For GPUs and TPUs; on a CPU 16-bit math is slower, not faster.",
     "loss_normalization": "target: every target weighs the same whatever its batch (sum / "
     "mean targets per batch); batch: mean over each batch's targets, on one replica only (the "
     "default before 3 December 2026: a run started then resumes only with it).",

@@ -26,12 +26,16 @@ class FeedForward(keras.layers.Layer):
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
-        self.inner = keras.layers.Dense(self.inner_dim, activation="gelu", name="inner")
+        self.inner = keras.layers.Dense(
+            self.inner_dim, activation="gelu", name="inner", dtype=self.dtype_policy
+        )
         self.inner.build(input_shape)
-        self.outer = keras.layers.Dense(hidden_dim, name="outer")
+        self.outer = keras.layers.Dense(hidden_dim, name="outer", dtype=self.dtype_policy)
         self.outer.build(tuple(input_shape[:-1]) + (self.inner_dim,))
-        self.dropout = keras.layers.Dropout(self.dropout_rate)
-        self.norm = keras.layers.LayerNormalization(epsilon=1e-12, name="norm")
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+        self.norm = keras.layers.LayerNormalization(
+            epsilon=1e-12, name="norm", dtype=self.dtype_policy
+        )
         self.norm.build(input_shape)
         super().build(input_shape)
 
@@ -116,11 +120,17 @@ class MixerBlock(keras.layers.Layer):
         hidden_dim = input_shape[-1]
         if self.mixer == "linrec":
             self.mix = LinearAttention(
-                num_heads=self.num_heads, causal=self.causal, chunk_size=self.chunk_size, name="mix"
+                num_heads=self.num_heads,
+                causal=self.causal,
+                chunk_size=self.chunk_size,
+                name="mix",
+                dtype=self.dtype_policy,
             )
             self.mix.build(input_shape)
         elif self.mixer == "fmlp":
-            self.mix = FrequencyFilter(max_len=self.max_len, causal=self.causal, name="mix")
+            self.mix = FrequencyFilter(
+                max_len=self.max_len, causal=self.causal, name="mix", dtype=self.dtype_policy
+            )
             self.mix.build(input_shape)
         else:
             if hidden_dim % self.num_heads:
@@ -132,16 +142,23 @@ class MixerBlock(keras.layers.Layer):
                 key_dim=hidden_dim // self.num_heads,
                 dropout=self.dropout_rate,
                 name="mix",
+                dtype=self.dtype_policy,
             )
             if not LEGACY_KERAS:  # tf_keras's builds itself on its first call
                 self.mix.build(input_shape, input_shape)
-        self.dropout = keras.layers.Dropout(self.dropout_rate)
-        self.norm = keras.layers.LayerNormalization(epsilon=1e-12, name="norm")
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+        self.norm = keras.layers.LayerNormalization(
+            epsilon=1e-12, name="norm", dtype=self.dtype_policy
+        )
         self.norm.build(input_shape)
         self.ffn = None
         if self.use_ffn:
             self.ffn = FeedForward(
-                self.inner_dim, self.dropout_rate, self.normalize_first, name="ffn"
+                self.inner_dim,
+                self.dropout_rate,
+                self.normalize_first,
+                name="ffn",
+                dtype=self.dtype_policy,
             )
             self.ffn.build(input_shape)
         super().build(input_shape)

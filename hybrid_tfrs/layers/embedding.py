@@ -36,6 +36,7 @@ class SequenceEmbedding(keras.layers.Layer):
             self.hidden_dim,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
             name="item_embedding",
+            dtype=self.dtype_policy,
         )
         self.item_embedding.build(input_shape)
         self.position_embedding = keras.layers.Embedding(
@@ -43,11 +44,14 @@ class SequenceEmbedding(keras.layers.Layer):
             self.hidden_dim,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
             name="position_embedding",
+            dtype=self.dtype_policy,
         )
         self.position_embedding.build(input_shape)
-        self.norm = keras.layers.LayerNormalization(epsilon=1e-12, name="norm")
+        self.norm = keras.layers.LayerNormalization(
+            epsilon=1e-12, name="norm", dtype=self.dtype_policy
+        )
         self.norm.build(tuple(input_shape) + (self.hidden_dim,))
-        self.dropout = keras.layers.Dropout(self.dropout_rate)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
         super().build(input_shape)
 
     def call(self, item_ids, training=None):

@@ -95,9 +95,13 @@ class SequenceStatsGate(keras.layers.Layer):
             trainable=False,
         )
         width = len(self.feature_names) + self.context_dim
-        self.hidden = keras.layers.Dense(self.hidden_units, activation="relu", name="hidden")
+        self.hidden = keras.layers.Dense(
+            self.hidden_units, activation="relu", name="hidden", dtype=self.dtype_policy
+        )
         self.hidden.build((None, None, width))
-        self.out = keras.layers.Dense(self.output_units, name="alpha_logit")
+        self.out = keras.layers.Dense(
+            self.output_units, name="alpha_logit", dtype=self.dtype_policy
+        )
         self.out.build((None, None, self.hidden_units))
         super().build(item_ids_shape)
 
@@ -188,9 +192,13 @@ class HiddenStateGate(keras.layers.Layer):
 
     def build(self, first_shape, second_shape=None):
         width = first_shape[-1] * 2
-        self.hidden = keras.layers.Dense(self.hidden_units, activation="relu", name="hidden")
+        self.hidden = keras.layers.Dense(
+            self.hidden_units, activation="relu", name="hidden", dtype=self.dtype_policy
+        )
         self.hidden.build((None, None, width))
-        self.out = keras.layers.Dense(self.output_units, name="alpha_logit")
+        self.out = keras.layers.Dense(
+            self.output_units, name="alpha_logit", dtype=self.dtype_policy
+        )
         self.out.build((None, None, self.hidden_units))
         super().build(first_shape)
 

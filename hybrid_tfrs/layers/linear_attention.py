@@ -68,6 +68,11 @@ class LinearAttention(keras.layers.Layer):
     paper's bidirectional form. Padded positions (``mask == 0``) never
     contribute as keys or values.
 
+    The projections run in the layer's compute dtype; the normalisation and
+    the attention products run in float32 whatever the dtype policy (under
+    ``mixed_float16`` the gradient of ``q / n_t``, about ``1 / n_t^2``,
+    overflows float16 where a key is near zero).
+
     Args:
         num_heads: number of heads; ``hidden_dim`` must be divisible by it.
         causal: exact prefix (causal) form, or the paper's bidirectional form.
@@ -104,10 +109,10 @@ class LinearAttention(keras.layers.Layer):
                 f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({self.num_heads})"
             )
         self.head_dim = hidden_dim // self.num_heads
-        self.query_dense = keras.layers.Dense(hidden_dim, name="query")
-        self.key_dense = keras.layers.Dense(hidden_dim, name="key")
-        self.value_dense = keras.layers.Dense(hidden_dim, name="value")
-        self.output_dense = keras.layers.Dense(hidden_dim, name="output")
+        self.query_dense = keras.layers.Dense(hidden_dim, name="query", dtype=self.dtype_policy)
+        self.key_dense = keras.layers.Dense(hidden_dim, name="key", dtype=self.dtype_policy)
+        self.value_dense = keras.layers.Dense(hidden_dim, name="value", dtype=self.dtype_policy)
+        self.output_dense = keras.layers.Dense(hidden_dim, name="output", dtype=self.dtype_policy)
         for dense in (self.query_dense, self.key_dense, self.value_dense):
             dense.build(input_shape)
         self.output_dense.build(input_shape)
@@ -121,10 +126,12 @@ class LinearAttention(keras.layers.Layer):
     def call(self, inputs, mask=None):
         keep = None
         if mask is not None:
-            keep = ops.cast(mask, inputs.dtype)[:, None, :, None]  # [B, 1, L, 1]
-        q = ops.elu(self._split_heads(self.query_dense(inputs)))
-        k = ops.elu(self._split_heads(self.key_dense(inputs)))
-        v = self._split_heads(self.value_dense(inputs))
+            keep = ops.cast(mask, "float32")[:, None, :, None]  # [B, 1, L, 1]
+        q, k, v = (
+            ops.cast(self._split_heads(dense(inputs)), "float32")
+            for dense in (self.query_dense, self.key_dense, self.value_dense)
+        )
+        q, k = ops.elu(q), ops.elu(k)
         if keep is not None:
             k, v = k * keep, v * keep
         q = _l2_normalise(q, axis=-1)
@@ -134,7 +141,7 @@ class LinearAttention(keras.layers.Layer):
         else:
             k = _l2_normalise(k, axis=2)
             out = ops.einsum("bhld,bhde->bhle", q, ops.einsum("bhld,bhle->bhde", k, v))
-        out = out / math.sqrt(self.head_dim)
+        out = ops.cast(out / math.sqrt(self.head_dim), self.compute_dtype)
         out = ops.transpose(out, (0, 2, 1, 3))
         out = ops.reshape(
             out, (ops.shape(out)[0], ops.shape(out)[1], self.num_heads * self.head_dim)

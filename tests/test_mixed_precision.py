@@ -1,0 +1,114 @@
+"""Training under a mixed dtype policy (``--dtype_policy``): 16-bit layers on float32
+weights, the loss and every score in float32, and a run that saves, resumes and
+scores as a float32 one does."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from hybrid_tfrs import build_encoder
+from hybrid_tfrs.retrieval import SequentialRetrievalModel
+from hybrid_tfrs.run_dir import RunDirError
+from hybrid_tfrs.training import TrainConfig, load_run_model, train
+
+SMALL = dict(
+    synthetic_users=300,
+    synthetic_items=120,
+    max_len=20,
+    hidden_dim=16,
+    num_layers=1,
+    batch_size=64,
+    learning_rate=3e-3,
+    protocols="full",
+    patience=10,
+)
+
+
+def _train(tmp_path, policy, epochs):
+    config = TrainConfig(dtype_policy=policy, epochs=epochs, output_dir=str(tmp_path), **SMALL)
+    return train(config, log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def float32_run(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("float32"), "float32", 4)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_a_mixed_run_learns_as_a_float32_one_and_leaves_the_global_policy(
+    tmp_path, policy, float32_run
+):
+    metrics = _train(tmp_path, policy, 4)
+    assert keras.config.dtype_policy().name == "float32"
+    losses = [row["loss"] for row in metrics["history"]]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    # Same data, seed and steps: 16-bit rounding moves the result, not the learning.
+    mixed, exact = metrics["test"]["full"]["NDCG@10"], float32_run["test"]["full"]["NDCG@10"]
+    assert mixed == pytest.approx(exact, abs=0.03)
+    model = load_run_model(str(tmp_path / "model.keras"))
+    assert model.encoder.dtype_policy.name == policy
+    assert model.encoder.item_embeddings.dtype == "float32"  # weights stay float32
+    ids = np.array([[3, 7, 9, 0, 0], [5, 0, 0, 0, 0]], "int32")
+    hidden = model.encoder(ids)
+    assert keras.backend.standardize_dtype(hidden.dtype) == policy.removeprefix("mixed_")
+    query = model.query_embedding(ids)
+    assert keras.backend.standardize_dtype(query.dtype) == "float32"
+    _, scores = model.recommend(ids, k=5)
+    assert keras.backend.standardize_dtype(scores.dtype) == "float32"
+
+
+def test_a_float16_run_resumes_with_its_loss_scale_and_refuses_another_policy(tmp_path):
+    _train(tmp_path, "mixed_float16", 2)
+    state = load_run_model(str(tmp_path / "checkpoints" / "last-2.keras"))
+    assert isinstance(state.optimizer, keras.optimizers.LossScaleOptimizer)
+    scale = float(state.optimizer.dynamic_scale)
+    assert np.isfinite(scale) and scale > 1  # a float16 gradient needs the loss scaled up
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. Keras skipping an optimizer
+        resumed = _train(tmp_path, "mixed_float16", 3)
+    assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
+    assert np.isfinite(resumed["history"][-1]["loss"])
+    after = load_run_model(str(tmp_path / "checkpoints" / "last-3.keras")).optimizer
+    assert len(after.variables) == len(state.optimizer.variables)  # its scale kept, not added
+    assert int(after.iterations) > int(state.optimizer.iterations)
+    with pytest.raises(RunDirError, match="--dtype_policy='mixed_float16' there, 'float32' now"):
+        _train(tmp_path, "float32", 4)
+
+
+def test_an_unknown_policy_is_refused_naming_the_flag(tmp_path):
+    with pytest.raises(ValueError, match="--dtype_policy='float16': must be one of"):
+        _train(tmp_path, "float16", 1)
+
+
+@pytest.mark.parametrize("model", ["hybrid", "fmlp", "linrec", "sasrec"])
+def test_every_encoder_computes_in_float16_close_to_float32(model):
+    """Same weights, histories of 1 to 40 items in a window of 40: the 16-bit outputs
+    follow float32's to float16's precision, padded rows included (no overflow)."""
+    rng = np.random.default_rng(0)
+    ids = np.zeros((6, 40), "int32")
+    for row, length in enumerate([1, 3, 10, 25, 39, 40]):
+        ids[row, :length] = rng.integers(1, 501, length)
+    settings = dict(num_items=500, max_len=40, hidden_dim=32, num_layers=2)
+    exact = build_encoder(model, **settings)
+    expected = np.asarray(exact(ids))
+    mixed = build_encoder(model, dtype="mixed_float16", **settings)
+    mixed.set_weights(exact.get_weights())
+    out = mixed(ids)
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+    out = np.asarray(out, "float32")
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[ids > 0], expected[ids > 0], atol=2e-2)
+
+
+def test_the_loss_is_float32_under_float16():
+    encoder = build_encoder(
+        "hybrid", num_items=50, max_len=8, hidden_dim=16, num_layers=1, dtype="mixed_float16"
+    )
+    model = SequentialRetrievalModel(encoder, seen_item_bias=True, dtype="mixed_float16")
+    ids = np.arange(1, 17, dtype="int32").reshape(2, 8)
+    assert keras.backend.standardize_dtype(model(ids).dtype) == "float16"
+    loss = model.compute_loss(ids, np.roll(ids, -1, axis=1), model(ids))
+    assert keras.backend.standardize_dtype(loss.dtype) == "float32"
+    assert np.isfinite(float(loss))
