@@ -30,4 +30,8 @@ else:
         return keras.saving.register_keras_serializable(package="hybrid_tfrs", name=name)
 
 
-__all__ = ["keras", "ops", "random", "LEGACY_KERAS", "register_serializable"]
+# add_weight's keyword for a weight that stays float32 inside call under a mixed
+# dtype policy (e.g. the filter's weights, which its float32 FFTs read).
+FLOAT32_IN_CALL = {"experimental_autocast": False} if LEGACY_KERAS else {"autocast": False}
+
+__all__ = ["keras", "ops", "random", "LEGACY_KERAS", "FLOAT32_IN_CALL", "register_serializable"]

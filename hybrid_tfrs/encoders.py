@@ -136,7 +136,9 @@ class SequenceEncoder(keras.layers.Layer):
             # attribute: the blocks in the stacks' lists would be neither saved nor loaded.
             self.stack_blocks = [block for blocks in self.stacks.values() for block in blocks]
         self.shared_ffns = [
-            FeedForward(self.inner_dim, dropout_rate, name=f"shared_ffn_{i}")
+            FeedForward(
+                self.inner_dim, dropout_rate, name=f"shared_ffn_{i}", dtype=self.dtype_policy
+            )
             for i in (own_layers if one_ffn_a_layer else ())
         ]
         self.final_norm = None

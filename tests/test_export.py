@@ -484,8 +484,9 @@ ALL_FEATURES = "basic,trend,recency,diversity,spectrum"
     [
         dict(gate_mode="statistics_hidden", gate_output="vector", fusion="blend_norm"),
         dict(gate_mode="statistics", gate_output="vector", fusion="layer"),
+        dict(gate_mode="statistics", dtype="mixed_float16"),  # float16 layers, float32 scores
     ],
-    ids=["statistics-hidden-vector-blend-norm", "vector-layer-fusion"],
+    ids=["statistics-hidden-vector-blend-norm", "vector-layer-fusion", "mixed-float16"],
 )
 def test_a_gate_variant_exports_and_matches_the_in_memory_model(variant, tmp_path):
     keras.utils.set_random_seed(3)

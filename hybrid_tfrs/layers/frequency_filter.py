@@ -1,9 +1,6 @@
 """FMLP-Rec's learnable frequency-domain filter (Zhou et al., WWW 2022)."""
 
-from hybrid_tfrs.backend import LEGACY_KERAS, keras, ops, register_serializable
-
-# The filter's weights stay float32 inside call under a mixed policy (the FFTs run in float32).
-FLOAT32_IN_CALL = {"experimental_autocast": False} if LEGACY_KERAS else {"autocast": False}
+from hybrid_tfrs.backend import FLOAT32_IN_CALL, keras, ops, register_serializable
 
 
 def _complex_multiply(a_real, a_imag, b_real, b_imag):
