@@ -192,7 +192,9 @@ def multi_worker_fit(model, dataset, epochs, initial_epoch=0, callbacks=(), stra
         with tf.GradientTape() as tape:
             hidden = model(inputs, training=True)
             loss = model.compute_loss(y=targets, y_pred=hidden, training=True)
-        model.optimizer.apply(tape.gradient(loss, variables), variables)
+            # x the loss scale under mixed_float16, which ``apply`` divides out (as in fit)
+            scaled = model.optimizer.scale_loss(loss)
+        model.optimizer.apply(tape.gradient(scaled, variables), variables)
         return loss
 
     @tf.function(reduce_retracing=True)

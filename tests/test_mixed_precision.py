@@ -158,3 +158,31 @@ def test_the_loss_is_float32_under_float16():
     loss = model.compute_loss(ids, np.roll(ids, -1, axis=1), model(ids))
     assert keras.backend.standardize_dtype(loss.dtype) == "float32"
     assert np.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_the_multi_worker_loop_steps_as_fit_does(policy):
+    """``multi_worker_fit`` (the loop MultiWorkerMirroredStrategy trains with) scales the
+    loss as ``fit`` does, so a LossScaleOptimizer's unscaling gives the same step."""
+    import tensorflow as tf
+
+    from hybrid_tfrs.distribution import multi_worker_fit
+
+    ids = _histories(np.random.default_rng(2), [5, 12, 40, 33] * 8)
+    targets = np.zeros_like(ids)
+    targets[:, :-1] = ids[:, 1:]
+    models = []
+    for _ in range(3):  # fit, the loop, and the initial weights
+        keras.utils.set_random_seed(0)
+        encoder = _encoder("hybrid", dtype=policy, dropout_rate=0.0)
+        model = SequentialRetrievalModel(encoder, dtype=policy)
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        models.append(model)
+    models[0].fit(ids, targets, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    batches = tf.data.Dataset.from_tensor_slices((ids, targets)).batch(32)
+    multi_worker_fit(models[1], batches, epochs=1)
+    fitted, looped, initial = ([np.asarray(v) for v in m.trainable_variables] for m in models)
+    moved = max(np.abs(a - b).max() for a, b in zip(fitted, initial))
+    assert moved > 1e-2  # the steps are not too small to tell apart
+    for a, b in zip(looped, fitted):
+        np.testing.assert_allclose(a, b, atol=1e-4)
