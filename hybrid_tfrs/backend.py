@@ -32,6 +32,6 @@ else:
 
 # add_weight's keyword for a weight that stays float32 inside call under a mixed
 # dtype policy (e.g. the filter's weights, which its float32 FFTs read).
-FLOAT32_IN_CALL = {"experimental_autocast": False} if LEGACY_KERAS else {"autocast": False}
+NO_AUTOCAST = {"experimental_autocast": False} if LEGACY_KERAS else {"autocast": False}
 
-__all__ = ["keras", "ops", "random", "LEGACY_KERAS", "FLOAT32_IN_CALL", "register_serializable"]
+__all__ = ["keras", "ops", "random", "LEGACY_KERAS", "NO_AUTOCAST", "register_serializable"]

@@ -191,8 +191,8 @@ def multi_worker_fit(model, dataset, epochs, initial_epoch=0, callbacks=(), stra
     def replica_step(inputs, targets):
         with tf.GradientTape() as tape:
             hidden = model(inputs, training=True)
-            loss = model.compute_loss(y=targets, y_pred=hidden, training=True)
-            # x the loss scale under mixed_float16, which ``apply`` divides out (as in fit)
+            loss = model.compute_loss(x=inputs, y=targets, y_pred=hidden, training=True)
+            # multiplied by the loss scale under mixed_float16; ``apply`` divides it out
             scaled = model.optimizer.scale_loss(loss)
         model.optimizer.apply(tape.gradient(scaled, variables), variables)
         return loss

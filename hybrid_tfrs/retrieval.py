@@ -109,7 +109,7 @@ class SequentialRetrievalModel(keras.Model):
         self.encoder = encoder
         self.branch_loss_weight = float(branch_loss_weight)
         self.seen_bias = (
-            SeenItemBias(name="seen_item_bias", dtype=self.dtype_policy) if seen_item_bias else None
+            SeenItemBias(name="seen_item_bias", dtype="float32") if seen_item_bias else None
         )
         self.loss_name = loss
         self.num_negatives = num_negatives
@@ -176,9 +176,10 @@ class SequentialRetrievalModel(keras.Model):
         (``item_ids`` [B, L]: the inputs, for the seen-item offset)."""
         # Scored in float32 whatever the dtype policy: under mixed precision the
         # encoder's outputs are float16, and a softmax over the catalogue needs
-        # float32's range (Keras scales the loss for the float16 gradients).
+        # float32's range (Keras scales the loss for the float16 gradients). The
+        # table is a float32 weight, and the seen-item offset a float32 layer.
         queries = ops.cast(queries, "float32")
-        table = ops.cast(self.encoder.item_embeddings, "float32")
+        table = self.encoder.item_embeddings
         seen = dict(item_ids=item_ids, seen_bias=self.seen_bias)
         if self.loss_name == "softmax":
             return losses.full_softmax_loss(queries, table, targets, normalizer=normalizer, **seen)

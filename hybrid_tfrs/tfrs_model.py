@@ -36,9 +36,23 @@ class TFRSRetrievalModel(tfrs.Model):
     negatives, accidental hits removed.
 
     Features: ``{"item_ids": [B, L] int, "targets": [B, L] int}`` (0 = padding).
+
+    Float32 only: ``tfrs.tasks.Retrieval`` takes no dtype and would score under
+    a mixed global policy in 16 bits; mixed precision needs the Keras 3
+    ``SequentialRetrievalModel``.
     """
 
     def __init__(self, encoder, **kwargs):
+        policies = {
+            "the encoder's": encoder.dtype_policy.name,
+            "the global": tf.keras.mixed_precision.global_policy().name,
+        }
+        for whose, policy in policies.items():
+            if policy != "float32":
+                raise ValueError(
+                    f"TFRSRetrievalModel trains in float32, but {whose} dtype policy is "
+                    f"{policy!r}; for mixed precision use the Keras 3 SequentialRetrievalModel"
+                )
         super().__init__(**kwargs)
         self.encoder = encoder
         self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True)

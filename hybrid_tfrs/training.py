@@ -324,8 +324,9 @@ def _fit_and_evaluate(config, log, data, split, stats, strategy, chief, callback
             state["data"] = summary  # kept from here on by a state written before
             _resume_random_streams(model, dataset, state, log)
             log(f"resuming after epoch {state['epochs_done']} from {config.output_dir}")
-        if not model.optimizer.built:  # a loaded one is; Keras's LossScaleOptimizer
-            model.optimizer.build(model.trainable_variables)  # would add its scale again
+        # A loaded optimizer is built; built again, a LossScaleOptimizer adds a second scale.
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
     if chief:
         run_dir.start_run_dir(config)
         run_dir.write_json(run_dir.run_path(config, run_dir.CONFIG_FILE), config.to_json())

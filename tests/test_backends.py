@@ -49,6 +49,14 @@ except ImportError as error:
     assert "TF_USE_LEGACY_KERAS" in str(error)
 else:
     raise AssertionError("the Keras 3 model must refuse legacy Keras")
+mixed = build_encoder("hybrid", num_items=N, max_len=L, hidden_dim=16, dtype="mixed_float16")
+assert mixed(ids).dtype == tf.float16  # the layers compute in 16 bits under tf_keras too
+try:
+    TFRSRetrievalModel(mixed)
+except ValueError as error:  # tfrs's Retrieval task would score in 16 bits
+    assert "'mixed_float16'" in str(error) and "SequentialRetrievalModel" in str(error)
+else:
+    raise AssertionError("the tfrs model must refuse a mixed policy")
 print("OK")
 """
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hybrid_tfrs import build_encoder
+from hybrid_tfrs.config import GATE_FEATURE_GROUPS
 from hybrid_tfrs.retrieval import SequentialRetrievalModel
 from hybrid_tfrs.run_dir import RunDirError
 from hybrid_tfrs.training import TrainConfig, load_run_model, train
@@ -63,8 +64,8 @@ def test_a_float16_run_resumes_with_its_loss_scale_and_refuses_another_policy(tm
     _train(tmp_path, "mixed_float16", 2)
     state = load_run_model(str(tmp_path / "checkpoints" / "last-2.keras"))
     assert isinstance(state.optimizer, keras.optimizers.LossScaleOptimizer)
-    scale = float(state.optimizer.dynamic_scale)
-    assert np.isfinite(scale) and scale > 1  # a float16 gradient needs the loss scaled up
+    # no step was skipped as non-finite (each would have halved the scale)
+    assert float(state.optimizer.dynamic_scale) == state.optimizer.initial_scale
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # e.g. Keras skipping an optimizer
         resumed = _train(tmp_path, "mixed_float16", 3)
@@ -87,13 +88,15 @@ ENCODERS = {
     "hybrid-statistics-all-features": dict(
         kind="hybrid",
         gate_mode="statistics",
-        gate_features="basic,trend,recency,diversity,spectrum",
+        gate_features=GATE_FEATURE_GROUPS,
     ),
     "hybrid-hidden-vector-blend-norm": dict(
         kind="hybrid", gate_mode="statistics_hidden", gate_output="vector", fusion="blend_norm"
     ),
     "hybrid-layer-fusion": dict(kind="hybrid", gate_mode="statistics", fusion="layer"),
     "hybrid-trunk": dict(kind="hybrid", num_layers=3, shared_blocks=2),
+    "hybrid-hidden-state-shared-ffn": dict(kind="hybrid", gate_mode="hidden_state", share_ffn=True),
+    "hybrid-fixed": dict(kind="hybrid", gate_mode="fixed"),
     "fmlp": dict(kind="fmlp"),
     "linrec": dict(kind="linrec"),
     "sasrec": dict(kind="sasrec"),
@@ -101,15 +104,19 @@ ENCODERS = {
 }
 
 
+NUM_ITEMS = 500
+LARGE_COUNTS = np.arange(NUM_ITEMS + 1) * 300  # item counts up to 150,000: past float16's 65504
+
+
 def _encoder(name, **overrides):
-    settings = dict(num_items=500, max_len=40, hidden_dim=32, num_layers=2) | ENCODERS[name]
+    settings = dict(num_items=NUM_ITEMS, max_len=40, hidden_dim=32, num_layers=2) | ENCODERS[name]
     return build_encoder(settings.pop("kind"), **(settings | overrides))
 
 
 def _histories(rng, lengths, max_len=40):
     ids = np.zeros((len(lengths), max_len), "int32")
     for row, length in enumerate(lengths):
-        ids[row, :length] = rng.integers(1, 501, length)
+        ids[row, :length] = rng.integers(1, NUM_ITEMS + 1, length)
     return ids
 
 
@@ -120,9 +127,10 @@ def test_every_encoder_computes_in_float16_close_to_float32(name):
     ids = _histories(np.random.default_rng(0), [1, 3, 10, 25, 39, 40])
     keras.utils.set_random_seed(0)
     exact = _encoder(name)
-    exact.set_item_popularity(np.arange(501) * 300)  # counts past float16's 65504
+    exact.set_item_popularity(LARGE_COUNTS)
     expected = np.asarray(exact(ids))
     mixed = _encoder(name, dtype="mixed_float16")
+    assert {layer.dtype_policy.name for layer in mixed._flatten_layers()} == {"mixed_float16"}
     mixed.set_weights(exact.get_weights())
     out = mixed(ids)
     assert keras.backend.standardize_dtype(out.dtype) == "float16"
@@ -141,29 +149,36 @@ def test_no_training_step_overflows_float16(name):
     targets = np.zeros_like(ids)
     targets[:, :-1] = ids[:, 1:]
     model = SequentialRetrievalModel(_encoder(name, dtype="mixed_float16"), dtype="mixed_float16")
-    model.set_item_popularity(np.arange(501) * 300)
+    model.set_item_popularity(LARGE_COUNTS)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(ids, targets, batch_size=16, epochs=1, verbose=0)
     assert int(model.optimizer.iterations) == 12
     assert float(model.optimizer.dynamic_scale) == model.optimizer.initial_scale
 
 
-def test_the_loss_is_float32_under_float16():
+@pytest.mark.parametrize("loss", ["softmax", "sampled_softmax", "bce"])
+def test_the_loss_and_the_scores_are_float32_under_float16(loss):
     encoder = build_encoder(
         "hybrid", num_items=50, max_len=8, hidden_dim=16, num_layers=1, dtype="mixed_float16"
     )
-    model = SequentialRetrievalModel(encoder, seen_item_bias=True, dtype="mixed_float16")
+    model = SequentialRetrievalModel(
+        encoder, loss=loss, num_negatives=8, seen_item_bias=True, dtype="mixed_float16"
+    )
     ids = np.arange(1, 17, dtype="int32").reshape(2, 8)
     assert keras.backend.standardize_dtype(model(ids).dtype) == "float16"
-    loss = model.compute_loss(ids, np.roll(ids, -1, axis=1), model(ids))
-    assert keras.backend.standardize_dtype(loss.dtype) == "float32"
-    assert np.isfinite(float(loss))
+    value = model.compute_loss(ids, np.roll(ids, -1, axis=1), model(ids))
+    assert keras.backend.standardize_dtype(value.dtype) == "float32"
+    assert np.isfinite(float(value))
+    scores = model.score_items(ids)  # the seen-item offset added in float32 too
+    assert keras.backend.standardize_dtype(scores.dtype) == "float32"
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
 def test_the_multi_worker_loop_steps_as_fit_does(policy):
     """``multi_worker_fit`` (the loop MultiWorkerMirroredStrategy trains with) scales the
-    loss as ``fit`` does, so a LossScaleOptimizer's unscaling gives the same step."""
+    loss as ``fit`` does, so a LossScaleOptimizer's unscaling gives the same step, and
+    passes the inputs the seen-item offset reads. Under the default strategy only: the
+    cross-worker runs are tests/test_distribution.py's."""
     import tensorflow as tf
 
     from hybrid_tfrs.distribution import multi_worker_fit
@@ -175,8 +190,8 @@ def test_the_multi_worker_loop_steps_as_fit_does(policy):
     for _ in range(3):  # fit, the loop, and the initial weights
         keras.utils.set_random_seed(0)
         encoder = _encoder("hybrid", dtype=policy, dropout_rate=0.0)
-        model = SequentialRetrievalModel(encoder, dtype=policy)
-        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        model = SequentialRetrievalModel(encoder, seen_item_bias=True, dtype=policy)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False)  # as the loop
         models.append(model)
     models[0].fit(ids, targets, batch_size=32, epochs=1, shuffle=False, verbose=0)
     batches = tf.data.Dataset.from_tensor_slices((ids, targets)).batch(32)

@@ -1,6 +1,6 @@
 """FMLP-Rec's learnable frequency-domain filter (Zhou et al., WWW 2022)."""
 
-from hybrid_tfrs.backend import FLOAT32_IN_CALL, keras, ops, register_serializable
+from hybrid_tfrs.backend import NO_AUTOCAST, keras, ops, register_serializable
 
 
 def _complex_multiply(a_real, a_imag, b_real, b_imag):
@@ -60,7 +60,7 @@ class FrequencyFilter(keras.layers.Layer):
                 shape=(num_freqs, hidden_dim),
                 initializer=keras.initializers.RandomNormal(stddev=0.02),
                 trainable=True,
-                **FLOAT32_IN_CALL,
+                **NO_AUTOCAST,
             )
             for name in ("weight_real", "weight_imag")
         )

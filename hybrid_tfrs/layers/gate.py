@@ -1,6 +1,6 @@
 """The gates that blend the two branches: one alpha for everyone, or per user and position."""
 
-from hybrid_tfrs.backend import FLOAT32_IN_CALL, keras, ops, register_serializable
+from hybrid_tfrs.backend import NO_AUTOCAST, keras, ops, register_serializable
 from hybrid_tfrs.layers.sequence_features import (
     EPS,
     GROUPS_NEEDING_VECTORS,
@@ -93,7 +93,7 @@ class SequenceStatsGate(keras.layers.Layer):
             shape=(self.num_items + 1,),
             initializer="zeros",
             trainable=False,
-            **FLOAT32_IN_CALL,  # counts past float16's 65504 stay finite
+            **NO_AUTOCAST,  # counts past float16's 65504 stay finite
         )
         width = len(self.feature_names) + self.context_dim
         self.hidden = keras.layers.Dense(
