@@ -190,7 +190,7 @@ class RecommenderModule(tf.Module):
         item_ids = tf.where(tf.math.is_inf(top_scores), tf.constant(""), item_ids)
         return {
             "item_ids": item_ids,
-            "scores": tf.cast(top_scores, tf.float32),
+            "scores": top_scores,  # float32: query_embedding and the table are
             "known_items": tf.cast(known.row_lengths(), tf.int32),
         }
 
@@ -215,7 +215,7 @@ class RecommenderModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history")])
     def query_embedding(self, history):
         query = self.model.query_embedding(self.encode_histories(history))
-        return {"embedding": tf.cast(query, tf.float32)}
+        return {"embedding": query}  # float32 whatever the dtype policy
 
     @tf.function(input_signature=[])
     def item_embeddings(self):

@@ -120,6 +120,13 @@ def _histories(rng, lengths, max_len=40):
     return ids
 
 
+def _next_items(ids):
+    """The targets of ``ids`` [B, L]: each position's next item (0 after the last)."""
+    targets = np.zeros_like(ids)
+    targets[:, :-1] = ids[:, 1:]
+    return targets
+
+
 @pytest.mark.parametrize("name", list(ENCODERS))
 def test_every_encoder_computes_in_float16_close_to_float32(name):
     """Same weights, histories of 1 to 40 items in a window of 40: the 16-bit outputs
@@ -157,8 +164,7 @@ def test_no_training_step_overflows_float16(name):
     scale: over 12 steps on histories of every length, none is skipped."""
     rng = np.random.default_rng(1)
     ids = _histories(rng, rng.integers(1, 41, 12 * 16))
-    targets = np.zeros_like(ids)
-    targets[:, :-1] = ids[:, 1:]
+    targets = _next_items(ids)
     model = SequentialRetrievalModel(_encoder(name, dtype="mixed_float16"), dtype="mixed_float16")
     model.set_item_popularity(LARGE_COUNTS)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -195,8 +201,7 @@ def test_the_multi_worker_loop_steps_as_fit_does(policy):
     from hybrid_tfrs.distribution import multi_worker_fit
 
     ids = _histories(np.random.default_rng(2), [5, 12, 40, 33] * 8)
-    targets = np.zeros_like(ids)
-    targets[:, :-1] = ids[:, 1:]
+    targets = _next_items(ids)
     models = []
     for _ in range(3):  # fit, the loop, and the initial weights
         keras.utils.set_random_seed(0)
